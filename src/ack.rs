@@ -1,0 +1,185 @@
+//! Acknowledgements: how a source learns that the records it read are safe downstream.
+//!
+//! A source registers every record it hands to the outputs with the [`Progress`] of the stream
+//! it came from (a file, stdin). Each record carries an [`Ack`]; an output calls
+//! [`Ack::confirm`] once the record is durably delivered (written, or acknowledged by Kafka).
+//! The checkpoint of a stream is [`Progress::committed`]: the offset before which every line
+//! has been dealt with: skipped, counted, or confirmed by every output that took its record.
+//! Records may be confirmed out of order (Kafka partitions complete independently); the
+//! committed offset only moves over a contiguous run of confirmed records.
+//!
+//! An `Ack` that is dropped without being confirmed (an output gave up on it) keeps the
+//! checkpoint where it is, so the record is read again after a restart: never lost.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The acknowledgement state of one stream (one file identity).
+#[derive(Debug, Default)]
+pub struct Progress {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Records handed downstream and not yet fully confirmed, in offset order:
+    /// (start offset of the line, confirmations still awaited).
+    pending: VecDeque<(u64, u32)>,
+    /// The offset up to which every line has been read and dealt with by the source.
+    read_to: u64,
+    /// The start of the oldest line still being assembled (a CRI `P` chunk waiting for its
+    /// `F`); the checkpoint must not move past it.
+    floor: Option<u64>,
+}
+
+impl Progress {
+    pub fn new(start: u64) -> Arc<Progress> {
+        Arc::new(Progress {
+            inner: Mutex::new(Inner {
+                read_to: start,
+                ..Inner::default()
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave `Inner` half-updated in a way that
+        // matters more than losing the process, so a poisoned lock is simply taken over.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a record starting at `offset` that `outputs` outputs must confirm.
+    /// Returns the `Ack` to send along with it.
+    pub fn register(self: &Arc<Self>, offset: u64, outputs: u32) -> Ack {
+        let mut inner = self.lock();
+        if outputs > 0 {
+            inner.pending.push_back((offset, outputs));
+        }
+        Ack {
+            progress: Some(Arc::clone(self)),
+            offset,
+        }
+    }
+
+    /// The source has dealt with every line before `offset`, and the oldest line still being
+    /// assembled (if any) starts at `floor`.
+    pub fn set_read(&self, offset: u64, floor: Option<u64>) {
+        let mut inner = self.lock();
+        inner.read_to = offset;
+        inner.floor = floor;
+    }
+
+    fn confirm(&self, offset: u64) {
+        let mut inner = self.lock();
+        // Offsets are registered in increasing order, so a binary search finds the entry.
+        if let Ok(i) = inner.pending.binary_search_by_key(&offset, |&(o, _)| o) {
+            let entry = &mut inner.pending[i];
+            entry.1 = entry.1.saturating_sub(1);
+        }
+        while matches!(inner.pending.front(), Some(&(_, 0))) {
+            inner.pending.pop_front();
+        }
+    }
+
+    /// The offset a restart may resume from without losing anything.
+    pub fn committed(&self) -> u64 {
+        let inner = self.lock();
+        let mut at = inner.read_to;
+        if let Some(&(offset, _)) = inner.pending.front() {
+            at = at.min(offset);
+        }
+        if let Some(floor) = inner.floor {
+            at = at.min(floor);
+        }
+        at
+    }
+
+    /// Records handed downstream and not yet confirmed.
+    pub fn in_flight(&self) -> usize {
+        self.lock().pending.len()
+    }
+}
+
+/// The receipt an output gives back for one record.
+#[derive(Debug)]
+pub struct Ack {
+    progress: Option<Arc<Progress>>,
+    offset: u64,
+}
+
+impl Ack {
+    /// An ack that tracks nothing (for `check`, where there is no checkpoint).
+    pub fn none() -> Ack {
+        Ack {
+            progress: None,
+            offset: 0,
+        }
+    }
+
+    /// Another receipt for the same record, for a second output that took it.
+    pub fn share(&self) -> Ack {
+        Ack {
+            progress: self.progress.clone(),
+            offset: self.offset,
+        }
+    }
+
+    /// The record is durably delivered by this output.
+    pub fn confirm(self) {
+        if let Some(p) = &self.progress {
+            p.confirm(self.offset);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_waits_for_the_oldest_unconfirmed_record() {
+        let p = Progress::new(0);
+        let a = p.register(10, 1);
+        let b = p.register(20, 1);
+        let c = p.register(30, 1);
+        p.set_read(40, None);
+        assert_eq!(p.committed(), 10);
+        c.confirm();
+        assert_eq!(
+            p.committed(),
+            10,
+            "out-of-order confirmation must not move the checkpoint"
+        );
+        a.confirm();
+        assert_eq!(p.committed(), 20);
+        b.confirm();
+        assert_eq!(p.committed(), 40);
+    }
+
+    #[test]
+    fn a_record_taken_by_two_outputs_needs_both() {
+        let p = Progress::new(0);
+        let a = p.register(5, 2);
+        let a2 = a.share();
+        p.set_read(9, None);
+        a.confirm();
+        assert_eq!(p.committed(), 5);
+        a2.confirm();
+        assert_eq!(p.committed(), 9);
+    }
+
+    #[test]
+    fn a_dropped_ack_holds_the_checkpoint() {
+        let p = Progress::new(0);
+        drop(p.register(3, 1));
+        p.set_read(100, None);
+        assert_eq!(p.committed(), 3);
+    }
+
+    #[test]
+    fn an_unfinished_partial_line_is_a_floor() {
+        let p = Progress::new(0);
+        p.set_read(500, Some(120));
+        assert_eq!(p.committed(), 120);
+    }
+}

@@ -1,0 +1,230 @@
+//! The YAML configuration: one document, one section per pipeline stage.
+//!
+//! Each stage owns its section's struct (`source::SourceConfig`, `extract::AuditConfig`,
+//! `filter::TypesConfig`, `retention::RetentionConfig`, `output::OutputsConfig`); this module
+//! puts them together, reads the file, and collects every problem a config has so that
+//! `auditrail validate` can explain all of them at once, each with its YAML path.
+//!
+//! Unknown keys are errors everywhere (`deny_unknown_fields`): a typo in a ConfigMap must not
+//! silently turn a filter off.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::extract::AuditConfig;
+use crate::filter::TypesConfig;
+use crate::output::OutputsConfig;
+use crate::retention::RetentionConfig;
+use crate::source::SourceConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where lines come from and how they are framed.
+    pub source: SourceConfig,
+    /// Which lines are audit records.
+    pub audit: AuditConfig,
+    /// Which record types are shipped.
+    pub types: TypesConfig,
+    /// Retention classes and the topic of each.
+    pub retention: RetentionConfig,
+    /// Where records go.
+    pub outputs: OutputsConfig,
+}
+
+/// One thing wrong with a config, at a YAML path such as `retention.classes.forever.topic`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Problem {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not fit the schema (the message from serde_yaml names the path, line and column).
+    #[error("config {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    /// The YAML fits the schema but its values do not make sense together.
+    #[error("config {path} has {} problem(s): {}", problems.len(), join(problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn join(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ConfigError {
+    /// Every problem, one per line, for `auditrail validate`.
+    pub fn problems(&self) -> Vec<String> {
+        match self {
+            ConfigError::Invalid { problems, .. } => {
+                problems.iter().map(ToString::to_string).collect()
+            }
+            other => vec![other.to_string()],
+        }
+    }
+}
+
+/// What a caller intends to do with a config; `check` may leave `source.paths` empty because
+/// `--input` takes their place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Run,
+    Check,
+}
+
+impl Config {
+    /// Reads, parses and validates the config at `path`.
+    pub fn load(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text, purpose).map_err(|e| match e {
+            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+                path: path.to_path_buf(),
+                message,
+            },
+            ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates a config from YAML text.
+    pub fn from_yaml(text: &str, purpose: Purpose) -> Result<Config, ConfigError> {
+        // An empty document (or one holding only comments) means "all defaults".
+        let config: Config = if text.trim().is_empty() || is_only_comments(text) {
+            Config::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+                path: PathBuf::from("<text>"),
+                message: e.to_string(),
+            })?
+        };
+        let problems = config.problems(purpose);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: PathBuf::from("<text>"),
+                problems,
+            })
+        }
+    }
+
+    /// Every problem with this config; empty when it is usable.
+    pub fn problems(&self, purpose: Purpose) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        self.source.validate("source", purpose, &mut problems);
+        self.audit.validate("audit", &mut problems);
+        self.types.validate("types", &mut problems);
+        self.retention.validate("retention", &mut problems);
+        self.outputs.validate("outputs", &mut problems);
+        problems
+    }
+}
+
+fn is_only_comments(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---"
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults_and_valid_for_check() {
+        let c = Config::from_yaml("", Purpose::Check).unwrap();
+        assert!(c.source.paths.is_empty());
+        assert!(Config::from_yaml("# nothing\n", Purpose::Check).is_ok());
+    }
+
+    #[test]
+    fn run_needs_source_paths() {
+        let err = Config::from_yaml("", Purpose::Run).unwrap_err();
+        let problems = err.problems();
+        assert!(
+            problems.iter().any(|p| p.starts_with("source.paths:")),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_path() {
+        let err = Config::from_yaml("source:\n  pathz: [a]\n", Purpose::Check).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("unknown field `pathz`"), "{text}");
+        assert!(text.contains("source"), "{text}");
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_not_only_the_first() {
+        let yaml = r#"
+types: {include: [], exclude: []}
+retention:
+  default: missing
+  classes:
+    short: {days: 0, topic: "bad topic!"}
+"#;
+        let err = Config::from_yaml(yaml, Purpose::Check).unwrap_err();
+        let problems = err.problems();
+        assert!(
+            problems.iter().any(|p| p.starts_with("types:")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("retention.default:")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("retention.classes.short.days:")),
+            "{problems:?}"
+        );
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("retention.classes.short.topic:")),
+            "{problems:?}"
+        );
+    }
+}

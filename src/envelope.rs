@@ -1,0 +1,280 @@
+//! The record as shipped: the application's original JSON, byte for byte, inside an envelope
+//! of metadata, plus what an output needs to send it (topic, key, headers).
+//!
+//! The envelope is written by hand rather than through a serde model so that the record's own
+//! text is spliced in unchanged: key order, number text (`1.10`, `1e2`, big integers) and
+//! escapes survive exactly as the application wrote them.
+//!
+//! ```json
+//! {"id":"…","type":"sqlQuery","format":"immuta","time":"2021-08-09T16:02:27.345Z",
+//!  "observed_time":"…","retention":{"class":"forever","days":null,"expires_at":null},
+//!  "source":{"file":"/var/log/pods/…/0.log","stream":"stdout","offset":1234,"time":"…"},
+//!  "kubernetes":{…},"prefix":"…","suffix":"…","record":{…the original object…}}
+//! ```
+//!
+//! The `id` is derived from where the line was read (the file's fingerprint and the line's
+//! offset) and from the line's bytes, so reading the same line again after a restart gives the
+//! same id, and two different lines never share one.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::ack::Ack;
+
+/// Where a line was read from: enough to find it again and to give it a stable id.
+#[derive(Debug, Clone)]
+pub struct LineOrigin<'a> {
+    /// The file path as read (`-` for stdin).
+    pub file: &'a str,
+    /// A stable identity of the stream (a file's fingerprint), part of the record id.
+    pub identity: u64,
+    /// `stdout` or `stderr` when the framing says so.
+    pub stream: Option<&'a str>,
+    /// Byte offset of the line's first byte in the stream.
+    pub offset: u64,
+    /// The container runtime's timestamp of the line (CRI or docker framing), as written.
+    pub time: Option<&'a str>,
+}
+
+/// Retention decided for a record.
+#[derive(Debug, Clone)]
+pub struct RetentionTag {
+    pub class: Arc<str>,
+    /// `None` means kept forever.
+    pub days: Option<u32>,
+    pub topic: Arc<str>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// One audit record ready for an output.
+#[derive(Debug)]
+pub struct Record {
+    pub id: String,
+    pub record_type: String,
+    pub format: Arc<str>,
+    pub retention: RetentionTag,
+    /// The Kafka key; `None` sends no key.
+    pub key: Option<String>,
+    /// The envelope JSON (the Kafka value).
+    pub value: Vec<u8>,
+    /// When auditrail read the line: the Kafka record timestamp.
+    pub read_time: DateTime<Utc>,
+    /// Confirmed by the output once the record is durable.
+    pub ack: Ack,
+}
+
+/// The inputs of an envelope, borrowed from the line being processed.
+#[derive(Debug)]
+pub struct EnvelopeParts<'a> {
+    pub origin: &'a LineOrigin<'a>,
+    /// The whole line's text (for the id).
+    pub line: &'a [u8],
+    pub format: &'a Arc<str>,
+    pub record_type: &'a str,
+    pub time: Option<DateTime<Utc>>,
+    pub retention: RetentionTag,
+    /// Pre-serialised `kubernetes` object to splice in, built once per source.
+    pub kubernetes: Option<&'a str>,
+    pub prefix: &'a str,
+    pub record: &'a str,
+    pub suffix: &'a str,
+    pub read_time: DateTime<Utc>,
+}
+
+/// A stable id: 128 bits of XXH3 over the stream identity, the offset and the line's bytes.
+pub fn record_id(identity: u64, offset: u64, line: &[u8]) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(&identity.to_le_bytes());
+    hasher.update(&offset.to_le_bytes());
+    hasher.update(line);
+    format!("{:032x}", hasher.digest128())
+}
+
+/// Formats a time the way every time in the envelope is written (RFC 3339, UTC, milliseconds).
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn json_opt_time(out: &mut Vec<u8>, t: Option<&DateTime<Utc>>) {
+    match t {
+        Some(t) => json_str(out, &format_time(t)),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+impl Record {
+    /// Builds the record and its envelope.
+    pub fn build(parts: EnvelopeParts<'_>, key: Option<String>, ack: Ack) -> Record {
+        let id = record_id(parts.origin.identity, parts.origin.offset, parts.line);
+        let mut v = Vec::with_capacity(parts.record.len() + 512);
+        v.extend_from_slice(b"{\"id\":");
+        json_str(&mut v, &id);
+        v.extend_from_slice(b",\"type\":");
+        json_str(&mut v, parts.record_type);
+        v.extend_from_slice(b",\"format\":");
+        json_str(&mut v, parts.format);
+        v.extend_from_slice(b",\"time\":");
+        json_opt_time(&mut v, parts.time.as_ref());
+        v.extend_from_slice(b",\"observed_time\":");
+        json_opt_time(&mut v, Some(&parts.read_time));
+        v.extend_from_slice(b",\"retention\":{\"class\":");
+        json_str(&mut v, &parts.retention.class);
+        v.extend_from_slice(b",\"days\":");
+        match parts.retention.days {
+            Some(d) => {
+                let _ = write!(v, "{d}");
+            }
+            None => v.extend_from_slice(b"null"),
+        }
+        v.extend_from_slice(b",\"expires_at\":");
+        json_opt_time(&mut v, parts.retention.expires_at.as_ref());
+        v.extend_from_slice(b"},\"source\":{\"file\":");
+        json_str(&mut v, parts.origin.file);
+        v.extend_from_slice(b",\"stream\":");
+        match parts.origin.stream {
+            Some(s) => json_str(&mut v, s),
+            None => v.extend_from_slice(b"null"),
+        }
+        let _ = write!(v, ",\"offset\":{}", parts.origin.offset);
+        v.extend_from_slice(b",\"time\":");
+        match parts.origin.time {
+            Some(t) => json_str(&mut v, t),
+            None => v.extend_from_slice(b"null"),
+        }
+        v.push(b'}');
+        if let Some(k8s) = parts.kubernetes {
+            v.extend_from_slice(b",\"kubernetes\":");
+            v.extend_from_slice(k8s.as_bytes());
+        }
+        if !parts.prefix.is_empty() {
+            v.extend_from_slice(b",\"prefix\":");
+            json_str(&mut v, parts.prefix);
+        }
+        if !parts.suffix.is_empty() {
+            v.extend_from_slice(b",\"suffix\":");
+            json_str(&mut v, parts.suffix);
+        }
+        v.extend_from_slice(b",\"record\":");
+        v.extend_from_slice(parts.record.as_bytes());
+        v.push(b'}');
+        Record {
+            id,
+            record_type: parts.record_type.to_owned(),
+            format: Arc::clone(parts.format),
+            retention: parts.retention,
+            key,
+            value: v,
+            read_time: parts.read_time,
+            ack,
+        }
+    }
+
+    /// The Kafka headers: what a consumer needs to route and deduplicate without parsing the
+    /// value. Values are UTF-8 text; a forever record's `expires_at` header is empty.
+    pub fn headers(&self) -> [(&'static str, String); 5] {
+        [
+            ("id", self.id.clone()),
+            ("type", self.record_type.clone()),
+            ("format", self.format.to_string()),
+            ("retention_class", self.retention.class.to_string()),
+            (
+                "expires_at",
+                self.retention
+                    .expires_at
+                    .as_ref()
+                    .map(format_time)
+                    .unwrap_or_default(),
+            ),
+        ]
+    }
+
+    /// The line `check` and `outputs.stdout` print: `{"topic","key","headers","value"}`.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"topic\":");
+        json_str(out, &self.retention.topic);
+        out.extend_from_slice(b",\"key\":");
+        match &self.key {
+            Some(k) => json_str(out, k),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"headers\":{");
+        for (i, (name, value)) in self.headers().iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_str(out, name);
+            out.push(b':');
+            json_str(out, value);
+        }
+        out.extend_from_slice(b"},\"value\":");
+        out.extend_from_slice(&self.value);
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts<'a>(
+        origin: &'a LineOrigin<'a>,
+        format: &'a Arc<str>,
+        record: &'a str,
+    ) -> EnvelopeParts<'a> {
+        EnvelopeParts {
+            origin,
+            line: record.as_bytes(),
+            format,
+            record_type: "sqlQuery",
+            time: None,
+            retention: RetentionTag {
+                class: Arc::from("forever"),
+                days: None,
+                topic: Arc::from("audit-forever"),
+                expires_at: None,
+            },
+            kubernetes: None,
+            prefix: "host app[1]: ",
+            record,
+            suffix: "",
+            read_time: DateTime::from_timestamp_millis(0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn the_record_text_is_spliced_byte_for_byte() {
+        let record = r#"{"z":1.10,"a":1e2,"big":123456789012345678901234567890,"s":"\u00e9\n"}"#;
+        let origin = LineOrigin {
+            file: "f",
+            identity: 1,
+            stream: Some("stdout"),
+            offset: 7,
+            time: None,
+        };
+        let format: Arc<str> = Arc::from("immuta");
+        let r = Record::build(parts(&origin, &format, record), None, Ack::none());
+        let text = String::from_utf8(r.value.clone()).unwrap();
+        assert!(text.ends_with(&format!(",\"record\":{record}}}")), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["prefix"], "host app[1]: ");
+        assert_eq!(v["retention"]["days"], serde_json::Value::Null);
+        assert_eq!(v["source"]["offset"], 7);
+        assert!(v.get("suffix").is_none());
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        assert_eq!(record_id(1, 10, b"x"), record_id(1, 10, b"x"));
+        assert_ne!(record_id(1, 10, b"x"), record_id(1, 11, b"x"));
+        assert_ne!(record_id(1, 10, b"x"), record_id(2, 10, b"x"));
+        assert_ne!(record_id(1, 10, b"x"), record_id(1, 10, b"y"));
+        assert_eq!(record_id(1, 10, b"x").len(), 32);
+    }
+}

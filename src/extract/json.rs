@@ -1,0 +1,225 @@
+//! Just enough JSON for detection: locate a JSON object inside a line without re-serialising
+//! it, read its top-level members as borrowed raw text, and follow JSON pointers.
+//!
+//! Nothing here allocates a full document tree: members are `&RawValue` slices of the line, and
+//! a pointer such as `/event/type` parses only the objects on its path.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The top-level members of a JSON object, in order, values left as raw text.
+#[derive(Debug)]
+pub struct Object<'a> {
+    members: Vec<(Cow<'a, str>, &'a RawValue)>,
+}
+
+impl<'a> Object<'a> {
+    /// Parses `text`, which must hold exactly one JSON object.
+    pub fn parse(text: &'a str) -> Option<Object<'a>> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// The raw value of a member; the last one wins when a key repeats, as in JavaScript.
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.members
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| *v)
+    }
+
+    /// Follows a JSON pointer (RFC 6901) given as unescaped segments.
+    pub fn pointer(&self, segments: &[String]) -> Option<&'a RawValue> {
+        let (first, rest) = segments.split_first()?;
+        let mut current = self.get(first)?;
+        for segment in rest {
+            current = child(current, segment)?;
+        }
+        Some(current)
+    }
+
+    /// The member as a string, when it is one.
+    pub fn get_str(&self, key: &str) -> Option<Cow<'a, str>> {
+        self.get(key).and_then(as_str)
+    }
+}
+
+fn child<'a>(raw: &'a RawValue, segment: &str) -> Option<&'a RawValue> {
+    match raw.get().as_bytes().first()? {
+        b'{' => Object::parse(raw.get())?.get(segment),
+        b'[' => {
+            let index: usize = segment.parse().ok()?;
+            let items: Vec<&'a RawValue> = serde_json::from_str(raw.get()).ok()?;
+            items.get(index).copied()
+        }
+        _ => None,
+    }
+}
+
+/// A raw value as a string, when it is a JSON string.
+pub fn as_str(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    match serde_json::from_str::<&str>(text) {
+        Ok(s) => Some(Cow::Borrowed(s)),
+        // Escapes in the string: it cannot be borrowed.
+        Err(_) => serde_json::from_str::<String>(text).ok().map(Cow::Owned),
+    }
+}
+
+/// Splits a JSON pointer into unescaped segments (`~1` is `/`, `~0` is `~`).
+pub fn parse_pointer(pointer: &str) -> Result<Vec<String>, String> {
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err(format!("JSON pointer {pointer:?} must start with '/'"));
+    };
+    Ok(rest
+        .split('/')
+        .map(|s| s.replace("~1", "/").replace("~0", "~"))
+        .collect())
+}
+
+/// An object found in a line: where it is and its members.
+#[derive(Debug)]
+pub struct Located<'a> {
+    pub start: usize,
+    pub end: usize,
+    pub object: Object<'a>,
+}
+
+/// The most `{` positions tried per line, so that a pathological line (thousands of
+/// unbalanced braces) costs bounded work.
+pub const MAX_ATTEMPTS: usize = 32;
+
+/// Walks the JSON objects of a line from left to right. A `{` that does not start a valid
+/// object is skipped; the inside of a valid object is never searched again, so a nested object
+/// is never mistaken for a top-level one.
+pub struct Objects<'a> {
+    line: &'a str,
+    pos: usize,
+    attempts: usize,
+}
+
+impl<'a> Objects<'a> {
+    pub fn new(line: &'a str) -> Self {
+        Objects {
+            line,
+            pos: 0,
+            attempts: 0,
+        }
+    }
+}
+
+impl<'a> Iterator for Objects<'a> {
+    type Item = Located<'a>;
+
+    fn next(&mut self) -> Option<Located<'a>> {
+        let bytes = self.line.as_bytes();
+        while self.attempts < MAX_ATTEMPTS {
+            let start = self.pos + memchr::memchr(b'{', bytes.get(self.pos..)?)?;
+            self.attempts += 1;
+            let rest = &self.line[start..];
+            let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Object<'a>>();
+            match stream.next() {
+                Some(Ok(object)) => {
+                    let end = start + stream.byte_offset();
+                    self.pos = end;
+                    return Some(Located { start, end, object });
+                }
+                _ => self.pos = start + 1,
+            }
+        }
+        None
+    }
+}
+
+// === impl Deserialize for Object ===
+
+impl<'de: 'a, 'a> Deserialize<'de> for Object<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Object<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16));
+                while let Some((Key(k), v)) = map.next_entry::<Key<'de>, &'de RawValue>()? {
+                    members.push((k, v));
+                }
+                Ok(Object { members })
+            }
+        }
+        deserializer.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// A member name, borrowed from the input unless it holds escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_skip_text_and_never_descend_into_a_parsed_object() {
+        let line = r#"x {bad} [1] {"a": {"b": 2}} tail {"c": 3} []"#;
+        let found: Vec<&str> = Objects::new(line).map(|o| &line[o.start..o.end]).collect();
+        assert_eq!(found, vec![r#"{"a": {"b": 2}}"#, r#"{"c": 3}"#]);
+    }
+
+    #[test]
+    fn pointers_follow_objects_and_arrays() {
+        let o =
+            Object::parse(r#"{"event": {"type": "approve", "list": [1, {"k": "v"}]}}"#).unwrap();
+        let seg = parse_pointer("/event/type").unwrap();
+        assert_eq!(as_str(o.pointer(&seg).unwrap()).unwrap(), "approve");
+        let seg = parse_pointer("/event/list/1/k").unwrap();
+        assert_eq!(as_str(o.pointer(&seg).unwrap()).unwrap(), "v");
+        assert!(o
+            .pointer(&parse_pointer("/event/missing").unwrap())
+            .is_none());
+        assert_eq!(parse_pointer("/a~1b/c~0d").unwrap(), vec!["a/b", "c~d"]);
+        assert!(parse_pointer("nope").is_err());
+    }
+
+    #[test]
+    fn escaped_strings_and_keys_are_read() {
+        let o = Object::parse(r#"{"le\u0076el": "au\u0064it"}"#).unwrap();
+        assert_eq!(o.get_str("level").unwrap(), "audit");
+    }
+
+    #[test]
+    fn pathological_braces_cost_bounded_work() {
+        let line = "{".repeat(100_000);
+        assert_eq!(Objects::new(&line).count(), 0);
+    }
+}

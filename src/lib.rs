@@ -1,0 +1,20 @@
+//! auditrail: ship an application's audit trail from its stdout to Kafka.
+//!
+//! The pipeline, one module per stage:
+//! [`source`] (tail files, frame CRI/docker/raw lines, checkpoints) →
+//! [`extract`] (which lines are audit records) → [`filter`] (which types are shipped) →
+//! [`retention`] (class, topic, expiry) → [`envelope`] (the record as shipped) →
+//! [`output`] (stdout; Kafka). [`pipeline`] wires them; [`ack`] carries confirmations back to
+//! the checkpoints; [`run`] is the long-running service.
+#![forbid(unsafe_code)]
+
+pub mod ack;
+pub mod config;
+pub mod envelope;
+pub mod extract;
+pub mod filter;
+pub mod output;
+pub mod pipeline;
+pub mod retention;
+pub mod run;
+pub mod source;

@@ -1,0 +1,143 @@
+//! The `auditrail` binary: parse the command line, set up logging, and hand over to the
+//! library. Exit codes: 0 done, 1 failed while running, 2 bad config or unreadable input.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use auditrail::config::{Config, Purpose};
+use auditrail::pipeline::{self, Processor};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "auditrail",
+    version,
+    about = "Ship an application's audit trail from its stdout to Kafka"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Read a finite input once and print every record that would be shipped, one JSON line
+    /// each; a summary of the counts goes to stderr.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The log to read (`-` for stdin); takes the place of `source.paths`.
+        #[arg(long, short)]
+        input: String,
+    },
+    /// Check a config and explain every problem it has.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Tail the configured files and ship records to the configured outputs until SIGTERM.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+/// Exit code for a bad config or unreadable input.
+const USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Check { config, input } => check(&config, &input),
+        Command::Validate { config } => validate(&config),
+        Command::Run { config } => run(&config),
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // JSON inside a cluster (no terminal), a human format on a terminal.
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        builder.init();
+    } else {
+        builder.json().flatten_event(true).init();
+    }
+}
+
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("auditrail: {message}");
+    ExitCode::from(USAGE)
+}
+
+fn check(config_path: &PathBuf, input: &str) -> ExitCode {
+    let config = match Config::load(config_path, Purpose::Check) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let processor = match Processor::new(&config) {
+        Ok(p) => p,
+        Err(e) => return usage_error(e),
+    };
+    let mut out = std::io::stdout().lock();
+    match pipeline::check(&config, &processor, input, &mut out) {
+        Ok(stats) => {
+            let summary = serde_json::to_string(&stats).unwrap_or_default();
+            let _ = writeln!(std::io::stderr(), "{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ pipeline::CheckError::Input { .. }) => usage_error(e),
+        Err(e) => {
+            eprintln!("auditrail: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(config_path: &PathBuf) -> ExitCode {
+    match Config::load(config_path, Purpose::Run) {
+        Ok(_) => {
+            println!("{}: ok", config_path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{}: invalid", config_path.display());
+            for problem in e.problems() {
+                eprintln!("  {problem}");
+            }
+            ExitCode::from(USAGE)
+        }
+    }
+}
+
+fn run(config_path: &PathBuf) -> ExitCode {
+    let config = match Config::load(config_path, Purpose::Run) {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| {
+            rt.block_on(auditrail::run::run(config))
+                .map_err(anyhow::Error::from)
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "auditrail stopped");
+            match e.downcast_ref::<auditrail::run::RunError>() {
+                Some(e) if e.is_usage() => ExitCode::from(USAGE),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `outputs.stdout`: each record as one JSON line `{"topic","key","headers","value"}`, the
+//! same lines `auditrail check` prints. A record is confirmed once its batch is written and
+//! flushed.
+
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+use crate::envelope::Record;
+
+/// `outputs.stdout` has no settings yet; the empty map `{}` enables it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdoutConfig {}
+
+/// Writes batches until the channel closes. A write error stops the output; the records of
+/// the failed batch stay unconfirmed, so their checkpoints do not move.
+pub async fn run(mut batches: mpsc::Receiver<Vec<Record>>) -> std::io::Result<()> {
+    let mut out = tokio::io::stdout();
+    let mut buf = Vec::with_capacity(64 * 1024);
+    while let Some(batch) = batches.recv().await {
+        buf.clear();
+        for record in &batch {
+            record.write_json_line(&mut buf);
+        }
+        out.write_all(&buf).await?;
+        out.flush().await?;
+        for record in batch {
+            record.ack.confirm();
+        }
+    }
+    Ok(())
+}

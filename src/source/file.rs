@@ -1,0 +1,442 @@
+//! The file tailer: follows the files matched by `source.paths` through rotation and
+//! truncation, on one dedicated thread.
+//!
+//! - New data is noticed through filesystem events (`notify`), with polling every
+//!   `poll_interval` as the fallback (events are only a wake-up; polling alone is correct).
+//! - The glob patterns are expanded every `scan_interval`. A watched file no longer found at
+//!   any matching path (kubelet renamed `0.log` to `0.log.<timestamp>`) keeps being read through
+//!   its open handle, to its end and for `rotate_wait` more, before it is let go.
+//! - A file smaller than the position read, or whose first line changed, was truncated
+//!   (copy-truncate): it is read again from offset 0 and counted.
+//! - Records go to the outputs in batches over a bounded channel; when the outputs are slow
+//!   the channel fills and this thread stops reading (backpressure). The files are the buffer.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use notify::Watcher;
+use tokio::sync::mpsc;
+
+use super::checkpoint::Checkpoints;
+use super::{fingerprint, Format, LineReader, ReadFrom, SourceConfig, SourceError};
+use crate::ack::Progress;
+use crate::envelope::Record;
+use crate::pipeline::{Processor, Stats, StreamInfo};
+
+/// Records per batch sent to the outputs.
+const BATCH_RECORDS: usize = 256;
+/// Bytes read from one file before the others get a turn.
+const TURN_BYTES: u64 = 4 * 1024 * 1024;
+/// How long a rotated file stays open after its last data, for a runtime that has not yet
+/// reopened its log.
+const ROTATE_WAIT: Duration = Duration::from_secs(5);
+
+/// One file being followed.
+#[derive(Debug)]
+struct Watched {
+    path: PathBuf,
+    file: File,
+    dev_ino: (u64, u64),
+    /// `None` until the file has a complete first line.
+    fingerprint: Option<u64>,
+    reader: LineReader,
+    progress: Option<Arc<Progress>>,
+    stream: StreamInfo,
+    /// Found at the first scan (so `read_from` applies to it).
+    at_startup: bool,
+    /// Read again from 0 after a truncation: its old checkpoint must not be used.
+    truncated: bool,
+    /// When the file was last found missing from the matching paths (rotated or deleted).
+    rotated_at: Option<Instant>,
+    last_data: Instant,
+}
+
+/// Follows the configured files; see the module documentation.
+pub struct FileTailer {
+    config: SourceConfig,
+    exclude: Vec<glob::Pattern>,
+    processor: Arc<Processor>,
+    checkpoints: Arc<Checkpoints>,
+    out: mpsc::Sender<Vec<Record>>,
+    outputs: u32,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<Stats>>,
+    watched: Vec<Watched>,
+    batch: Vec<Record>,
+    local: Stats,
+    runtime: tokio::runtime::Handle,
+}
+
+impl FileTailer {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: SourceConfig,
+        processor: Arc<Processor>,
+        checkpoints: Arc<Checkpoints>,
+        out: mpsc::Sender<Vec<Record>>,
+        outputs: u32,
+        stop: Arc<AtomicBool>,
+        stats: Arc<Mutex<Stats>>,
+        runtime: tokio::runtime::Handle,
+    ) -> FileTailer {
+        let exclude = config
+            .exclude
+            .iter()
+            .filter_map(|p| glob::Pattern::new(p).ok())
+            .collect();
+        FileTailer {
+            config,
+            exclude,
+            processor,
+            checkpoints,
+            out,
+            outputs,
+            stop,
+            stats,
+            watched: Vec::new(),
+            batch: Vec::with_capacity(BATCH_RECORDS),
+            local: Stats::default(),
+            runtime,
+        }
+    }
+
+    /// Follows the files until `stop` is set. Returns when stopped; the sender is dropped on
+    /// return, which lets the outputs drain and finish.
+    pub fn run(mut self) -> Result<(), SourceError> {
+        let (wake_tx, wake_rx) = std_mpsc::sync_channel::<()>(1);
+        let _watcher = self.watch_events(wake_tx);
+        self.scan(true);
+        let mut last_scan = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            if last_scan.elapsed() >= self.config.scan_interval {
+                self.scan(false);
+                last_scan = Instant::now();
+            }
+            let mut progressed = false;
+            for i in 0..self.watched.len() {
+                progressed |= self.read_turn(i);
+                if self.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+            }
+            self.flush_batch();
+            self.let_go_of_rotated();
+            self.publish_stats();
+            if !progressed {
+                match wake_rx.recv_timeout(self.config.poll_interval) {
+                    // An event may be a new file: look now rather than at the next scan.
+                    Ok(()) => {
+                        if last_scan.elapsed() >= Duration::from_millis(100) {
+                            self.scan(false);
+                            last_scan = Instant::now();
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        self.flush_batch();
+        self.publish_stats();
+        Ok(())
+    }
+
+    fn publish_stats(&mut self) {
+        let mut malformed = 0;
+        for w in &self.watched {
+            malformed += w.reader.framer.malformed;
+        }
+        let mut shared = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.local;
+        s.malformed += malformed;
+        *shared = s;
+    }
+
+    /// Watches the directories the patterns start from; events only wake the loop up.
+    fn watch_events(&self, wake: std_mpsc::SyncSender<()>) -> Option<notify::RecommendedWatcher> {
+        let handler = move |_event: notify::Result<notify::Event>| {
+            let _ = wake.try_send(());
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "filesystem events unavailable; polling only");
+                return None;
+            }
+        };
+        for pattern in &self.config.paths {
+            let dir = static_prefix(pattern);
+            if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::Recursive) {
+                tracing::warn!(error = %e, dir = %dir.display(), "cannot watch directory; polling it");
+            }
+        }
+        Some(watcher)
+    }
+
+    /// Expands the patterns and reconciles the result with the watched files.
+    fn scan(&mut self, startup: bool) {
+        let mut found: HashMap<(u64, u64), (PathBuf, u64)> = HashMap::new();
+        for pattern in &self.config.paths {
+            let Ok(paths) = glob::glob(pattern) else {
+                continue;
+            };
+            for path in paths.flatten() {
+                if self.exclude.iter().any(|p| p.matches_path(&path)) {
+                    continue;
+                }
+                // Follows symlinks (/var/log/containers points into /var/log/pods).
+                let Ok(meta) = std::fs::metadata(&path) else {
+                    continue;
+                };
+                if meta.is_file() {
+                    found
+                        .entry((meta.dev(), meta.ino()))
+                        .or_insert((path, meta.len()));
+                }
+            }
+        }
+        for w in &mut self.watched {
+            match found.remove(&w.dev_ino) {
+                Some((path, len)) => {
+                    if path != w.path {
+                        tracing::info!(from = %w.path.display(), to = %path.display(), "file renamed");
+                        if let Some(fp) = w.fingerprint {
+                            self.checkpoints.rename(fp, &path);
+                        }
+                        w.path = path;
+                    }
+                    w.rotated_at = None;
+                    let read = w.reader.offset() + w.reader.buffered() as u64;
+                    if len < read || first_line_changed(w) {
+                        truncate(w, &self.checkpoints, &mut self.local, self.config.format);
+                    }
+                }
+                None => {
+                    if w.rotated_at.is_none() {
+                        tracing::info!(path = %w.path.display(), "file rotated away; reading it to its end");
+                        self.local.rotations += 1;
+                        w.rotated_at = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        for (dev_ino, (path, _)) in found {
+            match File::open(&path) {
+                Ok(file) => {
+                    tracing::info!(path = %path.display(), "watching file");
+                    self.watched.push(Watched {
+                        stream: StreamInfo {
+                            file: path.display().to_string(),
+                            identity: 0,
+                        },
+                        path,
+                        file,
+                        dev_ino,
+                        fingerprint: None,
+                        reader: LineReader::new(self.config.format, self.config.max_line_bytes, 0),
+                        progress: None,
+                        at_startup: startup,
+                        truncated: false,
+                        rotated_at: None,
+                        last_data: Instant::now(),
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot open file"),
+            }
+        }
+    }
+
+    /// Reads one turn of file `i`. Returns whether any byte was read.
+    fn read_turn(&mut self, i: usize) -> bool {
+        if self.watched[i].progress.is_none() && !self.start_file(i) {
+            return false;
+        }
+        let mut read = 0u64;
+        while read < TURN_BYTES && !self.stop.load(Ordering::Relaxed) {
+            let w = &mut self.watched[i];
+            let n = match w.reader.fill(&mut w.file) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %w.path.display(), "read failed; retrying at the next poll");
+                    break;
+                }
+            };
+            read += n as u64;
+            w.last_data = Instant::now();
+            self.local.bytes += n as u64;
+            let Some(progress) = w.progress.clone() else {
+                break;
+            };
+            let outputs = self.outputs;
+            let (processor, stats, batch) = (&self.processor, &mut self.local, &mut self.batch);
+            let stream = &w.stream;
+            w.reader.drain(|framed, _| {
+                if let Some(record) = processor.process(framed, stream, stats, |offset| {
+                    progress.register(offset, outputs)
+                }) {
+                    batch.push(record);
+                }
+            });
+            progress.set_read(w.reader.offset(), w.reader.floor());
+            if self.batch.len() >= BATCH_RECORDS {
+                self.flush_batch();
+            }
+        }
+        read > 0
+    }
+
+    /// Identifies file `i` and positions it. Returns false while it has no first line yet.
+    fn start_file(&mut self, i: usize) -> bool {
+        let w = &mut self.watched[i];
+        let fp = match fingerprint(&mut w.file) {
+            Ok(Some(fp)) => fp,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %w.path.display(), "cannot read file");
+                return false;
+            }
+        };
+        let len = w.file.metadata().map(|m| m.len()).unwrap_or(0);
+        let checkpoint = if w.truncated {
+            None
+        } else {
+            self.checkpoints.resume(fp)
+        };
+        let mut offset = match checkpoint {
+            Some(offset) => offset,
+            None if w.at_startup && self.config.read_from == ReadFrom::End => len,
+            None => 0,
+        };
+        if offset > len {
+            tracing::warn!(path = %w.path.display(), checkpoint = offset, len, "file is shorter than its checkpoint; reading it from the start");
+            self.local.truncations += 1;
+            offset = 0;
+        }
+        if let Err(e) = w.file.seek(SeekFrom::Start(offset)) {
+            tracing::warn!(error = %e, path = %w.path.display(), "cannot seek");
+            return false;
+        }
+        if offset > 0 {
+            tracing::info!(path = %w.path.display(), offset, "resuming from checkpoint");
+        }
+        w.fingerprint = Some(fp);
+        w.stream.identity = fp;
+        w.reader = LineReader::new(self.config.format, self.config.max_line_bytes, offset);
+        let progress = Progress::new(offset);
+        self.checkpoints.watch(fp, &w.path, Arc::clone(&progress));
+        w.progress = Some(progress);
+        true
+    }
+
+    /// Sends the pending batch, waiting while the outputs are busy (backpressure) but giving
+    /// up when asked to stop: unsent records are unconfirmed and will be read again.
+    fn flush_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_RECORDS));
+        let out = self.out.clone();
+        let stop = Arc::clone(&self.stop);
+        self.runtime.block_on(async move {
+            loop {
+                match tokio::time::timeout(Duration::from_millis(200), out.reserve()).await {
+                    Ok(Ok(permit)) => {
+                        permit.send(batch);
+                        return;
+                    }
+                    Ok(Err(_)) => return,
+                    Err(_) if stop.load(Ordering::Relaxed) => return,
+                    Err(_) => {}
+                }
+            }
+        });
+    }
+
+    /// Closes rotated files that have been read to their end and stayed quiet.
+    fn let_go_of_rotated(&mut self) {
+        let checkpoints = &self.checkpoints;
+        let stats = &mut self.local;
+        self.watched.retain(|w| {
+            let Some(rotated_at) = w.rotated_at else {
+                return true;
+            };
+            let quiet = w.last_data.elapsed() >= ROTATE_WAIT && rotated_at.elapsed() >= ROTATE_WAIT;
+            if !quiet {
+                return true;
+            }
+            let pending = w.reader.framer.pending();
+            if pending > 0 {
+                tracing::warn!(path = %w.path.display(), pending, "rotated file ended inside a partial line");
+                stats.incomplete += pending;
+            }
+            tracing::info!(path = %w.path.display(), "rotated file read to its end; closed");
+            if let Some(fp) = w.fingerprint {
+                checkpoints.unwatch(fp);
+            }
+            false
+        });
+    }
+}
+
+/// Re-reads the first line of a watched file to see whether its content was replaced.
+fn first_line_changed(w: &mut Watched) -> bool {
+    match (w.fingerprint, fingerprint(&mut w.file)) {
+        (Some(old), Ok(Some(now))) => old != now,
+        (Some(_), Ok(None)) => true,
+        _ => false,
+    }
+}
+
+fn truncate(w: &mut Watched, checkpoints: &Checkpoints, stats: &mut Stats, format: Format) {
+    tracing::warn!(path = %w.path.display(), "file truncated; reading it again from the start");
+    stats.truncations += 1;
+    if let Some(fp) = w.fingerprint.take() {
+        checkpoints.unwatch(fp);
+    }
+    w.progress = None;
+    w.truncated = true;
+    w.reader.reset(format);
+    let _ = w.file.seek(SeekFrom::Start(0));
+}
+
+/// The directory a glob pattern starts from: its leading components without wildcards.
+fn static_prefix(pattern: &str) -> PathBuf {
+    let mut prefix = PathBuf::new();
+    for component in Path::new(pattern).components() {
+        let s = component.as_os_str().to_string_lossy();
+        if s.contains(['*', '?', '[']) {
+            break;
+        }
+        prefix.push(component);
+    }
+    if prefix == Path::new(pattern) {
+        prefix.pop();
+    }
+    if prefix.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn static_prefix_stops_at_the_first_wildcard() {
+        assert_eq!(
+            static_prefix("/var/log/pods/*/app/*.log"),
+            PathBuf::from("/var/log/pods")
+        );
+        assert_eq!(static_prefix("/data/app.log"), PathBuf::from("/data"));
+        assert_eq!(static_prefix("*.log"), PathBuf::from("."));
+    }
+}

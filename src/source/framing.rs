@@ -1,0 +1,439 @@
+//! Framing: turn the physical lines of a container log into the application's logical lines.
+//!
+//! - `cri`: `<RFC3339Nano> <stdout|stderr> <P|F>[:flags] <text>`. `P` chunks (containerd
+//!   splits lines at 16 KiB) are joined per stream until that stream's `F` chunk, even when
+//!   the other stream's lines are interleaved.
+//! - `docker`: json-file lines `{"log": "...", "stream": "...", "time": "..."}`; a `log` value
+//!   without a final `\n` is a partial chunk, joined the same way.
+//! - `raw`: the line as it is (`\n` or `\r\n`).
+//! - `auto`: decided per file from its first line.
+//!
+//! A logical line longer than `max_line_bytes` is reported as [`Framed::Oversize`] and never
+//! held in memory beyond the limit. A physical line that does not fit its framing is counted
+//! as malformed and passed on as raw text, so an audit record is never lost to a framing error.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+/// `source.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Cri,
+    Docker,
+    Raw,
+    #[default]
+    Auto,
+}
+
+/// Which output stream of the container a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    fn parse(s: &[u8]) -> Option<Stream> {
+        match s {
+            b"stdout" => Some(Stream::Stdout),
+            b"stderr" => Some(Stream::Stderr),
+            _ => None,
+        }
+    }
+}
+
+/// A logical line.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
+    pub text: &'a [u8],
+    pub stream: Option<Stream>,
+    /// The runtime's timestamp as written (CRI, docker), for the envelope's `source.time`.
+    pub time: Option<&'a str>,
+    /// Offset of the first byte of the line's first physical line.
+    pub offset: u64,
+}
+
+/// What the framer made of a physical line.
+#[derive(Debug)]
+pub enum Framed<'a> {
+    /// A complete logical line.
+    Line(Line<'a>),
+    /// A logical line that exceeded the limit, starting at this offset.
+    Oversize { offset: u64 },
+    /// A partial chunk was stored; nothing to process yet.
+    Pending,
+}
+
+/// A partial line being joined for one stream.
+#[derive(Debug, Default)]
+struct Partial {
+    buf: Vec<u8>,
+    start: Option<u64>,
+    oversize: bool,
+    time: String,
+}
+
+/// Per-file framing state.
+#[derive(Debug)]
+pub struct Framer {
+    format: Format,
+    max_line_bytes: usize,
+    partial: [Partial; 2],
+    /// Scratch for a docker line's unescaped `log` text.
+    scratch: Vec<u8>,
+    time: String,
+    /// Physical lines that did not fit the framing.
+    pub malformed: u64,
+}
+
+impl Framer {
+    pub fn new(format: Format, max_line_bytes: usize) -> Framer {
+        Framer {
+            format,
+            max_line_bytes,
+            partial: Default::default(),
+            scratch: Vec::new(),
+            time: String::new(),
+            malformed: 0,
+        }
+    }
+
+    /// The format in force (`auto` until the first line decides).
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The start of the oldest partial line still waiting for its end.
+    pub fn floor(&self) -> Option<u64> {
+        self.partial.iter().filter_map(|p| p.start).min()
+    }
+
+    /// Partial lines still waiting for their final chunk.
+    pub fn pending(&self) -> u64 {
+        self.partial.iter().filter(|p| p.start.is_some()).count() as u64
+    }
+
+    /// Frames one physical line (without its `\n`) that starts at `offset`.
+    pub fn frame<'a>(&'a mut self, physical: &'a [u8], offset: u64) -> Framed<'a> {
+        let physical = physical.strip_suffix(b"\r").unwrap_or(physical);
+        if self.format == Format::Auto {
+            self.format = detect(physical);
+        }
+        match self.format {
+            Format::Cri => self.cri(physical, offset),
+            Format::Docker => self.docker(physical, offset),
+            Format::Raw | Format::Auto => self.raw(physical, offset),
+        }
+    }
+
+    fn raw<'a>(&self, text: &'a [u8], offset: u64) -> Framed<'a> {
+        if text.len() > self.max_line_bytes {
+            return Framed::Oversize { offset };
+        }
+        Framed::Line(Line {
+            text,
+            stream: None,
+            time: None,
+            offset,
+        })
+    }
+
+    fn cri<'a>(&'a mut self, physical: &'a [u8], offset: u64) -> Framed<'a> {
+        let Some((time, stream, full, text)) = split_cri(physical) else {
+            self.malformed += 1;
+            return self.raw(physical, offset);
+        };
+        // The timestamp is ASCII by construction of `split_cri`.
+        let time = std::str::from_utf8(time).unwrap_or_default();
+        self.join(stream, full, text, time, offset)
+    }
+
+    fn docker<'a>(&'a mut self, physical: &'a [u8], offset: u64) -> Framed<'a> {
+        #[derive(Deserialize)]
+        struct DockerLine<'b> {
+            #[serde(borrow)]
+            log: Cow<'b, str>,
+            #[serde(borrow, default)]
+            stream: Option<Cow<'b, str>>,
+            #[serde(borrow, default)]
+            time: Option<Cow<'b, str>>,
+        }
+        let parsed: DockerLine<'_> = match serde_json::from_slice(physical) {
+            Ok(d) => d,
+            Err(_) => {
+                self.malformed += 1;
+                return self.raw(physical, offset);
+            }
+        };
+        let stream = parsed
+            .stream
+            .as_deref()
+            .and_then(|s| Stream::parse(s.as_bytes()))
+            .unwrap_or(Stream::Stdout);
+        let (text, full) = match parsed.log.strip_suffix('\n') {
+            Some(t) => (t, true),
+            None => (&*parsed.log, false),
+        };
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        self.time.clear();
+        self.time.push_str(parsed.time.as_deref().unwrap_or(""));
+        let p = &mut self.partial[stream.index()];
+        if !full || p.start.is_some() {
+            append(p, text.as_bytes(), &self.time, offset, self.max_line_bytes);
+            if !full {
+                return Framed::Pending;
+            }
+            return self.finish(stream);
+        }
+        if text.len() > self.max_line_bytes {
+            return Framed::Oversize { offset };
+        }
+        // The unescaped text lives in the framer's scratch buffer until the next line.
+        self.scratch.clear();
+        self.scratch.extend_from_slice(text.as_bytes());
+        Framed::Line(Line {
+            text: &self.scratch,
+            stream: Some(stream),
+            time: (!self.time.is_empty()).then_some(self.time.as_str()),
+            offset,
+        })
+    }
+
+    fn join<'a>(
+        &'a mut self,
+        stream: Stream,
+        full: bool,
+        text: &'a [u8],
+        time: &'a str,
+        offset: u64,
+    ) -> Framed<'a> {
+        let p = &mut self.partial[stream.index()];
+        if !full {
+            append(p, text, time, offset, self.max_line_bytes);
+            return Framed::Pending;
+        }
+        if p.start.is_none() {
+            // The common case: a whole line in one chunk, no copy.
+            if text.len() > self.max_line_bytes {
+                return Framed::Oversize { offset };
+            }
+            return Framed::Line(Line {
+                text,
+                stream: Some(stream),
+                time: Some(time),
+                offset,
+            });
+        }
+        append(p, text, time, offset, self.max_line_bytes);
+        self.finish(stream)
+    }
+
+    /// Hands out the joined line of `stream` (its `F` chunk has been appended).
+    fn finish(&mut self, stream: Stream) -> Framed<'_> {
+        let p = &mut self.partial[stream.index()];
+        let start = p.start.take().unwrap_or_default();
+        if std::mem::take(&mut p.oversize) {
+            p.buf.clear();
+            return Framed::Oversize { offset: start };
+        }
+        // The buffer is cleared on the next use; hand out a view of it now.
+        let p = &self.partial[stream.index()];
+        Framed::Line(Line {
+            text: &p.buf,
+            stream: Some(stream),
+            time: (!p.time.is_empty()).then_some(p.time.as_str()),
+            offset: start,
+        })
+    }
+}
+
+/// Appends a chunk to a partial line, keeping at most `max` bytes.
+fn append(p: &mut Partial, text: &[u8], time: &str, offset: u64, max: usize) {
+    if p.start.is_none() {
+        p.start = Some(offset);
+        p.buf.clear();
+        p.oversize = false;
+        p.time.clear();
+        p.time.push_str(time);
+    }
+    if p.oversize {
+        return;
+    }
+    if p.buf.len() + text.len() > max {
+        p.oversize = true;
+        p.buf = Vec::new();
+        return;
+    }
+    p.buf.extend_from_slice(text);
+}
+
+/// Splits a CRI line into (timestamp, stream, is-full, text).
+fn split_cri(line: &[u8]) -> Option<(&[u8], Stream, bool, &[u8])> {
+    let sp1 = memchr::memchr(b' ', line)?;
+    let time = &line[..sp1];
+    // A cheap shape check: `2021-08-09T16:02:45.387977000Z` or with an offset.
+    if time.len() < 20
+        || time.get(4) != Some(&b'-')
+        || time.get(10) != Some(&b'T')
+        || !time.is_ascii()
+    {
+        return None;
+    }
+    let rest = &line[sp1 + 1..];
+    let sp2 = memchr::memchr(b' ', rest)?;
+    let stream = Stream::parse(&rest[..sp2])?;
+    let rest = &rest[sp2 + 1..];
+    let (tag, text) = match memchr::memchr(b' ', rest) {
+        Some(sp3) => (&rest[..sp3], &rest[sp3 + 1..]),
+        // An empty line: `<ts> stdout F` with nothing after the tag.
+        None => (rest, &rest[rest.len()..]),
+    };
+    let full = match tag.split(|b| *b == b':').next()? {
+        b"F" => true,
+        b"P" => false,
+        _ => return None,
+    };
+    Some((time, stream, full, text))
+}
+
+/// Decides a file's framing from its first line.
+fn detect(first: &[u8]) -> Format {
+    if split_cri(first).is_some() {
+        Format::Cri
+    } else if first.starts_with(b"{\"log\":") || first.starts_with(b"{\"log\" :") {
+        Format::Docker
+    } else {
+        Format::Raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Frames `lines` (offsets = line index * 1000) and returns what came out.
+    fn run(format: Format, max: usize, lines: &[&str]) -> Vec<String> {
+        let mut f = Framer::new(format, max);
+        let mut out = Vec::new();
+        for (i, l) in lines.iter().enumerate() {
+            match f.frame(l.as_bytes(), i as u64 * 1000) {
+                Framed::Line(line) => out.push(format!(
+                    "{}@{}:{}",
+                    line.stream.map_or("-", |s| s.as_str()),
+                    line.offset,
+                    String::from_utf8_lossy(line.text)
+                )),
+                Framed::Oversize { offset } => out.push(format!("oversize@{offset}")),
+                Framed::Pending => {}
+            }
+        }
+        out
+    }
+
+    const TS: &str = "2021-08-09T16:02:45.387977000Z";
+
+    #[test]
+    fn cri_table() {
+        let cases: &[(&[&str], &[&str])] = &[
+            (
+                &["2021-08-09T16:02:45.387977000Z stdout F hello world"],
+                &["stdout@0:hello world"],
+            ),
+            (
+                &["2021-08-09T16:02:45.387977000Z stderr F "],
+                &["stderr@0:"],
+            ),
+            (&["2021-08-09T16:02:45.387977000Z stdout F"], &["stdout@0:"]),
+            (
+                &["2021-08-09T16:02:45.387977000+02:00 stdout F x\r"],
+                &["stdout@0:x"],
+            ),
+            // P chunks joined, other stream interleaved.
+            (
+                &[
+                    "2021-08-09T16:02:45.387977000Z stdout P {\"a\":",
+                    "2021-08-09T16:02:45.387977000Z stderr F boom",
+                    "2021-08-09T16:02:45.387977000Z stdout P 1,",
+                    "2021-08-09T16:02:45.387977000Z stdout F \"b\":2}",
+                ],
+                &["stderr@1000:boom", "stdout@0:{\"a\":1,\"b\":2}"],
+            ),
+            // Malformed physical lines pass through as raw text.
+            (&["not a cri line"], &["-@0:not a cri line"]),
+            (
+                &["2021-08-09T16:02:45.387977000Z stdin F x"],
+                &["-@0:2021-08-09T16:02:45.387977000Z stdin F x"],
+            ),
+            (
+                &["2021-08-09T16:02:45.387977000Z stdout X x"],
+                &["-@0:2021-08-09T16:02:45.387977000Z stdout X x"],
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(run(Format::Cri, 100, input), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn cri_oversize_after_join_never_holds_more_than_the_limit() {
+        let p = format!("{TS} stdout P {}", "x".repeat(8));
+        let f = format!("{TS} stdout F {}", "y".repeat(8));
+        let ok = format!("{TS} stdout F small");
+        assert_eq!(
+            run(Format::Cri, 10, &[&p, &p, &f, &ok]),
+            vec!["oversize@0", "stdout@3000:small"]
+        );
+        let mut framer = Framer::new(Format::Cri, 10);
+        framer.frame(p.as_bytes(), 0);
+        framer.frame(p.as_bytes(), 1);
+        assert!(framer.partial[0].buf.capacity() <= 10);
+        assert_eq!(framer.floor(), Some(0));
+    }
+
+    #[test]
+    fn docker_table() {
+        let lines = [
+            r#"{"log":"{\"level\":\"audit\"}\n","stream":"stdout","time":"2021-08-09T16:02:45.577Z"}"#,
+            r#"{"log":"part one ","stream":"stderr","time":"t"}"#,
+            r#"{"log":"other\n","stream":"stdout","time":"t"}"#,
+            r#"{"log":"part two\n","stream":"stderr","time":"t"}"#,
+            r#"{"log": broken"#,
+        ];
+        assert_eq!(
+            run(Format::Docker, 100, &lines),
+            vec![
+                "stdout@0:{\"level\":\"audit\"}",
+                "stdout@2000:other",
+                "stderr@1000:part one part two",
+                "-@4000:{\"log\": broken",
+            ]
+        );
+    }
+
+    #[test]
+    fn auto_detects_per_file() {
+        assert_eq!(detect(format!("{TS} stdout F x").as_bytes()), Format::Cri);
+        assert_eq!(
+            detect(br#"{"log":"x\n","stream":"stdout"}"#),
+            Format::Docker
+        );
+        assert_eq!(detect(br#"{"level":"audit"}"#), Format::Raw);
+        assert_eq!(
+            run(Format::Raw, 5, &["12345", "123456"]),
+            vec!["-@0:12345", "oversize@1000"]
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! Splits a byte stream into physical lines and frames them, with bounded memory.
+//!
+//! A line is only handed on once its `\n` has been read: a partial last line waits. A line
+//! longer than the limit is dropped as it streams past (reported once as oversize) instead of
+//! being buffered whole.
+
+use std::io::{self, Read};
+
+use super::framing::{Format, Framed, Framer};
+
+/// How much is read from the file at a time.
+const READ_CHUNK: usize = 128 * 1024;
+/// Room for the framing around the text (CRI timestamp, stream and tag; docker's JSON).
+const FRAMING_ALLOWANCE: usize = 4096;
+
+/// Reads one stream (a file or stdin).
+#[derive(Debug)]
+pub struct LineReader {
+    buf: Vec<u8>,
+    /// Bytes before this index have been processed.
+    start: usize,
+    /// The stream offset of `buf[0]`.
+    base: u64,
+    /// Dropping an oversize physical line until its `\n`, which started at this offset.
+    discarding: Option<u64>,
+    max_physical: usize,
+    pub framer: Framer,
+}
+
+impl LineReader {
+    pub fn new(format: Format, max_line_bytes: usize, offset: u64) -> LineReader {
+        LineReader {
+            buf: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+            base: offset,
+            discarding: None,
+            max_physical: max_line_bytes.saturating_add(FRAMING_ALLOWANCE),
+            framer: Framer::new(format, max_line_bytes),
+        }
+    }
+
+    /// The offset up to which every physical line has been processed.
+    pub fn offset(&self) -> u64 {
+        self.base + self.start as u64
+    }
+
+    /// The offset a checkpoint may move to: processed lines, less any partial line waiting for
+    /// its end (a CRI `P` chunk, or a line without `\n` yet).
+    pub fn floor(&self) -> Option<u64> {
+        match (self.framer.floor(), self.discarding) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Bytes read but not yet processed (a partial last line).
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Reads once from `src`. Returns the number of bytes read; 0 at end of input.
+    pub fn fill(&mut self, src: &mut impl Read) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.base += self.start as u64;
+            self.start = 0;
+        }
+        let len = self.buf.len();
+        self.buf.resize(len + READ_CHUNK, 0);
+        let n = loop {
+            match src.read(&mut self.buf[len..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.buf.truncate(len);
+                    return Err(e);
+                }
+            }
+        };
+        self.buf.truncate(len + n);
+        Ok(n)
+    }
+
+    /// Frames every complete line in the buffer. `f` gets each framing result and the offset
+    /// just past the physical line it came from.
+    pub fn drain(&mut self, mut f: impl FnMut(Framed<'_>, u64)) {
+        let LineReader {
+            buf,
+            start,
+            base,
+            discarding,
+            max_physical,
+            framer,
+        } = self;
+        while let Some(nl) = memchr::memchr(b'\n', &buf[*start..]) {
+            let line_start = *start;
+            let line_end = line_start + nl;
+            *start = line_end + 1;
+            let end_offset = *base + *start as u64;
+            if let Some(offset) = discarding.take() {
+                f(Framed::Oversize { offset }, end_offset);
+                continue;
+            }
+            let offset = *base + line_start as u64;
+            if nl > *max_physical {
+                f(Framed::Oversize { offset }, end_offset);
+                continue;
+            }
+            let framed = framer.frame(&buf[line_start..line_end], offset);
+            f(framed, end_offset);
+        }
+        // No newline in what is left: if it is already too long, stop holding it.
+        if buf.len() - *start > *max_physical {
+            if discarding.is_none() {
+                *discarding = Some(*base + *start as u64);
+            }
+            *start = buf.len();
+        }
+    }
+
+    /// The input has ended: a last line without `\n` is complete after all.
+    pub fn finish_input(&mut self) {
+        if self.buffered() > 0 && self.discarding.is_none() {
+            self.buf.push(b'\n');
+        }
+    }
+
+    /// Restarts at offset 0 with fresh framing state (the file was truncated).
+    pub fn reset(&mut self, format: Format) {
+        let max_line = self.framer_max();
+        self.buf.clear();
+        self.start = 0;
+        self.base = 0;
+        self.discarding = None;
+        self.framer = Framer::new(format, max_line);
+    }
+
+    fn framer_max(&self) -> usize {
+        self.max_physical - FRAMING_ALLOWANCE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(reader: &mut LineReader, input: &[u8]) -> Vec<String> {
+        let mut src = input;
+        let mut out = Vec::new();
+        while reader.fill(&mut src).unwrap() > 0 {
+            reader.drain(|framed, end| match framed {
+                Framed::Line(l) => out.push(format!(
+                    "{}..{}:{}",
+                    l.offset,
+                    end,
+                    String::from_utf8_lossy(l.text)
+                )),
+                Framed::Oversize { offset } => out.push(format!("oversize@{offset}..{end}")),
+                Framed::Pending => {}
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn lines_offsets_crlf_and_a_partial_last_line() {
+        let mut r = LineReader::new(Format::Raw, 100, 0);
+        let out = collect(&mut r, b"a\r\nbb\n\nccc");
+        assert_eq!(out, vec!["0..3:a", "3..6:bb", "6..7:"]);
+        assert_eq!(r.offset(), 7);
+        assert_eq!(
+            r.buffered(),
+            3,
+            "the partial last line waits for its newline"
+        );
+    }
+
+    #[test]
+    fn a_huge_line_streams_past_in_bounded_memory() {
+        let max = 1000;
+        let mut r = LineReader::new(Format::Raw, max, 0);
+        let mut input = b"ok\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', 10 * 1024 * 1024));
+        input.extend_from_slice(b"\nafter\n");
+        let out = collect(&mut r, &input);
+        assert_eq!(
+            out,
+            vec![
+                "0..3:ok".to_string(),
+                format!("oversize@3..{}", 3 + 10 * 1024 * 1024 + 1),
+                format!("{}..{}:after", 10485764, 10485770)
+            ]
+        );
+        assert!(
+            r.buf.capacity() < max + FRAMING_ALLOWANCE + 2 * READ_CHUNK,
+            "capacity {}",
+            r.buf.capacity()
+        );
+    }
+}
