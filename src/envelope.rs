@@ -23,6 +23,20 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::ack::Ack;
 
+/// `outputs.kafka.key`: what the Kafka record key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyStrategy {
+    /// The pod's uid: one pod's records stay ordered in one partition. Without pod metadata
+    /// the record has no key.
+    #[default]
+    PodUid,
+    /// The record id.
+    Id,
+    /// The record type.
+    Type,
+}
+
 /// Where a line was read from: enough to find it again and to give it a stable id.
 #[derive(Debug, Clone)]
 pub struct LineOrigin<'a> {
@@ -77,6 +91,8 @@ pub struct EnvelopeParts<'a> {
     pub retention: RetentionTag,
     /// Pre-serialised `kubernetes` object to splice in, built once per source.
     pub kubernetes: Option<&'a str>,
+    /// The pod's uid, when known (a possible Kafka key).
+    pub pod_uid: Option<&'a str>,
     pub prefix: &'a str,
     pub record: &'a str,
     pub suffix: &'a str,
@@ -111,8 +127,13 @@ fn json_opt_time(out: &mut Vec<u8>, t: Option<&DateTime<Utc>>) {
 
 impl Record {
     /// Builds the record and its envelope.
-    pub fn build(parts: EnvelopeParts<'_>, key: Option<String>, ack: Ack) -> Record {
+    pub fn build(parts: EnvelopeParts<'_>, key: KeyStrategy, ack: Ack) -> Record {
         let id = record_id(parts.origin.identity, parts.origin.offset, parts.line);
+        let key = match key {
+            KeyStrategy::PodUid => parts.pod_uid.map(str::to_owned),
+            KeyStrategy::Id => Some(id.clone()),
+            KeyStrategy::Type => Some(parts.record_type.to_owned()),
+        };
         let mut v = Vec::with_capacity(parts.record.len() + 512);
         v.extend_from_slice(b"{\"id\":");
         json_str(&mut v, &id);
@@ -173,6 +194,20 @@ impl Record {
             value: v,
             read_time: parts.read_time,
             ack,
+        }
+    }
+
+    /// A copy for a second output, with its own share of the acknowledgement.
+    pub fn duplicate(&self) -> Record {
+        Record {
+            id: self.id.clone(),
+            record_type: self.record_type.clone(),
+            format: Arc::clone(&self.format),
+            retention: self.retention.clone(),
+            key: self.key.clone(),
+            value: self.value.clone(),
+            read_time: self.read_time,
+            ack: self.ack.share(),
         }
     }
 
@@ -241,6 +276,7 @@ mod tests {
                 expires_at: None,
             },
             kubernetes: None,
+            pod_uid: None,
             prefix: "host app[1]: ",
             record,
             suffix: "",
@@ -259,7 +295,12 @@ mod tests {
             time: None,
         };
         let format: Arc<str> = Arc::from("immuta");
-        let r = Record::build(parts(&origin, &format, record), None, Ack::none());
+        let r = Record::build(
+            parts(&origin, &format, record),
+            KeyStrategy::Id,
+            Ack::none(),
+        );
+        assert_eq!(r.key.as_deref(), Some(r.id.as_str()));
         let text = String::from_utf8(r.value.clone()).unwrap();
         assert!(text.ends_with(&format!(",\"record\":{record}}}")), "{text}");
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::ack::Ack;
 use crate::config::Config;
-use crate::envelope::{EnvelopeParts, LineOrigin, Record};
+use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record};
 use crate::extract::{parse_time_text, Extraction, Extractor};
 use crate::filter::TypeFilter;
 use crate::retention::RetentionPolicy;
@@ -73,6 +73,9 @@ pub struct Processor {
     retention: RetentionPolicy,
     /// The pre-serialised `kubernetes` object, spliced into every envelope.
     kubernetes: Option<String>,
+    /// The pod's uid, when known.
+    pod_uid: Option<String>,
+    key: KeyStrategy,
 }
 
 /// Why a processor could not be built from a config.
@@ -89,6 +92,13 @@ impl Processor {
             filter: TypeFilter::new(&config.types),
             retention: RetentionPolicy::new(&config.retention),
             kubernetes: None,
+            pod_uid: None,
+            key: config
+                .outputs
+                .kafka
+                .as_ref()
+                .map(|k| k.key)
+                .unwrap_or_default(),
         })
     }
 
@@ -160,12 +170,13 @@ impl Processor {
                 time: audit.time,
                 retention,
                 kubernetes: self.kubernetes.as_deref(),
+                pod_uid: self.pod_uid.as_deref(),
                 prefix: audit.prefix,
                 record: audit.record,
                 suffix: audit.suffix,
                 read_time,
             },
-            None,
+            self.key,
             ack(line.offset),
         );
         stats.shipped += 1;

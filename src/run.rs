@@ -8,17 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 use crate::config::Config;
 use crate::output;
 use crate::pipeline::{BuildError, Processor, Stats};
 use crate::source::checkpoint::{CheckpointError, Checkpoints};
 use crate::source::file::FileTailer;
 use crate::source::SourceError;
-
-/// Batches queued between the source and the outputs (each up to 256 records).
-const QUEUED_BATCHES: usize = 8;
 
 /// Why `run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +26,8 @@ pub enum RunError {
     Source(#[from] SourceError),
     #[error("output failed: {0}")]
     Output(String),
+    #[error(transparent)]
+    OutputStart(#[from] output::OutputError),
     #[error("cannot listen for signals: {0}")]
     Signal(#[source] std::io::Error),
 }
@@ -38,7 +35,12 @@ pub enum RunError {
 impl RunError {
     /// Errors caused by the config or the environment it names (exit code 2).
     pub fn is_usage(&self) -> bool {
-        matches!(self, RunError::Build(_) | RunError::Checkpoint(_))
+        matches!(
+            self,
+            RunError::Build(_)
+                | RunError::Checkpoint(_)
+                | RunError::OutputStart(output::OutputError::Kafka(_))
+        )
     }
 }
 
@@ -46,17 +48,20 @@ impl RunError {
 pub async fn run(config: Config) -> Result<(), RunError> {
     let processor = Arc::new(Processor::new(&config)?);
     let checkpoints = Checkpoints::load(&config.source.checkpoint_dir)?;
-    let outputs = config.outputs.effective();
     tracing::info!(
         paths = ?config.source.paths,
         format = ?config.source.format,
         checkpoint_dir = %config.source.checkpoint_dir.display(),
-        stdout = outputs.stdout.is_some(),
+        outputs = ?config.outputs.effective().names(),
         "auditrail starting"
     );
 
-    let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
-    let output_task = tokio::spawn(output::stdout::run(rx));
+    let classes: Vec<(String, Option<u32>)> = processor
+        .retention()
+        .classes()
+        .map(|c| (c.topic.to_string(), c.days))
+        .collect();
+    let outputs = output::start(&config.outputs, &classes).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new(Stats::default()));
@@ -64,8 +69,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         config.source.clone(),
         Arc::clone(&processor),
         Arc::clone(&checkpoints),
-        tx,
-        1,
+        outputs.sender,
+        outputs.count,
         Arc::clone(&stop),
         Arc::clone(&stats),
         tokio::runtime::Handle::current(),
@@ -73,7 +78,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let tailer_thread = std::thread::Builder::new()
         .name("file-tailer".into())
         .spawn(move || tailer.run())
-        .map_err(|e| RunError::Signal(e))?;
+        .map_err(RunError::Signal)?;
 
     let saver = {
         let checkpoints = Arc::clone(&checkpoints);
@@ -98,7 +103,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let tailer_result = tokio::task::spawn_blocking(move || tailer_thread.join())
         .await
         .map_err(|e| RunError::Output(e.to_string()))?;
-    let output_result = output_task.await;
+    let output_result = outputs.done.await;
     saver.abort();
     checkpoints.save()?;
     let final_stats = *stats.lock().unwrap_or_else(|e| e.into_inner());

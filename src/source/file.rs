@@ -34,9 +34,6 @@ use crate::pipeline::{Processor, Stats, StreamInfo};
 const BATCH_RECORDS: usize = 256;
 /// Bytes read from one file before the others get a turn.
 const TURN_BYTES: u64 = 4 * 1024 * 1024;
-/// How long a rotated file stays open after its last data, for a runtime that has not yet
-/// reopened its log.
-const ROTATE_WAIT: Duration = Duration::from_secs(5);
 
 /// One file being followed.
 #[derive(Debug)]
@@ -363,11 +360,12 @@ impl FileTailer {
     fn let_go_of_rotated(&mut self) {
         let checkpoints = &self.checkpoints;
         let stats = &mut self.local;
+        let wait = self.config.rotate_wait;
         self.watched.retain(|w| {
             let Some(rotated_at) = w.rotated_at else {
                 return true;
             };
-            let quiet = w.last_data.elapsed() >= ROTATE_WAIT && rotated_at.elapsed() >= ROTATE_WAIT;
+            let quiet = w.last_data.elapsed() >= wait && rotated_at.elapsed() >= wait;
             if !quiet {
                 return true;
             }

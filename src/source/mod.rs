@@ -69,6 +69,10 @@ pub struct SourceConfig {
     /// How often checkpoints are saved (they are always saved on shutdown).
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
+    /// How long a rotated file stays open after its last new data, for a runtime that keeps
+    /// writing to it until it reopens its log.
+    #[serde(with = "humantime_serde")]
+    pub rotate_wait: Duration,
 }
 
 impl Default for SourceConfig {
@@ -84,6 +88,7 @@ impl Default for SourceConfig {
             poll_interval: Duration::from_millis(250),
             scan_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(1),
+            rotate_wait: Duration::from_secs(5),
         }
     }
 }

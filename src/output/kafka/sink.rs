@@ -1,0 +1,474 @@
+//! The delivery loop: produce, wait for acknowledgements, retry, dead-letter, hold.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use rdkafka::admin::AdminClient;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::topics::{self, Requirement};
+use super::KafkaConfig;
+use crate::envelope::Record;
+
+/// Why the Kafka output could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("kafka secret file for {property} ({path}): {source}")]
+    SecretFile {
+        property: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kafka client: {0}")]
+    Client(#[from] RdKafkaError),
+}
+
+/// What an operator (and `/readyz`) needs to know about the Kafka output.
+#[derive(Debug, Default)]
+pub struct KafkaHealth {
+    inner: Mutex<HealthState>,
+}
+
+/// A snapshot of [`KafkaHealth`].
+#[derive(Debug, Default, Clone)]
+pub struct HealthState {
+    /// The broker answered recently (a delivery or a topic check succeeded).
+    pub connected: bool,
+    /// Class topics have been checked at least once.
+    pub topics_checked: bool,
+    /// Topic -> why records are not shipped there.
+    pub refused: BTreeMap<String, String>,
+    /// Records held because the broker rejected them for good and no dead-letter topic is set.
+    pub blocked: u64,
+}
+
+impl KafkaHealth {
+    fn update(&self, f: impl FnOnce(&mut HealthState)) {
+        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn snapshot(&self) -> HealthState {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Routes librdkafka's own logs and errors into `tracing` and the health state.
+struct KafkaContext {
+    health: Arc<KafkaHealth>,
+}
+
+impl ClientContext for KafkaContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(facility = fac, "librdkafka: {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(facility = fac, "librdkafka: {message}"),
+            _ => tracing::debug!(facility = fac, "librdkafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.health.update(|h| h.connected = false);
+        }
+        tracing::warn!(error = %error, reason, "kafka client error");
+    }
+}
+
+/// A started Kafka output, not yet consuming records.
+pub struct KafkaOutput {
+    producer: FutureProducer<KafkaContext>,
+    admin: AdminClient<KafkaContext>,
+    config: KafkaConfig,
+    requirements: Vec<Requirement>,
+    pub health: Arc<KafkaHealth>,
+}
+
+/// Builds the producer and admin clients (no connection is made yet). `classes` are the
+/// (topic, days) of every retention class.
+pub fn start(
+    config: &KafkaConfig,
+    classes: &[(String, Option<u32>)],
+) -> Result<KafkaOutput, KafkaError> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", config.brokers.list().join(","))
+        .set("client.id", "auditrail")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("compression.type", &config.compression)
+        .set("linger.ms", config.linger.as_millis().to_string())
+        .set(
+            "queue.buffering.max.messages",
+            (config.max_in_flight_records.saturating_mul(2))
+                .max(100_000)
+                .to_string(),
+        );
+    for (name, value) in &config.properties {
+        client.set(name, value);
+    }
+    for (property, path) in &config.secret_files {
+        let value = std::fs::read_to_string(path).map_err(|source| KafkaError::SecretFile {
+            property: property.clone(),
+            path: path.clone(),
+            source,
+        })?;
+        client.set(property, value.trim_end_matches(['\n', '\r']));
+    }
+    let health = Arc::new(KafkaHealth::default());
+    let producer = client.create_with_context(KafkaContext {
+        health: Arc::clone(&health),
+    })?;
+    let admin = client.create_with_context(KafkaContext {
+        health: Arc::clone(&health),
+    })?;
+    let mut requirements: Vec<Requirement> = Vec::new();
+    for (topic, days) in classes {
+        if !requirements.iter().any(|r| &r.topic == topic) {
+            requirements.push(Requirement {
+                topic: topic.clone(),
+                days: *days,
+            });
+        }
+    }
+    if let Some(dlq) = &config.dead_letter_topic {
+        // The dead-letter topic holds records of every class: it needs the longest retention.
+        let days = if classes.iter().any(|(_, d)| d.is_none()) {
+            None
+        } else {
+            classes.iter().filter_map(|(_, d)| *d).max()
+        };
+        requirements.push(Requirement {
+            topic: dlq.clone(),
+            days,
+        });
+    }
+    Ok(KafkaOutput {
+        producer,
+        admin,
+        config: config.clone(),
+        requirements,
+        health,
+    })
+}
+
+/// One record on its way, with what happened to it so far.
+struct Item {
+    record: Record,
+    /// Set once the broker rejected the record for good: it goes to the dead-letter topic.
+    dead_letter: Option<String>,
+    attempts: u32,
+}
+
+type Delivery = Pin<Box<dyn std::future::Future<Output = (Item, Result<(), RdKafkaError>)> + Send>>;
+
+/// Delivers batches until the channel closes and every record is acknowledged (or
+/// `drain_timeout` passes after the close: the unconfirmed rest is read again at the next
+/// start).
+pub async fn run(
+    output: KafkaOutput,
+    mut batches: mpsc::Receiver<Vec<Record>>,
+) -> Result<(), KafkaError> {
+    let KafkaOutput {
+        producer,
+        admin,
+        config,
+        requirements,
+        health,
+    } = output;
+    let (refused_tx, mut refused_rx) = watch::channel::<Option<Arc<BTreeSet<String>>>>(None);
+    let checker = tokio::spawn(check_topics(
+        admin,
+        requirements,
+        config.clone(),
+        Arc::clone(&health),
+        refused_tx,
+    ));
+
+    let mut pending: VecDeque<Item> = VecDeque::new();
+    let mut held: Vec<Item> = Vec::new();
+    let mut inflight: FuturesUnordered<Delivery> = FuturesUnordered::new();
+    let mut records = 0usize;
+    let mut bytes = 0usize;
+    let mut refused: Option<Arc<BTreeSet<String>>> = None;
+    let mut retry_at: Option<Instant> = None;
+    let mut backoff = Duration::from_millis(100);
+    let mut closed_at: Option<Instant> = None;
+    let mut checker_alive = true;
+    let dlq = config.dead_letter_topic.clone();
+
+    loop {
+        // Produce what the limits allow.
+        while retry_at.is_none_or(|t| Instant::now() >= t) {
+            retry_at = None;
+            if records >= config.max_in_flight_records || bytes >= config.max_in_flight_bytes {
+                break;
+            }
+            let Some(item) = pending.pop_front() else {
+                break;
+            };
+            let topic: &str = match (&item.dead_letter, &dlq) {
+                (Some(_), Some(dlq)) => dlq,
+                _ => &item.record.retention.topic,
+            };
+            let allowed = refused.as_ref().is_some_and(|r| !r.contains(topic));
+            records += 1;
+            bytes += item.record.value.len();
+            if !allowed {
+                held.push(item);
+                continue;
+            }
+            match produce(&producer, &item, topic) {
+                Ok(future) => inflight.push(Box::pin(async move {
+                    let result = match future.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((e, _))) => Err(e),
+                        Err(_) => Err(RdKafkaError::Canceled),
+                    };
+                    (item, result)
+                })),
+                Err(e) => {
+                    records -= 1;
+                    bytes -= item.record.value.len();
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
+                        pending.push_front(item);
+                        retry_at = Some(Instant::now() + Duration::from_millis(50));
+                    } else {
+                        failed(
+                            item,
+                            e,
+                            &dlq,
+                            &health,
+                            &mut pending,
+                            &mut retry_at,
+                            &mut backoff,
+                        );
+                    }
+                }
+            }
+        }
+
+        if let Some(closed) = closed_at {
+            // Held records wait for a topic fix that will not come during shutdown.
+            if pending.is_empty() && inflight.is_empty() {
+                if !held.is_empty() {
+                    tracing::warn!(records = held.len(), "records for refused topics not shipped; they will be read again at the next start");
+                }
+                break;
+            }
+            if closed.elapsed() >= config.drain_timeout {
+                let left = pending.len() + inflight.len() + held.len();
+                tracing::warn!(
+                    records = left,
+                    "drain timeout: records not acknowledged will be read again at the next start"
+                );
+                break;
+            }
+        }
+        let take = closed_at.is_none()
+            && pending.is_empty()
+            && records < config.max_in_flight_records
+            && bytes < config.max_in_flight_bytes;
+        let drain_deadline = closed_at.map(|c| c + config.drain_timeout);
+
+        tokio::select! {
+            Some((item, result)) = inflight.next(), if !inflight.is_empty() => {
+                records -= 1;
+                bytes -= item.record.value.len();
+                match result {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(100);
+                        if let Some(reason) = &item.dead_letter {
+                            tracing::error!(id = %item.record.id, topic = %item.record.retention.topic, reason, "record rejected by the broker; sent to the dead-letter topic");
+                        }
+                        health.update(|h| h.connected = true);
+                        item.record.ack.confirm();
+                    }
+                    Err(e) => failed(item, e, &dlq, &health, &mut pending, &mut retry_at, &mut backoff),
+                }
+            }
+            batch = batches.recv(), if take => match batch {
+                Some(batch) => pending.extend(batch.into_iter().map(|record| Item { record, dead_letter: None, attempts: 0 })),
+                None => closed_at = Some(Instant::now()),
+            },
+            changed = refused_rx.changed(), if checker_alive => {
+                if changed.is_err() {
+                    checker_alive = false;
+                    continue;
+                }
+                refused = refused_rx.borrow_and_update().clone();
+                // Held records go back in line, in front, to be judged again.
+                for item in held.drain(..).rev() {
+                    records -= 1;
+                    bytes -= item.record.value.len();
+                    pending.push_front(item);
+                }
+            }
+            _ = sleep_until(retry_at), if retry_at.is_some() => {}
+            _ = sleep_until(drain_deadline), if drain_deadline.is_some() => {}
+        }
+    }
+    checker.abort();
+    Ok(())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+fn produce(
+    producer: &FutureProducer<KafkaContext>,
+    item: &Item,
+    topic: &str,
+) -> Result<rdkafka::producer::DeliveryFuture, RdKafkaError> {
+    let record = &item.record;
+    let mut headers = OwnedHeaders::new_with_capacity(8);
+    for (key, value) in record.headers() {
+        headers = headers.insert(Header {
+            key,
+            value: Some(value.as_bytes()),
+        });
+    }
+    if let Some(reason) = &item.dead_letter {
+        headers = headers
+            .insert(Header {
+                key: "dead_letter_reason",
+                value: Some(reason.as_bytes()),
+            })
+            .insert(Header {
+                key: "original_topic",
+                value: Some(record.retention.topic.as_bytes()),
+            });
+    }
+    let mut future = FutureRecord::to(topic)
+        .payload(&record.value)
+        .headers(headers)
+        .timestamp(record.read_time.timestamp_millis());
+    if let Some(key) = &record.key {
+        future = future.key(key.as_str());
+    }
+    producer.send_result(future).map_err(|(e, _)| e)
+}
+
+/// Errors after which sending the same record again can never succeed.
+fn is_permanent(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::PolicyViolation
+                | RDKafkaErrorCode::InvalidMessage
+        )
+    )
+}
+
+/// A delivery failed: retry it, send it to the dead-letter topic, or hold progress on it.
+fn failed(
+    mut item: Item,
+    error: RdKafkaError,
+    dlq: &Option<String>,
+    health: &KafkaHealth,
+    pending: &mut VecDeque<Item>,
+    retry_at: &mut Option<Instant>,
+    backoff: &mut Duration,
+) {
+    item.attempts += 1;
+    let code = error.rdkafka_error_code();
+    if is_permanent(code) {
+        let reason = error.to_string();
+        if item.dead_letter.is_none() && dlq.is_some() {
+            item.dead_letter = Some(reason);
+            pending.push_front(item);
+            return;
+        }
+        // No dead-letter topic (or it rejects the record too): stop here and say why.
+        tracing::error!(
+            id = %item.record.id,
+            topic = %item.record.retention.topic,
+            attempts = item.attempts,
+            reason,
+            "record rejected by the broker for good and no dead-letter topic takes it; holding progress until an operator acts"
+        );
+        health.update(|h| h.blocked = 1);
+        pending.push_front(item);
+        *retry_at = Some(Instant::now() + Duration::from_secs(30));
+        return;
+    }
+    if item.attempts == 1 || item.attempts % 50 == 0 {
+        tracing::warn!(id = %item.record.id, attempts = item.attempts, error = %error, "delivery failed; retrying");
+    }
+    pending.push_front(item);
+    *retry_at = Some(Instant::now() + *backoff);
+    *backoff = (*backoff * 2).min(Duration::from_secs(5));
+}
+
+/// Checks class topics at startup and then periodically; publishes the refused ones.
+async fn check_topics(
+    admin: AdminClient<KafkaContext>,
+    requirements: Vec<Requirement>,
+    config: KafkaConfig,
+    health: Arc<KafkaHealth>,
+    refused_tx: watch::Sender<Option<Arc<BTreeSet<String>>>>,
+) {
+    let create = config.create_topics.then_some(&config.topic_settings);
+    let mut last: Option<BTreeMap<String, String>> = None;
+    loop {
+        let retry_soon =
+            match topics::check(&admin, &requirements, create, Duration::from_secs(10)).await {
+                Ok(refused) => {
+                    if last.as_ref() != Some(&refused) {
+                        for (topic, reason) in &refused {
+                            tracing::error!(topic, reason, "refusing to ship to this topic");
+                        }
+                        if refused.is_empty() {
+                            tracing::info!(
+                                topics = requirements.len(),
+                                "class topics verified on the broker"
+                            );
+                        }
+                        let topics: BTreeSet<String> = refused.keys().cloned().collect();
+                        let _ = refused_tx.send(Some(Arc::new(topics)));
+                        health.update(|h| {
+                            h.connected = true;
+                            h.topics_checked = true;
+                            h.refused = refused.clone();
+                        });
+                        last = Some(refused.clone());
+                    }
+                    !refused.is_empty()
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check class topics on the broker; retrying");
+                    health.update(|h| h.connected = false);
+                    true
+                }
+            };
+        let wait = if retry_soon {
+            config.topic_check_interval.min(Duration::from_secs(10))
+        } else {
+            config.topic_check_interval
+        };
+        tokio::time::sleep(wait).await;
+    }
+}

@@ -1,0 +1,252 @@
+//! Retention enforced, not just tagged: each class topic's own configuration is read from
+//! the broker (DescribeConfigs) and compared with what its class needs.
+//!
+//! A topic is refused when it would delete a record before the record's class allows:
+//! `retention.ms` shorter than the class's days (or finite for a forever class), a finite
+//! `retention.bytes` (size-based deletion ignores age), or `cleanup.policy` with `compact`
+//! (compaction keeps only the newest record per key). A missing topic is created with the
+//! right settings when `create_topics` is on, and refused otherwise.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::CreateTopics;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// What one topic must provide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Requirement {
+    pub topic: String,
+    /// `None`: kept forever.
+    pub days: Option<u32>,
+}
+
+/// The settings that decide when Kafka deletes a record, as the broker reported them.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TopicSettings {
+    pub retention_ms: Option<String>,
+    pub retention_bytes: Option<String>,
+    pub cleanup_policy: Option<String>,
+}
+
+/// Why a topic cannot hold a class's records; `None` when it can.
+pub fn judge(req: &Requirement, found: &TopicSettings) -> Option<String> {
+    let topic = &req.topic;
+    if let Some(policy) = &found.cleanup_policy {
+        if policy.contains("compact") {
+            return Some(format!(
+                "topic {topic} has cleanup.policy={policy}: compaction keeps only the newest record per key"
+            ));
+        }
+    }
+    if let Some(bytes) = &found.retention_bytes {
+        if bytes.trim() != "-1" {
+            return Some(format!(
+                "topic {topic} has retention.bytes={bytes}: size-based deletion ignores the class's retention; set it to -1"
+            ));
+        }
+    }
+    let Some(ms_text) = &found.retention_ms else {
+        return Some(format!(
+            "topic {topic}: the broker did not report retention.ms"
+        ));
+    };
+    let Ok(ms) = ms_text.trim().parse::<i64>() else {
+        return Some(format!(
+            "topic {topic} has an unreadable retention.ms={ms_text}"
+        ));
+    };
+    match req.days {
+        None if ms >= 0 => Some(format!(
+            "topic {topic} has retention.ms={ms} but its class keeps records forever (needs -1)"
+        )),
+        Some(days) if ms >= 0 && ms < i64::from(days) * DAY_MS => Some(format!(
+            "topic {topic} has retention.ms={ms} ({:.1} days) but its class needs {days} days ({} ms)",
+            ms as f64 / DAY_MS as f64,
+            i64::from(days) * DAY_MS
+        )),
+        _ => None,
+    }
+}
+
+/// Checks every requirement; returns topic -> refusal reason (absent when the topic is fine).
+/// An error means the broker could not be asked at all.
+pub async fn check<C: ClientContext + 'static>(
+    admin: &AdminClient<C>,
+    requirements: &[Requirement],
+    create: Option<&CreateTopics>,
+    timeout: Duration,
+) -> Result<BTreeMap<String, String>, rdkafka::error::KafkaError> {
+    let options = AdminOptions::new().request_timeout(Some(timeout));
+    let mut refused = BTreeMap::new();
+    // Which topics exist, from the metadata of all topics: asking for one topic by name can
+    // create it on a broker with auto-creation on, and not every broker answers
+    // DescribeConfigs for a missing topic with an error.
+    let metadata = tokio::task::block_in_place(|| admin.inner().fetch_metadata(None, timeout))?;
+    let existing: BTreeSet<&str> = metadata.topics().iter().map(|t| t.name()).collect();
+    let (present, mut missing): (Vec<Requirement>, Vec<Requirement>) = requirements
+        .iter()
+        .cloned()
+        .partition(|r| existing.contains(r.topic.as_str()));
+    let described = describe(admin, &present, &options).await?;
+    for (req, result) in present.iter().zip(described) {
+        match result {
+            Ok(settings) => {
+                if let Some(reason) = judge(req, &settings) {
+                    refused.insert(req.topic.clone(), reason);
+                }
+            }
+            Err(RDKafkaErrorCode::UnknownTopicOrPartition)
+            | Err(RDKafkaErrorCode::UnknownTopic) => missing.push(req.clone()),
+            Err(code) => {
+                refused.insert(
+                    req.topic.clone(),
+                    format!("topic {}: cannot read its configuration: {code}", req.topic),
+                );
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(refused);
+    }
+    let Some(create) = create else {
+        for req in missing {
+            refused.insert(
+                req.topic.clone(),
+                format!(
+                    "topic {} does not exist (create it, or set create_topics: true)",
+                    req.topic
+                ),
+            );
+        }
+        return Ok(refused);
+    };
+    let retention: Vec<String> = missing
+        .iter()
+        .map(|r| r.days.map_or(-1, |d| i64::from(d) * DAY_MS).to_string())
+        .collect();
+    let new_topics: Vec<NewTopic<'_>> = missing
+        .iter()
+        .zip(&retention)
+        .map(|(req, ms)| {
+            NewTopic::new(
+                &req.topic,
+                create.partitions,
+                TopicReplication::Fixed(create.replication_factor),
+            )
+            .set("retention.ms", ms)
+            .set("retention.bytes", "-1")
+            .set("cleanup.policy", "delete")
+        })
+        .collect();
+    for result in admin.create_topics(&new_topics, &options).await? {
+        match result {
+            Ok(topic) => tracing::info!(topic, "created topic"),
+            Err((topic, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::info!(topic, "topic already exists")
+            }
+            Err((topic, code)) => {
+                refused.insert(
+                    topic.clone(),
+                    format!("topic {topic} cannot be created: {code}"),
+                );
+            }
+        }
+    }
+    // Check what was created, as for any other topic.
+    let described = describe(admin, &missing, &options).await?;
+    for (req, result) in missing.iter().zip(described) {
+        if refused.contains_key(&req.topic) {
+            continue;
+        }
+        let reason = match result {
+            Ok(settings) => judge(req, &settings),
+            Err(code) => Some(format!(
+                "topic {}: cannot read its configuration after creating it: {code}",
+                req.topic
+            )),
+        };
+        if let Some(reason) = reason {
+            refused.insert(req.topic.clone(), reason);
+        }
+    }
+    Ok(refused)
+}
+
+async fn describe<C: ClientContext + 'static>(
+    admin: &AdminClient<C>,
+    requirements: &[Requirement],
+    options: &AdminOptions,
+) -> Result<Vec<Result<TopicSettings, RDKafkaErrorCode>>, rdkafka::error::KafkaError> {
+    if requirements.is_empty() {
+        return Ok(Vec::new());
+    }
+    let specifiers: Vec<ResourceSpecifier<'_>> = requirements
+        .iter()
+        .map(|r| ResourceSpecifier::Topic(&r.topic))
+        .collect();
+    let results = admin.describe_configs(&specifiers, options).await?;
+    Ok(results
+        .into_iter()
+        .map(|r| {
+            r.map(|resource| {
+                let entries = resource.entry_map();
+                let value = |name: &str| entries.get(name).and_then(|e| e.value.clone());
+                TopicSettings {
+                    retention_ms: value("retention.ms"),
+                    retention_bytes: value("retention.bytes"),
+                    cleanup_policy: value("cleanup.policy"),
+                }
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(ms: &str, bytes: &str, policy: &str) -> TopicSettings {
+        TopicSettings {
+            retention_ms: Some(ms.into()),
+            retention_bytes: Some(bytes.into()),
+            cleanup_policy: Some(policy.into()),
+        }
+    }
+
+    #[test]
+    fn retention_rules() {
+        let days60 = Requirement {
+            topic: "t".into(),
+            days: Some(60),
+        };
+        let forever = Requirement {
+            topic: "t".into(),
+            days: None,
+        };
+        let ms60 = (60 * DAY_MS).to_string();
+        assert_eq!(judge(&days60, &settings(&ms60, "-1", "delete")), None);
+        assert_eq!(judge(&days60, &settings("-1", "-1", "delete")), None);
+        assert!(judge(&days60, &settings("604800000", "-1", "delete"))
+            .unwrap()
+            .contains("needs 60 days"));
+        assert_eq!(judge(&forever, &settings("-1", "-1", "delete")), None);
+        assert!(judge(&forever, &settings(&ms60, "-1", "delete"))
+            .unwrap()
+            .contains("forever"));
+        assert!(judge(&forever, &settings("-1", "1000", "delete"))
+            .unwrap()
+            .contains("retention.bytes"));
+        assert!(judge(&forever, &settings("-1", "-1", "compact"))
+            .unwrap()
+            .contains("compaction"));
+        assert!(judge(&forever, &TopicSettings::default())
+            .unwrap()
+            .contains("did not report"));
+    }
+}
