@@ -61,7 +61,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .classes()
         .map(|c| (c.topic.to_string(), c.days))
         .collect();
-    let outputs = output::start(&config.outputs, &classes).await?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let outputs = output::start(&config.outputs, &classes, shutdown_rx).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new(Stats::default()));
@@ -100,6 +101,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     wait_for_shutdown().await.map_err(RunError::Signal)?;
     tracing::info!("shutting down: draining outputs");
     stop.store(true, Ordering::Relaxed);
+    let _ = shutdown_tx.send(true);
     let tailer_result = tokio::task::spawn_blocking(move || tailer_thread.join())
         .await
         .map_err(|e| RunError::Output(e.to_string()))?;

@@ -9,7 +9,7 @@ pub mod kafka;
 pub mod stdout;
 
 use serde::Deserialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Problem;
@@ -83,9 +83,11 @@ pub struct Outputs {
 
 /// Starts the outputs in force. `classes` are the (topic, days) of every retention class, for
 /// the Kafka output's topic checks.
+/// `shutdown` turns true when the service is stopping (outputs then drain what they hold).
 pub async fn start(
     config: &OutputsConfig,
     classes: &[(String, Option<u32>)],
+    shutdown: watch::Receiver<bool>,
 ) -> Result<Outputs, OutputError> {
     let config = config.effective();
     let mut senders = Vec::new();
@@ -96,9 +98,9 @@ pub async fn start(
         kafka_health = Some(std::sync::Arc::clone(&output.health));
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         senders.push(tx);
-        tasks.push(tokio::spawn(
-            async move { Ok(kafka::run(output, rx).await?) },
-        ));
+        tasks.push(tokio::spawn(async move {
+            Ok(kafka::run(output, rx, shutdown).await?)
+        }));
     }
     if config.stdout.is_some() {
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);

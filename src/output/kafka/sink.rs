@@ -11,7 +11,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -170,6 +170,8 @@ struct Item {
     record: Record,
     /// Set once the broker rejected the record for good: it goes to the dead-letter topic.
     dead_letter: Option<String>,
+    /// Set when the record was rejected for good and no dead-letter topic takes it.
+    stuck: bool,
     attempts: u32,
 }
 
@@ -178,9 +180,13 @@ type Delivery = Pin<Box<dyn std::future::Future<Output = (Item, Result<(), RdKaf
 /// Delivers batches until the channel closes and every record is acknowledged (or
 /// `drain_timeout` passes after the close: the unconfirmed rest is read again at the next
 /// start).
+///
+/// `shutdown` turning true starts the drain even before the channel closes: records still
+/// queued then are unconfirmed and will be read again, so nothing waits for them.
 pub async fn run(
     output: KafkaOutput,
     mut batches: mpsc::Receiver<Vec<Record>>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), KafkaError> {
     let KafkaOutput {
         producer,
@@ -207,6 +213,7 @@ pub async fn run(
     let mut retry_at: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     let mut closed_at: Option<Instant> = None;
+    let mut channel_open = true;
     let mut checker_alive = true;
     let dlq = config.dead_letter_topic.clone();
 
@@ -262,8 +269,12 @@ pub async fn run(
         }
 
         if let Some(closed) = closed_at {
-            // Held records wait for a topic fix that will not come during shutdown.
-            if pending.is_empty() && inflight.is_empty() {
+            // Held and stuck records wait for an operator, who will not act during shutdown;
+            // records queued behind a stuck one cannot move the checkpoint past it either.
+            if inflight.is_empty() && pending.front().is_none_or(|i| i.stuck) {
+                if !pending.is_empty() {
+                    tracing::warn!(records = pending.len(), "records rejected by the broker not shipped; they will be read again at the next start");
+                }
                 if !held.is_empty() {
                     tracing::warn!(records = held.len(), "records for refused topics not shipped; they will be read again at the next start");
                 }
@@ -278,7 +289,7 @@ pub async fn run(
                 break;
             }
         }
-        let take = closed_at.is_none()
+        let take = channel_open
             && pending.is_empty()
             && records < config.max_in_flight_records
             && bytes < config.max_in_flight_bytes;
@@ -301,9 +312,17 @@ pub async fn run(
                 }
             }
             batch = batches.recv(), if take => match batch {
-                Some(batch) => pending.extend(batch.into_iter().map(|record| Item { record, dead_letter: None, attempts: 0 })),
-                None => closed_at = Some(Instant::now()),
+                Some(batch) => pending.extend(batch.into_iter().map(|record| Item { record, dead_letter: None, stuck: false, attempts: 0 })),
+                None => {
+                    channel_open = false;
+                    closed_at.get_or_insert_with(Instant::now);
+                }
             },
+            changed = shutdown.changed(), if closed_at.is_none() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    closed_at = Some(Instant::now());
+                }
+            }
             changed = refused_rx.changed(), if checker_alive => {
                 if changed.is_err() {
                     checker_alive = false;
@@ -322,6 +341,9 @@ pub async fn run(
         }
     }
     checker.abort();
+    // Nothing the producer still holds is confirmed: drop it now rather than let librdkafka
+    // retry it while the process exits.
+    producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
     Ok(())
 }
 
@@ -411,6 +433,7 @@ fn failed(
             "record rejected by the broker for good and no dead-letter topic takes it; holding progress until an operator acts"
         );
         health.update(|h| h.blocked = 1);
+        item.stuck = true;
         pending.push_front(item);
         *retry_at = Some(Instant::now() + Duration::from_secs(30));
         return;
@@ -470,5 +493,132 @@ async fn check_topics(
             config.topic_check_interval
         };
         tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ack::{Ack, Progress};
+    use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, RetentionTag};
+
+    fn item(ack: Ack) -> Item {
+        let origin = LineOrigin {
+            file: "f",
+            identity: 1,
+            stream: None,
+            offset: 0,
+            time: None,
+        };
+        let format: Arc<str> = Arc::from("immuta");
+        let record = Record::build(
+            EnvelopeParts {
+                origin: &origin,
+                line: b"{}",
+                format: &format,
+                record_type: "spark",
+                time: None,
+                retention: RetentionTag {
+                    class: Arc::from("forever"),
+                    days: None,
+                    topic: Arc::from("audit"),
+                    expires_at: None,
+                },
+                kubernetes: None,
+                pod_uid: None,
+                prefix: "",
+                record: "{}",
+                suffix: "",
+                read_time: chrono::Utc::now(),
+            },
+            KeyStrategy::Id,
+            ack,
+        );
+        Item {
+            record,
+            dead_letter: None,
+            stuck: false,
+            attempts: 0,
+        }
+    }
+
+    fn too_large() -> RdKafkaError {
+        RdKafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+    }
+
+    #[test]
+    fn a_permanent_rejection_goes_to_the_dead_letter_topic_when_there_is_one() {
+        let health = KafkaHealth::default();
+        let (mut pending, mut retry_at, mut backoff) =
+            (VecDeque::new(), None, Duration::from_millis(100));
+        failed(
+            item(Ack::none()),
+            too_large(),
+            &Some("dlq".into()),
+            &health,
+            &mut pending,
+            &mut retry_at,
+            &mut backoff,
+        );
+        assert_eq!(pending.len(), 1);
+        assert!(
+            pending[0]
+                .dead_letter
+                .as_deref()
+                .unwrap()
+                .contains("too large"),
+            "{:?}",
+            pending[0].dead_letter
+        );
+        assert!(retry_at.is_none(), "dead-lettering is immediate");
+        assert_eq!(health.snapshot().blocked, 0);
+    }
+
+    #[test]
+    fn without_a_dead_letter_topic_the_record_is_held_never_dropped() {
+        let progress = Progress::new(0);
+        let health = KafkaHealth::default();
+        let (mut pending, mut retry_at, mut backoff) =
+            (VecDeque::new(), None, Duration::from_millis(100));
+        failed(
+            item(progress.register(0, 1)),
+            too_large(),
+            &None,
+            &health,
+            &mut pending,
+            &mut retry_at,
+            &mut backoff,
+        );
+        progress.set_read(100, None);
+        assert_eq!(pending.len(), 1, "kept for another try");
+        assert!(retry_at.is_some());
+        assert_eq!(health.snapshot().blocked, 1);
+        assert_eq!(
+            progress.committed(),
+            0,
+            "the checkpoint stays before the record"
+        );
+    }
+
+    #[test]
+    fn a_transient_failure_is_retried_with_growing_backoff() {
+        let health = KafkaHealth::default();
+        let (mut pending, mut retry_at, mut backoff) =
+            (VecDeque::new(), None, Duration::from_millis(100));
+        let timeout = RdKafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        failed(
+            item(Ack::none()),
+            timeout,
+            &Some("dlq".into()),
+            &health,
+            &mut pending,
+            &mut retry_at,
+            &mut backoff,
+        );
+        assert!(
+            pending[0].dead_letter.is_none(),
+            "a timeout is not a reason to dead-letter"
+        );
+        assert_eq!(backoff, Duration::from_millis(200));
     }
 }

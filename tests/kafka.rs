@@ -1,0 +1,571 @@
+//! The Kafka output against a real Kafka-protocol broker over TCP: `tansu`, started per test
+//! on a free loopback port with in-memory storage. What is asserted is what a consumer reads
+//! back from the topics (counted by consuming: tansu's end offsets can fall short).
+//!
+//! `tansu` must be on PATH (`.ci/run` installs it with
+//! `cargo install tansu --features dynostore --locked`); without it these tests fail with a
+//! message saying so, they do not pass silently.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+// === broker ===
+
+struct Broker {
+    child: Child,
+    port: u16,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new("tansu")
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start the tansu broker ({e}); install it with `cargo install tansu --features dynostore --locked`")
+            });
+        let mut broker = Broker { child, port };
+        broker.wait_until_listening();
+        broker
+    }
+
+    fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("tansu exited before listening: {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not listen on port {} within 15 s",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {signal} failed");
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32, retention_ms: &str) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", self.address())
+            .create()
+            .unwrap();
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
+            .set("retention.ms", retention_ms)
+            .set("retention.bytes", "-1")
+            .set("cleanup.policy", "delete");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let results = rt
+            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
+            .unwrap();
+        for r in results {
+            r.unwrap();
+        }
+    }
+
+    /// Everything in `topic` so far, read from the beginning of every partition, polling until
+    /// `want` messages arrived or `wait` passed.
+    fn consume(&self, topic: &str, want: usize, wait: Duration) -> Vec<Consumed> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.address())
+            .set("group.id", format!("test-{}", std::process::id()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let deadline = Instant::now() + wait;
+        let partitions = loop {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
+                .unwrap();
+            let n = metadata
+                .topics()
+                .first()
+                .map_or(0, |t| t.partitions().len());
+            if n > 0 || Instant::now() > deadline {
+                break n;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut out = Vec::new();
+        while out.len() < want && Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let mut headers = BTreeMap::new();
+                    if let Some(h) = m.headers() {
+                        for header in h.iter() {
+                            headers.insert(
+                                header.key.to_string(),
+                                String::from_utf8_lossy(header.value.unwrap_or_default())
+                                    .into_owned(),
+                            );
+                        }
+                    }
+                    out.push(Consumed {
+                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        headers,
+                        value: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap(),
+                    });
+                }
+                Some(Err(e)) => eprintln!("consumer: {e}"),
+                None => {}
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug)]
+struct Consumed {
+    key: Option<String>,
+    headers: BTreeMap<String, String>,
+    value: serde_json::Value,
+}
+
+impl Consumed {
+    fn id(&self) -> String {
+        self.value["id"].as_str().unwrap().to_owned()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// === auditrail ===
+
+struct Auditrail {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Auditrail {
+    fn start(config: &Path) -> Auditrail {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_auditrail"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Auditrail { child, stderr }
+    }
+
+    fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    fn wait_for_log(&self, needle: &str, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "auditrail did not exit after SIGTERM:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    logs: PathBuf,
+    config: PathBuf,
+}
+
+const STANDARD: &str = "audit-60d";
+const FOREVER: &str = "audit-forever";
+
+fn setup(broker: &Broker, extra_kafka: &str) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let config = dir.path().join("auditrail.yaml");
+    let yaml = format!(
+        r#"
+source:
+  paths: ["{logs}/*.log"]
+  checkpoint_dir: {cp}
+  poll_interval: 50ms
+  scan_interval: 100ms
+  checkpoint_interval: 100ms
+retention:
+  default: standard
+  classes:
+    standard: {{days: 60, topic: {STANDARD}}}
+    forever: {{days: null, topic: {FOREVER}}}
+  types:
+    forever: [sqlQuery, blobFetch, spark]
+outputs:
+  kafka:
+    brokers: "{address}"
+    key: id
+    create_topics: true
+    topic_settings: {{partitions: 2, replication_factor: 1}}
+    linger: 5ms
+{extra_kafka}
+"#,
+        logs = logs.display(),
+        cp = dir.path().join("checkpoints").display(),
+        address = broker.address(),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    Setup {
+        _dir: dir,
+        logs,
+        config,
+    }
+}
+
+/// Writes `n` lines, every tenth an Immuta audit record (every third of those `sqlQuery`,
+/// kept forever); returns the JSON text of each audit record, in order.
+fn write_lines(path: &Path, start: usize, n: usize) -> Vec<String> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    let mut records = Vec::new();
+    let mut text = String::new();
+    for i in start..start + n {
+        if i % 10 == 0 {
+            let kind = if i % 30 == 0 {
+                "sqlQuery"
+            } else {
+                "dataSourceGet"
+            };
+            let record = format!(
+                r#"{{"level": "audit", "recordType": "{kind}", "dateTime": {}, "id": "rec-{i}", "dataAccess": {{"query": "SELECT {i}"}}}}"#,
+                1_628_524_947_000u64 + i as u64
+            );
+            text.push_str(&record);
+            records.push(record);
+        } else {
+            text.push_str(&format!(
+                r#"{{"level": "info", "message": "request {i} served", "durationMs": {}}}"#,
+                i % 97
+            ));
+        }
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes()).unwrap();
+    records
+}
+
+fn record_ids(consumed: &[Consumed]) -> BTreeSet<String> {
+    consumed
+        .iter()
+        .map(|c| c.value["record"]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn expected_ids(records: &[String]) -> BTreeSet<String> {
+    records
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(r).unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+fn consume_all(broker: &Broker, want: usize, wait: Duration) -> Vec<Consumed> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let mut all = broker.consume(STANDARD, usize::MAX, Duration::from_millis(1500));
+        all.extend(broker.consume(FOREVER, usize::MAX, Duration::from_millis(1500)));
+        if record_ids(&all).len() >= want || Instant::now() > deadline {
+            return all;
+        }
+    }
+}
+
+// === tests ===
+
+#[test]
+fn every_record_arrives_once_in_its_class_topic_with_headers() {
+    let broker = Broker::start();
+    let s = setup(&broker, "");
+    let records = write_lines(&s.logs.join("0.log"), 0, 300);
+    let run = Auditrail::start(&s.config);
+    let consumed = consume_all(&broker, records.len(), Duration::from_secs(30));
+    assert_eq!(run.terminate().code(), Some(0));
+
+    assert_eq!(consumed.len(), records.len(), "each record exactly once");
+    assert_eq!(record_ids(&consumed), expected_ids(&records));
+    for c in &consumed {
+        let v = &c.value;
+        let topic_class = v["retention"]["class"].as_str().unwrap();
+        let want_class = if v["type"] == "sqlQuery" {
+            "forever"
+        } else {
+            "standard"
+        };
+        assert_eq!(topic_class, want_class);
+        assert_eq!(c.headers["id"], v["id"].as_str().unwrap());
+        assert_eq!(c.headers["type"], v["type"].as_str().unwrap());
+        assert_eq!(c.headers["format"], "immuta");
+        assert_eq!(c.headers["retention_class"], want_class);
+        assert_eq!(
+            c.headers["expires_at"],
+            v["retention"]["expires_at"].as_str().unwrap_or("")
+        );
+        assert_eq!(c.key.as_deref(), v["id"].as_str(), "key: id");
+    }
+    let forever = broker.consume(FOREVER, usize::MAX, Duration::from_secs(2));
+    assert_eq!(
+        forever.len(),
+        records.iter().filter(|r| r.contains("sqlQuery")).count()
+    );
+    assert!(forever.iter().all(|c| c.value["type"] == "sqlQuery"));
+}
+
+#[test]
+fn sigkill_in_the_middle_then_restart_loses_nothing() {
+    let broker = Broker::start();
+    let s = setup(&broker, "");
+    let records = write_lines(&s.logs.join("0.log"), 0, 60_000);
+    let run = Auditrail::start(&s.config);
+    // Let part of the file through, then kill without warning.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while broker
+        .consume(STANDARD, 200, Duration::from_millis(500))
+        .len()
+        < 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no record arrived before the kill:\n{}",
+            run.logs()
+        );
+    }
+    run.kill();
+    let before = record_ids(&consume_all(&broker, 0, Duration::ZERO)).len();
+    assert!(
+        before < records.len(),
+        "the kill came too late to test anything ({before})"
+    );
+
+    let run = Auditrail::start(&s.config);
+    let consumed = consume_all(&broker, records.len(), Duration::from_secs(60));
+    assert_eq!(run.terminate().code(), Some(0));
+    assert_eq!(
+        record_ids(&consumed),
+        expected_ids(&records),
+        "every record arrives"
+    );
+    // A duplicate is the same line read again: same envelope id.
+    let mut by_record: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for c in &consumed {
+        by_record
+            .entry(c.value["record"]["id"].as_str().unwrap().into())
+            .or_default()
+            .insert(c.id());
+    }
+    assert!(
+        by_record.values().all(|ids| ids.len() == 1),
+        "a re-sent record carries its first id"
+    );
+    eprintln!(
+        "{} records, {} delivered before the kill, {} duplicates",
+        records.len(),
+        before,
+        consumed.len() - records.len()
+    );
+}
+
+#[test]
+fn broker_paused_then_resumed_loses_nothing() {
+    let broker = Broker::start();
+    let s = setup(&broker, "");
+    let log = s.logs.join("0.log");
+    let mut records = write_lines(&log, 0, 500);
+    let run = Auditrail::start(&s.config);
+    assert_eq!(
+        record_ids(&consume_all(
+            &broker,
+            records.len(),
+            Duration::from_secs(30)
+        ))
+        .len(),
+        records.len()
+    );
+
+    broker.signal("-STOP");
+    records.extend(write_lines(&log, 500, 2000));
+    std::thread::sleep(Duration::from_secs(4));
+    broker.signal("-CONT");
+
+    let consumed = consume_all(&broker, records.len(), Duration::from_secs(60));
+    assert_eq!(run.terminate().code(), Some(0));
+    assert_eq!(record_ids(&consumed), expected_ids(&records));
+}
+
+#[test]
+fn a_topic_with_too_short_a_retention_is_refused() {
+    let broker = Broker::start();
+    // One day where the class needs sixty.
+    broker.create_topic(STANDARD, 1, "86400000");
+    let s = setup(&broker, "");
+    let records = write_lines(&s.logs.join("0.log"), 0, 300);
+    let run = Auditrail::start(&s.config);
+    assert!(
+        run.wait_for_log("refusing to ship to this topic", Duration::from_secs(15)),
+        "no refusal logged:\n{}",
+        run.logs()
+    );
+    let logs = run.logs();
+    assert!(
+        logs.contains("retention.ms=86400000") && logs.contains("needs 60 days"),
+        "{logs}"
+    );
+    // The forever class is fine and flows; nothing goes to the refused topic.
+    let forever_count = records.iter().filter(|r| r.contains("sqlQuery")).count();
+    let forever = broker.consume(FOREVER, forever_count, Duration::from_secs(20));
+    assert_eq!(forever.len(), forever_count);
+    assert_eq!(broker.consume(STANDARD, 1, Duration::from_secs(2)).len(), 0);
+    assert_eq!(run.terminate().code(), Some(0));
+}
+
+#[test]
+fn sigterm_drains_and_a_restart_resumes_without_loss() {
+    let broker = Broker::start();
+    let s = setup(&broker, "");
+    let log = s.logs.join("0.log");
+    let mut records = write_lines(&log, 0, 20_000);
+    let run = Auditrail::start(&s.config);
+    while broker
+        .consume(STANDARD, 1, Duration::from_millis(500))
+        .is_empty()
+    {}
+    let status = run.terminate();
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0 after draining");
+    records.extend(write_lines(&log, 20_000, 1000));
+    let run = Auditrail::start(&s.config);
+    let consumed = consume_all(&broker, records.len(), Duration::from_secs(60));
+    assert_eq!(run.terminate().code(), Some(0));
+    assert_eq!(record_ids(&consumed), expected_ids(&records));
+}
+
+#[test]
+fn a_record_rejected_for_good_without_a_dead_letter_topic_holds_progress() {
+    let broker = Broker::start();
+    // librdkafka refuses messages above message.max.bytes: a permanent error for that record.
+    // (tansu enforces no size or ACL limits, so the dead-letter route itself is covered by the
+    // unit tests of the sink; this is the compliance default: stop and say why.)
+    let s = setup(&broker, "    properties: {message.max.bytes: \"4000\"}");
+    let log = s.logs.join("0.log");
+    let big = format!(
+        r#"{{"level": "audit", "recordType": "spark", "id": "big", "blob": "{}"}}"#,
+        "x".repeat(8000)
+    );
+    std::fs::write(&log, format!("{big}\n")).unwrap();
+    write_lines(&log, 0, 11);
+    let run = Auditrail::start(&s.config);
+    assert!(
+        run.wait_for_log("rejected by the broker for good", Duration::from_secs(20)),
+        "no reason logged:\n{}",
+        run.logs()
+    );
+    assert_eq!(run.terminate().code(), Some(0));
+    let checkpoints = std::fs::read_to_string(
+        s.config
+            .parent()
+            .unwrap()
+            .join("checkpoints/checkpoints.json"),
+    )
+    .unwrap();
+    let checkpoints: serde_json::Value = serde_json::from_str(&checkpoints).unwrap();
+    assert_eq!(
+        checkpoints["files"][0]["offset"], 0,
+        "the checkpoint must not pass the rejected record"
+    );
+}
