@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh machine (Rust toolchain, gcc, Python and
+# apt are assumed), then runs it. Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# System packages: librdkafka is built from source by the rdkafka crate (with TLS and zlib).
+missing=()
+for pkg in pkg-config libssl-dev zlib1g-dev make g++; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# A real Kafka-protocol broker for the Kafka tests (about ten minutes to build, then cached).
+if ! command -v tansu >/dev/null 2>&1; then
+  log "installing the tansu broker (cargo install tansu)"
+  cargo install tansu --features dynostore --locked
+fi
+
+log "running the tests"
+cargo test --locked "$@"
