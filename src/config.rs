@@ -15,6 +15,7 @@ use serde::Deserialize;
 
 use crate::extract::AuditConfig;
 use crate::filter::TypesConfig;
+use crate::metrics::MetricsConfig;
 use crate::output::OutputsConfig;
 use crate::retention::RetentionConfig;
 use crate::source::SourceConfig;
@@ -33,6 +34,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// Where records go.
     pub outputs: OutputsConfig,
+    /// The metrics and health endpoints.
+    pub metrics: MetricsConfig,
 }
 
 /// One thing wrong with a config, at a YAML path such as `retention.classes.forever.topic`.
@@ -155,6 +158,7 @@ impl Config {
         self.types.validate("types", &mut problems);
         self.retention.validate("retention", &mut problems);
         self.outputs.validate("outputs", &mut problems);
+        self.metrics.validate("metrics", &mut problems);
         problems
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod envelope;
 pub mod extract;
 pub mod filter;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod retention;

@@ -62,7 +62,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .map(|c| (c.topic.to_string(), c.days))
         .collect();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let outputs = output::start(&config.outputs, &classes, shutdown_rx).await?;
+    let metrics = crate::metrics::Metrics::new();
+    let outputs = output::start(&config.outputs, &classes, shutdown_rx, &metrics).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new(Stats::default()));

@@ -247,6 +247,18 @@ impl Auditrail {
         }
     }
 
+    /// SIGTERM, and the exit must be clean (0); the logs are shown when it is not.
+    fn stop_cleanly(self) {
+        let logs = Arc::clone(&self.stderr);
+        let status = self.terminate();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "auditrail exited with {status}:\n{}",
+            logs.lock().unwrap()
+        );
+    }
+
     fn kill(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
@@ -377,7 +389,7 @@ fn every_record_arrives_once_in_its_class_topic_with_headers() {
     let records = write_lines(&s.logs.join("0.log"), 0, 300);
     let run = Auditrail::start(&s.config);
     let consumed = consume_all(&broker, records.len(), Duration::from_secs(30));
-    assert_eq!(run.terminate().code(), Some(0));
+    run.stop_cleanly();
 
     assert_eq!(consumed.len(), records.len(), "each record exactly once");
     assert_eq!(record_ids(&consumed), expected_ids(&records));
@@ -412,31 +424,48 @@ fn every_record_arrives_once_in_its_class_topic_with_headers() {
 fn sigkill_in_the_middle_then_restart_loses_nothing() {
     let broker = Broker::start();
     let s = setup(&broker, "");
-    let records = write_lines(&s.logs.join("0.log"), 0, 60_000);
+    let log = s.logs.join("0.log");
+    let records = write_lines(&log, 0, 150_000);
+    let size = std::fs::metadata(&log).unwrap().len();
     let run = Auditrail::start(&s.config);
-    // Let part of the file through, then kill without warning.
+    // Kill without warning as soon as the first acknowledged records moved the checkpoint.
+    let checkpoint = s
+        .config
+        .parent()
+        .unwrap()
+        .join("checkpoints/checkpoints.json");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while broker
-        .consume(STANDARD, 200, Duration::from_millis(500))
-        .len()
-        < 200
-    {
+    loop {
+        let offset = std::fs::read_to_string(&checkpoint)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["files"][0]["offset"].as_u64())
+            .unwrap_or(0);
+        if offset > 0 {
+            break;
+        }
         assert!(
             Instant::now() < deadline,
-            "no record arrived before the kill:\n{}",
+            "no checkpoint moved before the kill:\n{}",
             run.logs()
         );
+        std::thread::sleep(Duration::from_millis(5));
     }
     run.kill();
     let before = record_ids(&consume_all(&broker, 0, Duration::ZERO)).len();
+    let offset: u64 =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&checkpoint).unwrap())
+            .unwrap()["files"][0]["offset"]
+            .as_u64()
+            .unwrap();
     assert!(
-        before < records.len(),
-        "the kill came too late to test anything ({before})"
+        offset < size,
+        "the kill came after the whole file was acknowledged"
     );
 
     let run = Auditrail::start(&s.config);
-    let consumed = consume_all(&broker, records.len(), Duration::from_secs(60));
-    assert_eq!(run.terminate().code(), Some(0));
+    let consumed = consume_all(&broker, records.len(), Duration::from_secs(90));
+    run.stop_cleanly();
     assert_eq!(
         record_ids(&consumed),
         expected_ids(&records),
@@ -455,7 +484,7 @@ fn sigkill_in_the_middle_then_restart_loses_nothing() {
         "a re-sent record carries its first id"
     );
     eprintln!(
-        "{} records, {} delivered before the kill, {} duplicates",
+        "{} records, {} delivered before the kill (checkpoint at {offset} of {size} bytes), {} duplicates",
         records.len(),
         before,
         consumed.len() - records.len()
@@ -485,7 +514,7 @@ fn broker_paused_then_resumed_loses_nothing() {
     broker.signal("-CONT");
 
     let consumed = consume_all(&broker, records.len(), Duration::from_secs(60));
-    assert_eq!(run.terminate().code(), Some(0));
+    run.stop_cleanly();
     assert_eq!(record_ids(&consumed), expected_ids(&records));
 }
 
@@ -512,7 +541,7 @@ fn a_topic_with_too_short_a_retention_is_refused() {
     let forever = broker.consume(FOREVER, forever_count, Duration::from_secs(20));
     assert_eq!(forever.len(), forever_count);
     assert_eq!(broker.consume(STANDARD, 1, Duration::from_secs(2)).len(), 0);
-    assert_eq!(run.terminate().code(), Some(0));
+    run.stop_cleanly();
 }
 
 #[test]
@@ -526,12 +555,11 @@ fn sigterm_drains_and_a_restart_resumes_without_loss() {
         .consume(STANDARD, 1, Duration::from_millis(500))
         .is_empty()
     {}
-    let status = run.terminate();
-    assert_eq!(status.code(), Some(0), "SIGTERM exits 0 after draining");
+    run.stop_cleanly();
     records.extend(write_lines(&log, 20_000, 1000));
     let run = Auditrail::start(&s.config);
     let consumed = consume_all(&broker, records.len(), Duration::from_secs(60));
-    assert_eq!(run.terminate().code(), Some(0));
+    run.stop_cleanly();
     assert_eq!(record_ids(&consumed), expected_ids(&records));
 }
 
@@ -555,7 +583,7 @@ fn a_record_rejected_for_good_without_a_dead_letter_topic_holds_progress() {
         "no reason logged:\n{}",
         run.logs()
     );
-    assert_eq!(run.terminate().code(), Some(0));
+    run.stop_cleanly();
     let checkpoints = std::fs::read_to_string(
         s.config
             .parent()

@@ -88,13 +88,14 @@ pub async fn start(
     config: &OutputsConfig,
     classes: &[(String, Option<u32>)],
     shutdown: watch::Receiver<bool>,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<Outputs, OutputError> {
     let config = config.effective();
     let mut senders = Vec::new();
     let mut tasks: Vec<JoinHandle<Result<(), OutputError>>> = Vec::new();
     let mut kafka_health = None;
     if let Some(kafka_config) = &config.kafka {
-        let output = kafka::start(kafka_config, classes)?;
+        let output = kafka::start(kafka_config, classes, metrics.outputs.for_output("kafka"))?;
         kafka_health = Some(std::sync::Arc::clone(&output.health));
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         senders.push(tx);
@@ -105,7 +106,10 @@ pub async fn start(
     if config.stdout.is_some() {
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         senders.push(tx);
-        tasks.push(tokio::spawn(async move { Ok(stdout::run(rx).await?) }));
+        let handles = metrics.outputs.for_output("stdout");
+        tasks.push(tokio::spawn(
+            async move { Ok(stdout::run(rx, handles).await?) },
+        ));
     }
     let count = senders.len() as u32;
     let (sender, done) = if senders.len() == 1 {

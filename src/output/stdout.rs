@@ -7,6 +7,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::envelope::Record;
+use crate::metrics::OutputHandles;
 
 /// `outputs.stdout` has no settings yet; the empty map `{}` enables it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -15,7 +16,10 @@ pub struct StdoutConfig {}
 
 /// Writes batches until the channel closes. A write error stops the output; the records of
 /// the failed batch stay unconfirmed, so their checkpoints do not move.
-pub async fn run(mut batches: mpsc::Receiver<Vec<Record>>) -> std::io::Result<()> {
+pub async fn run(
+    mut batches: mpsc::Receiver<Vec<Record>>,
+    mut metrics: OutputHandles,
+) -> std::io::Result<()> {
     let mut out = tokio::io::stdout();
     let mut buf = Vec::with_capacity(64 * 1024);
     while let Some(batch) = batches.recv().await {
@@ -26,6 +30,8 @@ pub async fn run(mut batches: mpsc::Receiver<Vec<Record>>) -> std::io::Result<()
         out.write_all(&buf).await?;
         out.flush().await?;
         for record in batch {
+            metrics.sent(&record.retention.topic, record.value.len());
+            metrics.acked(&record.retention.topic, record.read_time);
             record.ack.confirm();
         }
     }

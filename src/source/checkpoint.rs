@@ -58,6 +58,8 @@ struct Slot {
 pub struct Checkpoints {
     dir: PathBuf,
     slots: Mutex<HashMap<u64, Slot>>,
+    /// One save at a time: two writers of the temporary file would rename each other's away.
+    saving: Mutex<()>,
 }
 
 /// Why checkpoints could not be used.
@@ -121,6 +123,7 @@ impl Checkpoints {
         Ok(Arc::new(Checkpoints {
             dir: dir.to_path_buf(),
             slots: Mutex::new(slots),
+            saving: Mutex::new(()),
         }))
     }
 
@@ -172,6 +175,7 @@ impl Checkpoints {
 
     /// Writes every checkpoint, atomically.
     pub fn save(&self) -> Result<(), CheckpointError> {
+        let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let now = Utc::now();
         let files = {
             let mut slots = self.lock();

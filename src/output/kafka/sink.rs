@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use super::topics::{self, Requirement};
 use super::KafkaConfig;
 use crate::envelope::Record;
+use crate::metrics::OutputHandles;
 
 /// Why the Kafka output could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,7 @@ pub struct KafkaOutput {
     config: KafkaConfig,
     requirements: Vec<Requirement>,
     pub health: Arc<KafkaHealth>,
+    metrics: OutputHandles,
 }
 
 /// Builds the producer and admin clients (no connection is made yet). `classes` are the
@@ -102,6 +104,7 @@ pub struct KafkaOutput {
 pub fn start(
     config: &KafkaConfig,
     classes: &[(String, Option<u32>)],
+    metrics: OutputHandles,
 ) -> Result<KafkaOutput, KafkaError> {
     let mut client = ClientConfig::new();
     client
@@ -162,6 +165,7 @@ pub fn start(
         config: config.clone(),
         requirements,
         health,
+        metrics,
     })
 }
 
@@ -194,6 +198,7 @@ pub async fn run(
         config,
         requirements,
         health,
+        metrics,
     } = output;
     let (refused_tx, mut refused_rx) = watch::channel::<Option<Arc<BTreeSet<String>>>>(None);
     let checker = tokio::spawn(check_topics(
@@ -201,118 +206,39 @@ pub async fn run(
         requirements,
         config.clone(),
         Arc::clone(&health),
+        metrics.clone(),
         refused_tx,
     ));
-
-    let mut pending: VecDeque<Item> = VecDeque::new();
-    let mut held: Vec<Item> = Vec::new();
-    let mut inflight: FuturesUnordered<Delivery> = FuturesUnordered::new();
-    let mut records = 0usize;
-    let mut bytes = 0usize;
-    let mut refused: Option<Arc<BTreeSet<String>>> = None;
-    let mut retry_at: Option<Instant> = None;
-    let mut backoff = Duration::from_millis(100);
+    let drain_timeout = config.drain_timeout;
+    let mut sink = Sink::new(producer, config, health, metrics);
     let mut closed_at: Option<Instant> = None;
     let mut channel_open = true;
     let mut checker_alive = true;
-    let dlq = config.dead_letter_topic.clone();
 
     loop {
-        // Produce what the limits allow.
-        while retry_at.is_none_or(|t| Instant::now() >= t) {
-            retry_at = None;
-            if records >= config.max_in_flight_records || bytes >= config.max_in_flight_bytes {
-                break;
-            }
-            let Some(item) = pending.pop_front() else {
-                break;
-            };
-            let topic: &str = match (&item.dead_letter, &dlq) {
-                (Some(_), Some(dlq)) => dlq,
-                _ => &item.record.retention.topic,
-            };
-            let allowed = refused.as_ref().is_some_and(|r| !r.contains(topic));
-            records += 1;
-            bytes += item.record.value.len();
-            if !allowed {
-                held.push(item);
-                continue;
-            }
-            match produce(&producer, &item, topic) {
-                Ok(future) => inflight.push(Box::pin(async move {
-                    let result = match future.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((e, _))) => Err(e),
-                        Err(_) => Err(RdKafkaError::Canceled),
-                    };
-                    (item, result)
-                })),
-                Err(e) => {
-                    records -= 1;
-                    bytes -= item.record.value.len();
-                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
-                        pending.push_front(item);
-                        retry_at = Some(Instant::now() + Duration::from_millis(50));
-                    } else {
-                        failed(
-                            item,
-                            e,
-                            &dlq,
-                            &health,
-                            &mut pending,
-                            &mut retry_at,
-                            &mut backoff,
-                        );
-                    }
-                }
-            }
-        }
-
+        sink.produce_ready();
         if let Some(closed) = closed_at {
-            // Held and stuck records wait for an operator, who will not act during shutdown;
-            // records queued behind a stuck one cannot move the checkpoint past it either.
-            if inflight.is_empty() && pending.front().is_none_or(|i| i.stuck) {
-                if !pending.is_empty() {
-                    tracing::warn!(records = pending.len(), "records rejected by the broker not shipped; they will be read again at the next start");
-                }
-                if !held.is_empty() {
-                    tracing::warn!(records = held.len(), "records for refused topics not shipped; they will be read again at the next start");
-                }
+            if sink.drained() {
                 break;
             }
-            if closed.elapsed() >= config.drain_timeout {
-                let left = pending.len() + inflight.len() + held.len();
+            if closed.elapsed() >= drain_timeout {
                 tracing::warn!(
-                    records = left,
+                    records = sink.unconfirmed(),
                     "drain timeout: records not acknowledged will be read again at the next start"
                 );
                 break;
             }
         }
-        let take = channel_open
-            && pending.is_empty()
-            && records < config.max_in_flight_records
-            && bytes < config.max_in_flight_bytes;
-        let drain_deadline = closed_at.map(|c| c + config.drain_timeout);
+        let take = channel_open && sink.pending.is_empty() && sink.under_limits();
+        let drain_deadline = closed_at.map(|c| c + drain_timeout);
+        let retry_at = sink.retry_at;
 
         tokio::select! {
-            Some((item, result)) = inflight.next(), if !inflight.is_empty() => {
-                records -= 1;
-                bytes -= item.record.value.len();
-                match result {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(100);
-                        if let Some(reason) = &item.dead_letter {
-                            tracing::error!(id = %item.record.id, topic = %item.record.retention.topic, reason, "record rejected by the broker; sent to the dead-letter topic");
-                        }
-                        health.update(|h| h.connected = true);
-                        item.record.ack.confirm();
-                    }
-                    Err(e) => failed(item, e, &dlq, &health, &mut pending, &mut retry_at, &mut backoff),
-                }
+            Some((item, result)) = sink.inflight.next(), if !sink.inflight.is_empty() => {
+                sink.delivered(item, result);
             }
             batch = batches.recv(), if take => match batch {
-                Some(batch) => pending.extend(batch.into_iter().map(|record| Item { record, dead_letter: None, stuck: false, attempts: 0 })),
+                Some(batch) => sink.take(batch),
                 None => {
                     channel_open = false;
                     closed_at.get_or_insert_with(Instant::now);
@@ -328,13 +254,8 @@ pub async fn run(
                     checker_alive = false;
                     continue;
                 }
-                refused = refused_rx.borrow_and_update().clone();
-                // Held records go back in line, in front, to be judged again.
-                for item in held.drain(..).rev() {
-                    records -= 1;
-                    bytes -= item.record.value.len();
-                    pending.push_front(item);
-                }
+                let refused = refused_rx.borrow_and_update().clone();
+                sink.set_refused(refused);
             }
             _ = sleep_until(retry_at), if retry_at.is_some() => {}
             _ = sleep_until(drain_deadline), if drain_deadline.is_some() => {}
@@ -343,8 +264,215 @@ pub async fn run(
     checker.abort();
     // Nothing the producer still holds is confirmed: drop it now rather than let librdkafka
     // retry it while the process exits.
-    producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+    sink.producer
+        .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
     Ok(())
+}
+
+/// The delivery state: records waiting, held, and in flight, within the limits.
+struct Sink {
+    producer: FutureProducer<KafkaContext>,
+    config: KafkaConfig,
+    health: Arc<KafkaHealth>,
+    metrics: OutputHandles,
+    /// Taken from the channel, not yet produced (at most one batch beyond the limits).
+    pending: VecDeque<Item>,
+    /// Waiting for their topic to be verified.
+    held: Vec<Item>,
+    inflight: FuturesUnordered<Delivery>,
+    /// Records and bytes in flight or held (what the limits bound).
+    records: usize,
+    bytes: usize,
+    /// Refused topics; `None` until the first check, when nothing may be shipped yet.
+    refused: Option<Arc<BTreeSet<String>>>,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+}
+
+impl Sink {
+    fn new(
+        producer: FutureProducer<KafkaContext>,
+        config: KafkaConfig,
+        health: Arc<KafkaHealth>,
+        metrics: OutputHandles,
+    ) -> Sink {
+        Sink {
+            producer,
+            config,
+            health,
+            metrics,
+            pending: VecDeque::new(),
+            held: Vec::new(),
+            inflight: FuturesUnordered::new(),
+            records: 0,
+            bytes: 0,
+            refused: None,
+            retry_at: None,
+            backoff: Duration::from_millis(100),
+        }
+    }
+
+    fn under_limits(&self) -> bool {
+        self.records < self.config.max_in_flight_records
+            && self.bytes < self.config.max_in_flight_bytes
+    }
+
+    fn take(&mut self, batch: Vec<Record>) {
+        self.pending.extend(batch.into_iter().map(|record| Item {
+            record,
+            dead_letter: None,
+            stuck: false,
+            attempts: 0,
+        }));
+    }
+
+    fn count(&mut self, item: &Item, up: bool) {
+        let len = item.record.value.len();
+        if up {
+            self.records += 1;
+            self.bytes += len;
+        } else {
+            self.records -= 1;
+            self.bytes -= len;
+        }
+        self.metrics.in_flight_records.set(self.records as i64);
+        self.metrics.in_flight_bytes.set(self.bytes as i64);
+    }
+
+    fn topic<'a>(&'a self, item: &'a Item) -> &'a str {
+        match (&item.dead_letter, &self.config.dead_letter_topic) {
+            (Some(_), Some(dlq)) => dlq,
+            _ => &item.record.retention.topic,
+        }
+    }
+
+    /// Produces pending records while the limits and any backoff allow.
+    fn produce_ready(&mut self) {
+        while self.retry_at.is_none_or(|t| Instant::now() >= t) {
+            self.retry_at = None;
+            if !self.under_limits() {
+                break;
+            }
+            let Some(item) = self.pending.pop_front() else {
+                break;
+            };
+            self.count(&item, true);
+            let topic = self.topic(&item).to_owned();
+            let allowed = self.refused.as_ref().is_some_and(|r| !r.contains(&topic));
+            if !allowed {
+                self.held.push(item);
+                self.metrics.blocked.set(self.held.len() as i64);
+                continue;
+            }
+            match produce(&self.producer, &item, &topic) {
+                Ok(future) => {
+                    self.metrics.sent(&topic, item.record.value.len());
+                    self.inflight.push(Box::pin(async move {
+                        let result = match future.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err((e, _))) => Err(e),
+                            Err(_) => Err(RdKafkaError::Canceled),
+                        };
+                        (item, result)
+                    }))
+                }
+                Err(e) => {
+                    self.count(&item, false);
+                    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
+                        self.pending.push_front(item);
+                        self.retry_at = Some(Instant::now() + Duration::from_millis(50));
+                    } else {
+                        self.failed(item, e);
+                    }
+                }
+            }
+        }
+    }
+
+    fn delivered(&mut self, item: Item, result: Result<(), RdKafkaError>) {
+        self.count(&item, false);
+        match result {
+            Ok(()) => {
+                self.backoff = Duration::from_millis(100);
+                let topic = self.topic(&item).to_owned();
+                if let Some(reason) = &item.dead_letter {
+                    tracing::error!(id = %item.record.id, topic = %item.record.retention.topic, reason, "record rejected by the broker; sent to the dead-letter topic");
+                    self.metrics.dead_lettered(&item.record.retention.topic);
+                }
+                self.metrics.acked(&topic, item.record.read_time);
+                self.metrics.broker_up(true);
+                self.health.update(|h| h.connected = true);
+                item.record.ack.confirm();
+            }
+            Err(e) => self.failed(item, e),
+        }
+    }
+
+    /// A delivery failed: retry it, send it to the dead-letter topic, or hold progress on it.
+    fn failed(&mut self, mut item: Item, error: RdKafkaError) {
+        item.attempts += 1;
+        let code = error.rdkafka_error_code();
+        let reason_label = code.map_or_else(|| "client".to_owned(), |c| format!("{c:?}"));
+        self.metrics.failed(self.topic(&item), &reason_label);
+        if is_permanent(code) {
+            let reason = error.to_string();
+            if item.dead_letter.is_none() && self.config.dead_letter_topic.is_some() {
+                item.dead_letter = Some(reason);
+                self.pending.push_front(item);
+                return;
+            }
+            // No dead-letter topic (or it rejects the record too): stop here and say why.
+            tracing::error!(
+                id = %item.record.id,
+                topic = %item.record.retention.topic,
+                attempts = item.attempts,
+                reason,
+                "record rejected by the broker for good and no dead-letter topic takes it; holding progress until an operator acts"
+            );
+            self.health.update(|h| h.blocked = 1);
+            self.metrics.blocked.set(1 + self.held.len() as i64);
+            item.stuck = true;
+            self.pending.push_front(item);
+            self.retry_at = Some(Instant::now() + Duration::from_secs(30));
+            return;
+        }
+        if item.attempts == 1 || item.attempts % 50 == 0 {
+            tracing::warn!(id = %item.record.id, attempts = item.attempts, error = %error, "delivery failed; retrying");
+        }
+        self.pending.push_front(item);
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+    }
+
+    /// New topic verdicts: held records go back in line, in front, to be judged again.
+    fn set_refused(&mut self, refused: Option<Arc<BTreeSet<String>>>) {
+        self.refused = refused;
+        for item in std::mem::take(&mut self.held).into_iter().rev() {
+            self.count(&item, false);
+            self.pending.push_front(item);
+        }
+        self.metrics.blocked.set(0);
+    }
+
+    /// Shutdown may end: nothing in flight, and nothing pending that could still be
+    /// delivered (held and stuck records wait for an operator, who will not act during
+    /// shutdown; records queued behind a stuck one cannot move the checkpoint past it either).
+    fn drained(&self) -> bool {
+        if !self.inflight.is_empty() || self.pending.front().is_some_and(|i| !i.stuck) {
+            return false;
+        }
+        if self.unconfirmed() > 0 {
+            tracing::warn!(
+                records = self.unconfirmed(),
+                "records rejected by the broker or held for refused topics were not shipped; they will be read again at the next start"
+            );
+        }
+        true
+    }
+
+    fn unconfirmed(&self) -> usize {
+        self.pending.len() + self.inflight.len() + self.held.len()
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -405,53 +533,13 @@ fn is_permanent(code: Option<RDKafkaErrorCode>) -> bool {
     )
 }
 
-/// A delivery failed: retry it, send it to the dead-letter topic, or hold progress on it.
-fn failed(
-    mut item: Item,
-    error: RdKafkaError,
-    dlq: &Option<String>,
-    health: &KafkaHealth,
-    pending: &mut VecDeque<Item>,
-    retry_at: &mut Option<Instant>,
-    backoff: &mut Duration,
-) {
-    item.attempts += 1;
-    let code = error.rdkafka_error_code();
-    if is_permanent(code) {
-        let reason = error.to_string();
-        if item.dead_letter.is_none() && dlq.is_some() {
-            item.dead_letter = Some(reason);
-            pending.push_front(item);
-            return;
-        }
-        // No dead-letter topic (or it rejects the record too): stop here and say why.
-        tracing::error!(
-            id = %item.record.id,
-            topic = %item.record.retention.topic,
-            attempts = item.attempts,
-            reason,
-            "record rejected by the broker for good and no dead-letter topic takes it; holding progress until an operator acts"
-        );
-        health.update(|h| h.blocked = 1);
-        item.stuck = true;
-        pending.push_front(item);
-        *retry_at = Some(Instant::now() + Duration::from_secs(30));
-        return;
-    }
-    if item.attempts == 1 || item.attempts % 50 == 0 {
-        tracing::warn!(id = %item.record.id, attempts = item.attempts, error = %error, "delivery failed; retrying");
-    }
-    pending.push_front(item);
-    *retry_at = Some(Instant::now() + *backoff);
-    *backoff = (*backoff * 2).min(Duration::from_secs(5));
-}
-
 /// Checks class topics at startup and then periodically; publishes the refused ones.
 async fn check_topics(
     admin: AdminClient<KafkaContext>,
     requirements: Vec<Requirement>,
     config: KafkaConfig,
     health: Arc<KafkaHealth>,
+    metrics: OutputHandles,
     refused_tx: watch::Sender<Option<Arc<BTreeSet<String>>>>,
 ) {
     let create = config.create_topics.then_some(&config.topic_settings);
@@ -470,6 +558,10 @@ async fn check_topics(
                                 "class topics verified on the broker"
                             );
                         }
+                        for req in &requirements {
+                            metrics.topic_refused(&req.topic, refused.contains_key(&req.topic));
+                        }
+                        metrics.broker_up(true);
                         let topics: BTreeSet<String> = refused.keys().cloned().collect();
                         let _ = refused_tx.send(Some(Arc::new(topics)));
                         health.update(|h| {
@@ -483,6 +575,7 @@ async fn check_topics(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot check class topics on the broker; retrying");
+                    metrics.broker_up(false);
                     health.update(|h| h.connected = false);
                     true
                 }
@@ -501,6 +594,7 @@ mod tests {
     use super::*;
     use crate::ack::{Ack, Progress};
     use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, RetentionTag};
+    use crate::metrics::Metrics;
 
     fn item(ack: Ack) -> Item {
         let origin = LineOrigin {
@@ -542,83 +636,96 @@ mod tests {
         }
     }
 
+    /// A sink whose producer points at a closed port: nothing here talks to a broker.
+    fn sink(dead_letter_topic: Option<&str>) -> Sink {
+        let config = KafkaConfig {
+            brokers: super::super::Brokers::One("127.0.0.1:1".into()),
+            dead_letter_topic: dead_letter_topic.map(str::to_owned),
+            ..KafkaConfig::default()
+        };
+        let metrics = Metrics::new().outputs.for_output("kafka");
+        let output = start(&config, &[("audit".into(), None)], metrics.clone()).unwrap();
+        Sink::new(output.producer, config, output.health, metrics)
+    }
+
     fn too_large() -> RdKafkaError {
         RdKafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
     }
 
     #[test]
     fn a_permanent_rejection_goes_to_the_dead_letter_topic_when_there_is_one() {
-        let health = KafkaHealth::default();
-        let (mut pending, mut retry_at, mut backoff) =
-            (VecDeque::new(), None, Duration::from_millis(100));
-        failed(
-            item(Ack::none()),
-            too_large(),
-            &Some("dlq".into()),
-            &health,
-            &mut pending,
-            &mut retry_at,
-            &mut backoff,
-        );
-        assert_eq!(pending.len(), 1);
+        let mut s = sink(Some("dlq"));
+        s.failed(item(Ack::none()), too_large());
+        assert_eq!(s.pending.len(), 1);
         assert!(
-            pending[0]
+            s.pending[0]
                 .dead_letter
                 .as_deref()
                 .unwrap()
                 .contains("too large"),
             "{:?}",
-            pending[0].dead_letter
+            s.pending[0].dead_letter
         );
-        assert!(retry_at.is_none(), "dead-lettering is immediate");
-        assert_eq!(health.snapshot().blocked, 0);
+        assert_eq!(s.topic(&s.pending[0]), "dlq");
+        assert!(s.retry_at.is_none(), "dead-lettering is immediate");
+        assert_eq!(s.health.snapshot().blocked, 0);
     }
 
     #[test]
     fn without_a_dead_letter_topic_the_record_is_held_never_dropped() {
         let progress = Progress::new(0);
-        let health = KafkaHealth::default();
-        let (mut pending, mut retry_at, mut backoff) =
-            (VecDeque::new(), None, Duration::from_millis(100));
-        failed(
-            item(progress.register(0, 1)),
-            too_large(),
-            &None,
-            &health,
-            &mut pending,
-            &mut retry_at,
-            &mut backoff,
-        );
+        let mut s = sink(None);
+        s.failed(item(progress.register(0, 1)), too_large());
         progress.set_read(100, None);
-        assert_eq!(pending.len(), 1, "kept for another try");
-        assert!(retry_at.is_some());
-        assert_eq!(health.snapshot().blocked, 1);
+        assert_eq!(s.pending.len(), 1, "kept for another try");
+        assert!(s.retry_at.is_some());
+        assert_eq!(s.health.snapshot().blocked, 1);
         assert_eq!(
             progress.committed(),
             0,
             "the checkpoint stays before the record"
         );
+        assert!(
+            s.drained(),
+            "shutdown does not wait for a record only an operator can unblock"
+        );
     }
 
     #[test]
     fn a_transient_failure_is_retried_with_growing_backoff() {
-        let health = KafkaHealth::default();
-        let (mut pending, mut retry_at, mut backoff) =
-            (VecDeque::new(), None, Duration::from_millis(100));
+        let mut s = sink(Some("dlq"));
         let timeout = RdKafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
-        failed(
-            item(Ack::none()),
-            timeout,
-            &Some("dlq".into()),
-            &health,
-            &mut pending,
-            &mut retry_at,
-            &mut backoff,
-        );
+        s.failed(item(Ack::none()), timeout);
         assert!(
-            pending[0].dead_letter.is_none(),
+            s.pending[0].dead_letter.is_none(),
             "a timeout is not a reason to dead-letter"
         );
-        assert_eq!(backoff, Duration::from_millis(200));
+        assert_eq!(s.backoff, Duration::from_millis(200));
+        assert!(
+            !s.drained(),
+            "shutdown waits for a record that may still be delivered"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_shipped_before_topics_are_verified_and_limits_hold() {
+        let mut s = sink(None);
+        s.config.max_in_flight_records = 3;
+        s.take((0..10).map(|_| item(Ack::none()).record).collect());
+        s.produce_ready();
+        assert_eq!(
+            s.held.len(),
+            3,
+            "held until the first topic check, within the limit"
+        );
+        assert!(s.inflight.is_empty());
+        assert!(!s.under_limits());
+        s.set_refused(Some(Arc::new(BTreeSet::from(["audit".to_string()]))));
+        s.produce_ready();
+        assert_eq!(
+            (s.held.len(), s.inflight.len()),
+            (3, 0),
+            "a refused topic gets nothing"
+        );
     }
 }
