@@ -56,14 +56,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         "auditrail starting"
     );
 
-    let classes: Vec<(String, Option<u32>)> = processor
+    let classes: output::kafka::Classes = processor
         .retention()
         .classes()
         .map(|c| (c.topic.to_string(), c.days))
         .collect();
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let metrics = crate::metrics::Metrics::new();
-    let outputs = output::start(&config.outputs, &classes, shutdown_rx, &metrics).await?;
+    let (classes_tx, classes_rx) = tokio::sync::watch::channel(classes);
+    let outputs = output::start(&config.outputs, classes_rx, shutdown_rx, &metrics).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new(Stats::default()));

@@ -82,11 +82,11 @@ pub struct Outputs {
 }
 
 /// Starts the outputs in force. `classes` are the (topic, days) of every retention class, for
-/// the Kafka output's topic checks.
+/// the Kafka output's topic checks; a config reload sends new ones.
 /// `shutdown` turns true when the service is stopping (outputs then drain what they hold).
 pub async fn start(
     config: &OutputsConfig,
-    classes: &[(String, Option<u32>)],
+    classes: watch::Receiver<kafka::Classes>,
     shutdown: watch::Receiver<bool>,
     metrics: &crate::metrics::Metrics,
 ) -> Result<Outputs, OutputError> {
@@ -95,12 +95,12 @@ pub async fn start(
     let mut tasks: Vec<JoinHandle<Result<(), OutputError>>> = Vec::new();
     let mut kafka_health = None;
     if let Some(kafka_config) = &config.kafka {
-        let output = kafka::start(kafka_config, classes, metrics.outputs.for_output("kafka"))?;
+        let output = kafka::start(kafka_config, metrics.outputs.for_output("kafka"))?;
         kafka_health = Some(std::sync::Arc::clone(&output.health));
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         senders.push(tx);
         tasks.push(tokio::spawn(async move {
-            Ok(kafka::run(output, rx, shutdown).await?)
+            Ok(kafka::run(output, rx, shutdown, classes).await?)
         }));
     }
     if config.stdout.is_some() {

@@ -31,7 +31,7 @@ use serde::Deserialize;
 use crate::config::Problem;
 pub use crate::envelope::KeyStrategy;
 use crate::retention::topic_problem;
-pub use sink::{run, start, HealthState, KafkaError, KafkaHealth, KafkaOutput};
+pub use sink::{run, start, Classes, HealthState, KafkaError, KafkaHealth, KafkaOutput};
 
 /// `outputs.kafka.brokers`: a string or a list of `host:port`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -94,18 +94,41 @@ pub struct KafkaOutput {
     producer: FutureProducer<KafkaContext>,
     admin: AdminClient<KafkaContext>,
     config: KafkaConfig,
-    requirements: Vec<Requirement>,
     pub health: Arc<KafkaHealth>,
     metrics: OutputHandles,
 }
 
-/// Builds the producer and admin clients (no connection is made yet). `classes` are the
-/// (topic, days) of every retention class.
-pub fn start(
-    config: &KafkaConfig,
-    classes: &[(String, Option<u32>)],
-    metrics: OutputHandles,
-) -> Result<KafkaOutput, KafkaError> {
+/// The (topic, days) of every retention class; `None` days = forever.
+pub type Classes = Vec<(String, Option<u32>)>;
+
+/// What the broker must provide: each class topic's retention, and the dead-letter topic's
+/// (the longest of all, since it holds records of every class).
+fn requirements(classes: &Classes, dead_letter_topic: Option<&str>) -> Vec<Requirement> {
+    let mut requirements: Vec<Requirement> = Vec::new();
+    for (topic, days) in classes {
+        if !requirements.iter().any(|r| &r.topic == topic) {
+            requirements.push(Requirement {
+                topic: topic.clone(),
+                days: *days,
+            });
+        }
+    }
+    if let Some(dlq) = dead_letter_topic {
+        let days = if classes.iter().any(|(_, d)| d.is_none()) {
+            None
+        } else {
+            classes.iter().filter_map(|(_, d)| *d).max()
+        };
+        requirements.push(Requirement {
+            topic: dlq.to_owned(),
+            days,
+        });
+    }
+    requirements
+}
+
+/// Builds the producer and admin clients (no connection is made yet).
+pub fn start(config: &KafkaConfig, metrics: OutputHandles) -> Result<KafkaOutput, KafkaError> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", config.brokers.list().join(","))
@@ -138,32 +161,10 @@ pub fn start(
     let admin = client.create_with_context(KafkaContext {
         health: Arc::clone(&health),
     })?;
-    let mut requirements: Vec<Requirement> = Vec::new();
-    for (topic, days) in classes {
-        if !requirements.iter().any(|r| &r.topic == topic) {
-            requirements.push(Requirement {
-                topic: topic.clone(),
-                days: *days,
-            });
-        }
-    }
-    if let Some(dlq) = &config.dead_letter_topic {
-        // The dead-letter topic holds records of every class: it needs the longest retention.
-        let days = if classes.iter().any(|(_, d)| d.is_none()) {
-            None
-        } else {
-            classes.iter().filter_map(|(_, d)| *d).max()
-        };
-        requirements.push(Requirement {
-            topic: dlq.clone(),
-            days,
-        });
-    }
     Ok(KafkaOutput {
         producer,
         admin,
         config: config.clone(),
-        requirements,
         health,
         metrics,
     })
@@ -191,23 +192,23 @@ pub async fn run(
     output: KafkaOutput,
     mut batches: mpsc::Receiver<Vec<Record>>,
     mut shutdown: watch::Receiver<bool>,
+    classes: watch::Receiver<Classes>,
 ) -> Result<(), KafkaError> {
     let KafkaOutput {
         producer,
         admin,
         config,
-        requirements,
         health,
         metrics,
     } = output;
-    let (refused_tx, mut refused_rx) = watch::channel::<Option<Arc<BTreeSet<String>>>>(None);
+    let (verified_tx, mut verified_rx) = watch::channel::<Arc<BTreeSet<String>>>(Arc::default());
     let checker = tokio::spawn(check_topics(
         admin,
-        requirements,
+        classes,
         config.clone(),
         Arc::clone(&health),
         metrics.clone(),
-        refused_tx,
+        verified_tx,
     ));
     let drain_timeout = config.drain_timeout;
     let mut sink = Sink::new(producer, config, health, metrics);
@@ -249,13 +250,13 @@ pub async fn run(
                     closed_at = Some(Instant::now());
                 }
             }
-            changed = refused_rx.changed(), if checker_alive => {
+            changed = verified_rx.changed(), if checker_alive => {
                 if changed.is_err() {
                     checker_alive = false;
                     continue;
                 }
-                let refused = refused_rx.borrow_and_update().clone();
-                sink.set_refused(refused);
+                let verified = verified_rx.borrow_and_update().clone();
+                sink.set_verified(verified);
             }
             _ = sleep_until(retry_at), if retry_at.is_some() => {}
             _ = sleep_until(drain_deadline), if drain_deadline.is_some() => {}
@@ -283,8 +284,8 @@ struct Sink {
     /// Records and bytes in flight or held (what the limits bound).
     records: usize,
     bytes: usize,
-    /// Refused topics; `None` until the first check, when nothing may be shipped yet.
-    refused: Option<Arc<BTreeSet<String>>>,
+    /// Topics checked on the broker and fit for their class: the only ones shipped to.
+    verified: Arc<BTreeSet<String>>,
     retry_at: Option<Instant>,
     backoff: Duration,
 }
@@ -306,7 +307,7 @@ impl Sink {
             inflight: FuturesUnordered::new(),
             records: 0,
             bytes: 0,
-            refused: None,
+            verified: Arc::default(),
             retry_at: None,
             backoff: Duration::from_millis(100),
         }
@@ -358,8 +359,7 @@ impl Sink {
             };
             self.count(&item, true);
             let topic = self.topic(&item).to_owned();
-            let allowed = self.refused.as_ref().is_some_and(|r| !r.contains(&topic));
-            if !allowed {
+            if !self.verified.contains(&topic) {
                 self.held.push(item);
                 self.metrics.blocked.set(self.held.len() as i64);
                 continue;
@@ -445,8 +445,8 @@ impl Sink {
     }
 
     /// New topic verdicts: held records go back in line, in front, to be judged again.
-    fn set_refused(&mut self, refused: Option<Arc<BTreeSet<String>>>) {
-        self.refused = refused;
+    fn set_verified(&mut self, verified: Arc<BTreeSet<String>>) {
+        self.verified = verified;
         for item in std::mem::take(&mut self.held).into_iter().rev() {
             self.count(&item, false);
             self.pending.push_front(item);
@@ -533,22 +533,29 @@ fn is_permanent(code: Option<RDKafkaErrorCode>) -> bool {
     )
 }
 
-/// Checks class topics at startup and then periodically; publishes the refused ones.
+/// Checks class topics at startup, periodically, and whenever the classes change (a config
+/// reload); publishes the topics that are fit to ship to.
 async fn check_topics(
     admin: AdminClient<KafkaContext>,
-    requirements: Vec<Requirement>,
+    mut classes: watch::Receiver<Classes>,
     config: KafkaConfig,
     health: Arc<KafkaHealth>,
     metrics: OutputHandles,
-    refused_tx: watch::Sender<Option<Arc<BTreeSet<String>>>>,
+    verified_tx: watch::Sender<Arc<BTreeSet<String>>>,
 ) {
     let create = config.create_topics.then_some(&config.topic_settings);
-    let mut last: Option<BTreeMap<String, String>> = None;
+    let mut last: Option<(Vec<Requirement>, BTreeMap<String, String>)> = None;
+    let mut classes_open = true;
     loop {
+        let requirements = requirements(
+            &classes.borrow_and_update(),
+            config.dead_letter_topic.as_deref(),
+        );
         let retry_soon =
             match topics::check(&admin, &requirements, create, Duration::from_secs(10)).await {
                 Ok(refused) => {
-                    if last.as_ref() != Some(&refused) {
+                    let verdict = (requirements.clone(), refused.clone());
+                    if last.as_ref() != Some(&verdict) {
                         for (topic, reason) in &refused {
                             tracing::error!(topic, reason, "refusing to ship to this topic");
                         }
@@ -561,16 +568,20 @@ async fn check_topics(
                         for req in &requirements {
                             metrics.topic_refused(&req.topic, refused.contains_key(&req.topic));
                         }
-                        metrics.broker_up(true);
-                        let topics: BTreeSet<String> = refused.keys().cloned().collect();
-                        let _ = refused_tx.send(Some(Arc::new(topics)));
+                        let verified: BTreeSet<String> = requirements
+                            .iter()
+                            .filter(|r| !refused.contains_key(&r.topic))
+                            .map(|r| r.topic.clone())
+                            .collect();
+                        let _ = verified_tx.send(Arc::new(verified));
                         health.update(|h| {
-                            h.connected = true;
                             h.topics_checked = true;
                             h.refused = refused.clone();
                         });
-                        last = Some(refused.clone());
+                        last = Some(verdict);
                     }
+                    metrics.broker_up(true);
+                    health.update(|h| h.connected = true);
                     !refused.is_empty()
                 }
                 Err(e) => {
@@ -585,7 +596,14 @@ async fn check_topics(
         } else {
             config.topic_check_interval
         };
-        tokio::time::sleep(wait).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = classes.changed(), if classes_open => {
+                if changed.is_err() {
+                    classes_open = false;
+                }
+            }
+        }
     }
 }
 
@@ -644,7 +662,7 @@ mod tests {
             ..KafkaConfig::default()
         };
         let metrics = Metrics::new().outputs.for_output("kafka");
-        let output = start(&config, &[("audit".into(), None)], metrics.clone()).unwrap();
+        let output = start(&config, metrics.clone()).unwrap();
         Sink::new(output.producer, config, output.health, metrics)
     }
 
@@ -720,12 +738,19 @@ mod tests {
         );
         assert!(s.inflight.is_empty());
         assert!(!s.under_limits());
-        s.set_refused(Some(Arc::new(BTreeSet::from(["audit".to_string()]))));
+        s.set_verified(Arc::new(BTreeSet::from(["other".to_string()])));
         s.produce_ready();
         assert_eq!(
             (s.held.len(), s.inflight.len()),
             (3, 0),
-            "a refused topic gets nothing"
+            "an unverified topic gets nothing"
+        );
+        s.set_verified(Arc::new(BTreeSet::from(["audit".to_string()])));
+        s.produce_ready();
+        assert_eq!(
+            (s.held.len(), s.inflight.len()),
+            (0, 3),
+            "a verified topic gets its records"
         );
     }
 }
