@@ -21,7 +21,7 @@ use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record};
 use crate::extract::{parse_time_text, Extraction, Extractor};
 use crate::filter::TypeFilter;
 use crate::retention::RetentionPolicy;
-use crate::source::{fingerprint, Framed, LineReader};
+use crate::source::{fingerprint, fingerprint_head, read_head, Framed, LineReader};
 
 /// What happened to the lines of a run.
 /// `lines = ordinary + audit + invalid + oversize + partials` and
@@ -210,7 +210,12 @@ pub fn check(
         source,
     };
     let (mut reader, identity): (Box<dyn Read>, u64) = if input == "-" {
-        (Box::new(io::stdin().lock()), 0)
+        // Identified by its first line, as a file is, so that a file piped in gives the same
+        // record ids as the file read by path.
+        let mut stdin = io::stdin().lock();
+        let head = read_head(&mut stdin).map_err(input_error)?;
+        let identity = fingerprint_head(&head).unwrap_or(0);
+        (Box::new(io::Cursor::new(head).chain(stdin)), identity)
     } else {
         let mut file = std::fs::File::open(Path::new(input)).map_err(input_error)?;
         let identity = fingerprint(&mut file).map_err(input_error)?.unwrap_or(0);

@@ -254,6 +254,19 @@ impl FileTailer {
         if self.watched[i].progress.is_none() && !self.start_file(i) {
             return false;
         }
+        // A copy-truncate must be noticed before reading, not only at the next scan: reading
+        // on from the old position would skip the start of the new content, or ship it twice.
+        let w = &mut self.watched[i];
+        if let Ok(meta) = w.file.metadata() {
+            let position = w.reader.offset() + w.reader.buffered() as u64;
+            let len = meta.len();
+            if len < position || (len > position && first_line_changed(w)) {
+                truncate(w, &self.checkpoints, &mut self.local, self.config.format);
+                if !self.start_file(i) {
+                    return false;
+                }
+            }
+        }
         let mut read = 0u64;
         while read < TURN_BYTES && !self.stop.load(Ordering::Relaxed) {
             let w = &mut self.watched[i];

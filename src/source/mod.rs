@@ -166,23 +166,37 @@ pub const FINGERPRINT_MAX: usize = 1024;
 pub fn fingerprint(file: &mut (impl Read + Seek)) -> io::Result<Option<u64>> {
     let position = file.stream_position()?;
     file.seek(SeekFrom::Start(0))?;
-    let mut head = [0u8; FINGERPRINT_MAX];
+    let head = read_head(file)?;
+    file.seek(SeekFrom::Start(position))?;
+    Ok(fingerprint_head(&head))
+}
+
+/// Reads the start of a stream: up to its first `\n`, [`FINGERPRINT_MAX`] bytes, or its end.
+/// For a stream that cannot seek (stdin), the bytes read must be put back in front of it.
+pub fn read_head(src: &mut impl Read) -> io::Result<Vec<u8>> {
+    let mut head = vec![0u8; FINGERPRINT_MAX];
     let mut len = 0;
-    while len < head.len() {
-        match file.read(&mut head[len..]) {
+    while len < head.len() && memchr::memchr(b'\n', &head[..len]).is_none() {
+        match src.read(&mut head[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    file.seek(SeekFrom::Start(position))?;
-    let end = match memchr::memchr(b'\n', &head[..len]) {
+    head.truncate(len);
+    Ok(head)
+}
+
+/// The identity of a stream that starts with `head` (see [`fingerprint`]).
+pub fn fingerprint_head(head: &[u8]) -> Option<u64> {
+    let head = &head[..head.len().min(FINGERPRINT_MAX)];
+    let end = match memchr::memchr(b'\n', head) {
         Some(nl) => nl + 1,
-        None if len == FINGERPRINT_MAX => len,
-        None => return Ok(None),
+        None if head.len() == FINGERPRINT_MAX => head.len(),
+        None => return None,
     };
-    Ok(Some(xxhash_rust::xxh3::xxh3_64(&head[..end])))
+    Some(xxhash_rust::xxh3::xxh3_64(&head[..end]))
 }
 
 #[cfg(test)]
