@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// The acknowledgement state of one stream (one file identity).
 #[derive(Debug, Default)]
@@ -23,8 +24,8 @@ pub struct Progress {
 #[derive(Debug, Default)]
 struct Inner {
     /// Records handed downstream and not yet fully confirmed, in offset order:
-    /// (start offset of the line, confirmations still awaited).
-    pending: VecDeque<(u64, u32)>,
+    /// (start offset of the line, confirmations still awaited, when it was registered).
+    pending: VecDeque<(u64, u32, Instant)>,
     /// The offset up to which every line has been read and dealt with by the source.
     read_to: u64,
     /// The start of the oldest line still being assembled (a CRI `P` chunk waiting for its
@@ -53,7 +54,7 @@ impl Progress {
     pub fn register(self: &Arc<Self>, offset: u64, outputs: u32) -> Ack {
         let mut inner = self.lock();
         if outputs > 0 {
-            inner.pending.push_back((offset, outputs));
+            inner.pending.push_back((offset, outputs, Instant::now()));
         }
         Ack {
             progress: Some(Arc::clone(self)),
@@ -72,11 +73,11 @@ impl Progress {
     fn confirm(&self, offset: u64) {
         let mut inner = self.lock();
         // Offsets are registered in increasing order, so a binary search finds the entry.
-        if let Ok(i) = inner.pending.binary_search_by_key(&offset, |&(o, _)| o) {
+        if let Ok(i) = inner.pending.binary_search_by_key(&offset, |&(o, _, _)| o) {
             let entry = &mut inner.pending[i];
             entry.1 = entry.1.saturating_sub(1);
         }
-        while matches!(inner.pending.front(), Some(&(_, 0))) {
+        while matches!(inner.pending.front(), Some(&(_, 0, _))) {
             inner.pending.pop_front();
         }
     }
@@ -85,7 +86,7 @@ impl Progress {
     pub fn committed(&self) -> u64 {
         let inner = self.lock();
         let mut at = inner.read_to;
-        if let Some(&(offset, _)) = inner.pending.front() {
+        if let Some(&(offset, _, _)) = inner.pending.front() {
             at = at.min(offset);
         }
         if let Some(floor) = inner.floor {
@@ -97,6 +98,11 @@ impl Progress {
     /// Records handed downstream and not yet confirmed.
     pub fn in_flight(&self) -> usize {
         self.lock().pending.len()
+    }
+
+    /// How long the oldest unconfirmed record has been waiting.
+    pub fn oldest_wait(&self) -> Option<Duration> {
+        self.lock().pending.front().map(|&(_, _, at)| at.elapsed())
     }
 }
 

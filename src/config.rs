@@ -21,7 +21,7 @@ use crate::retention::RetentionConfig;
 use crate::source::SourceConfig;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where lines come from and how they are framed.

@@ -16,6 +16,7 @@ pub mod filter;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
+pub mod reload;
 pub mod retention;
 pub mod run;
 pub mod source;

@@ -2,7 +2,7 @@
 //! library. Exit codes: 0 done, 1 failed while running, 2 bad config or unreadable input.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -76,7 +76,7 @@ fn usage_error(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(USAGE)
 }
 
-fn check(config_path: &PathBuf, input: &str) -> ExitCode {
+fn check(config_path: &Path, input: &str) -> ExitCode {
     let config = match Config::load(config_path, Purpose::Check) {
         Ok(c) => c,
         Err(e) => return usage_error(e),
@@ -100,7 +100,7 @@ fn check(config_path: &PathBuf, input: &str) -> ExitCode {
     }
 }
 
-fn validate(config_path: &PathBuf) -> ExitCode {
+fn validate(config_path: &Path) -> ExitCode {
     match Config::load(config_path, Purpose::Run) {
         Ok(_) => {
             println!("{}: ok", config_path.display());
@@ -116,7 +116,7 @@ fn validate(config_path: &PathBuf) -> ExitCode {
     }
 }
 
-fn run(config_path: &PathBuf) -> ExitCode {
+fn run(config_path: &Path) -> ExitCode {
     let config = match Config::load(config_path, Purpose::Run) {
         Ok(c) => c,
         Err(e) => return usage_error(e),
@@ -127,7 +127,7 @@ fn run(config_path: &PathBuf) -> ExitCode {
         .build()
         .context("cannot start the async runtime")
         .and_then(|rt| {
-            rt.block_on(auditrail::run::run(config))
+            rt.block_on(auditrail::run::run(config, config_path.to_path_buf()))
                 .map_err(anyhow::Error::from)
         });
     match result {

@@ -384,6 +384,12 @@ pub struct Metrics {
     pub process: ProcessMetrics,
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let registry = Registry::new();

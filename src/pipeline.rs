@@ -18,18 +18,22 @@ use serde::Serialize;
 use crate::ack::Ack;
 use crate::config::Config;
 use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record};
-use crate::extract::{parse_time_text, Extraction, Extractor};
+use crate::extract::{parse_time_text, Extraction, Extractor, InvalidReason};
 use crate::filter::TypeFilter;
+use crate::metrics::Metrics;
 use crate::retention::RetentionPolicy;
-use crate::source::{fingerprint, fingerprint_head, read_head, Framed, LineReader};
+use crate::source::{fingerprint, fingerprint_head, read_head, Framed, LineReader, Stream};
 
 /// What happened to the lines of a run.
 /// `lines = ordinary + audit + invalid + oversize + partials` and
 /// `audit = shipped + filtered_out` (in `run`, `shipped` counts records handed to the outputs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Physical lines read, as `wc -l` counts them.
+    /// Physical lines read (a last line without `\n` counts too, once the input ends).
     pub lines: u64,
+    /// Logical lines from the container's stdout and stderr (CRI and docker framing).
+    pub stdout: u64,
+    pub stderr: u64,
     /// Bytes read from the input.
     pub bytes: u64,
     /// Lines that are not audit records.
@@ -42,6 +46,8 @@ pub struct Stats {
     pub filtered_out: u64,
     /// Lines that looked like audit records but were not valid JSON or UTF-8.
     pub invalid: u64,
+    /// Of `invalid`, those that were not valid UTF-8.
+    pub invalid_utf8: u64,
     /// Lines longer than `source.max_line_bytes`.
     pub oversize: u64,
     /// Physical lines that are a partial chunk (CRI `P`, docker without `\n`) of a longer line;
@@ -76,6 +82,8 @@ pub struct Processor {
     /// The pod's uid, when known.
     pod_uid: Option<String>,
     key: KeyStrategy,
+    /// Per-record metrics (`run` only).
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Why a processor could not be built from a config.
@@ -99,7 +107,14 @@ impl Processor {
                 .as_ref()
                 .map(|k| k.key)
                 .unwrap_or_default(),
+            metrics: None,
         })
+    }
+
+    /// Counts every audit record in `metrics`, by format, type and class.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Processor {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn retention(&self) -> &RetentionPolicy {
@@ -129,6 +144,11 @@ impl Processor {
             Framed::Line(line) => line,
         };
         stats.lines += 1;
+        match line.stream {
+            Some(Stream::Stdout) => stats.stdout += 1,
+            Some(Stream::Stderr) => stats.stderr += 1,
+            None => {}
+        }
         let audit = match self.extractor.extract(line.text) {
             Extraction::Ordinary => {
                 stats.ordinary += 1;
@@ -136,6 +156,9 @@ impl Processor {
             }
             Extraction::Invalid(reason) => {
                 stats.invalid += 1;
+                if reason == InvalidReason::Utf8 {
+                    stats.invalid_utf8 += 1;
+                }
                 tracing::debug!(file = %stream.file, offset = line.offset, reason = reason.as_str(), "invalid audit line skipped");
                 return None;
             }
@@ -144,6 +167,9 @@ impl Processor {
         stats.audit += 1;
         if !self.filter.accepts(&audit.record_type) {
             stats.filtered_out += 1;
+            if let Some(m) = &self.metrics {
+                m.records.record(audit.format, &audit.record_type, None);
+            }
             return None;
         }
         let read_time = Utc::now();
@@ -154,6 +180,10 @@ impl Processor {
             .or_else(|| line.time.and_then(parse_time_text))
             .unwrap_or(read_time);
         let retention = self.retention.tag(&audit.record_type, base_time);
+        if let Some(m) = &self.metrics {
+            m.records
+                .record(audit.format, &audit.record_type, Some(&retention.class));
+        }
         let origin = LineOrigin {
             file: &stream.file,
             identity: stream.identity,
@@ -262,5 +292,6 @@ pub fn check(
     Ok(stats)
 }
 
-/// The shared processor, for the sources of `run`.
-pub type SharedProcessor = Arc<Processor>;
+/// The processor in force, for the sources of `run`; a config reload swaps it between two
+/// read turns, so every line is processed whole by one version.
+pub type SharedProcessor = Arc<std::sync::RwLock<Arc<Processor>>>;

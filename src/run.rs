@@ -4,15 +4,20 @@
 //! SIGTERM or SIGINT it stops reading, lets the outputs drain and confirm what they hold,
 //! saves checkpoints a last time and returns.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use tokio::sync::watch;
+
 use crate::config::Config;
+use crate::metrics::{self, Health, Metrics};
 use crate::output;
-use crate::pipeline::{BuildError, Processor, Stats};
+use crate::pipeline::{BuildError, Processor, SharedProcessor, Stats};
+use crate::reload;
 use crate::source::checkpoint::{CheckpointError, Checkpoints};
-use crate::source::file::FileTailer;
+use crate::source::file::{FileTailer, Telemetry};
 use crate::source::SourceError;
 
 /// Why `run` stopped with an error.
@@ -30,6 +35,8 @@ pub enum RunError {
     OutputStart(#[from] output::OutputError),
     #[error("cannot listen for signals: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("cannot serve metrics on {0}: {1}")]
+    Listen(String, #[source] std::io::Error),
 }
 
 impl RunError {
@@ -39,32 +46,64 @@ impl RunError {
             self,
             RunError::Build(_)
                 | RunError::Checkpoint(_)
+                | RunError::Listen(..)
                 | RunError::OutputStart(output::OutputError::Kafka(_))
         )
     }
 }
 
-/// Runs until SIGTERM/SIGINT.
-pub async fn run(config: Config) -> Result<(), RunError> {
-    let processor = Arc::new(Processor::new(&config)?);
+/// Runs until SIGTERM/SIGINT. `config_path` is watched for hot reloads.
+pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
+    let metrics = Metrics::new();
+    let health = Health::new();
+    let processor: SharedProcessor = Arc::new(RwLock::new(Arc::new(
+        Processor::new(&config)?.with_metrics(Arc::clone(&metrics)),
+    )));
     let checkpoints = Checkpoints::load(&config.source.checkpoint_dir)?;
     tracing::info!(
         paths = ?config.source.paths,
         format = ?config.source.format,
         checkpoint_dir = %config.source.checkpoint_dir.display(),
+        detectors = ?config.audit.formats,
+        rules = config.audit.rules.len(),
+        types_include = ?config.types.include,
+        types_exclude = ?config.types.exclude,
+        retention_classes = ?config.retention.classes.keys().collect::<Vec<_>>(),
         outputs = ?config.outputs.effective().names(),
+        metrics = ?config.metrics.listen,
         "auditrail starting"
     );
 
-    let classes: output::kafka::Classes = processor
-        .retention()
-        .classes()
-        .map(|c| (c.topic.to_string(), c.days))
-        .collect();
-    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let metrics = crate::metrics::Metrics::new();
-    let (classes_tx, classes_rx) = tokio::sync::watch::channel(classes);
+    let server = match &config.metrics.listen {
+        Some(listen) => {
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| RunError::Listen(listen.clone(), e))?;
+            tracing::info!(listen = %listen, "serving /metrics, /healthz and /readyz");
+            let serve = metrics::serve(
+                listener,
+                Arc::clone(&metrics),
+                Arc::clone(&health),
+                config.metrics.stall_timeout,
+            );
+            Some(tokio::spawn(serve))
+        }
+        None => None,
+    };
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (classes_tx, classes_rx) = watch::channel(classes_of(&config));
     let outputs = output::start(&config.outputs, classes_rx, shutdown_rx, &metrics).await?;
+    let kafka_watch = outputs.kafka_health.clone().map(|kafka| {
+        let health = Arc::clone(&health);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                health.set("kafka", kafka.snapshot().reasons(KAFKA_STALL));
+            }
+        })
+    });
 
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new(Stats::default()));
@@ -77,6 +116,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Arc::clone(&stop),
         Arc::clone(&stats),
         tokio::runtime::Handle::current(),
+        Telemetry::new(
+            Arc::clone(&metrics),
+            Arc::clone(&health),
+            config.metrics.max_backlog_bytes,
+        ),
     );
     let tailer_thread = std::thread::Builder::new()
         .name("file-tailer".into())
@@ -100,18 +144,50 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         })
     };
 
+    let reloader = tokio::spawn(reload_loop(
+        config,
+        config_path,
+        Arc::clone(&processor),
+        classes_tx,
+        Arc::clone(&metrics),
+    ));
+
     wait_for_shutdown().await.map_err(RunError::Signal)?;
     tracing::info!("shutting down: draining outputs");
     stop.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
+    reloader.abort();
     let tailer_result = tokio::task::spawn_blocking(move || tailer_thread.join())
         .await
         .map_err(|e| RunError::Output(e.to_string()))?;
     let output_result = outputs.done.await;
     saver.abort();
     checkpoints.save()?;
+    if let Some(task) = kafka_watch {
+        task.abort();
+    }
+    if let Some(task) = server {
+        task.abort();
+    }
     let final_stats = *stats.lock().unwrap_or_else(|e| e.into_inner());
-    tracing::info!(stats = ?final_stats, in_flight = checkpoints.in_flight(), "auditrail stopped");
+    let s = final_stats;
+    tracing::info!(
+        lines = s.lines,
+        bytes = s.bytes,
+        ordinary = s.ordinary,
+        audit = s.audit,
+        shipped = s.shipped,
+        filtered_out = s.filtered_out,
+        invalid = s.invalid,
+        oversize = s.oversize,
+        partials = s.partials,
+        malformed = s.malformed,
+        truncations = s.truncations,
+        rotations = s.rotations,
+        incomplete = s.incomplete,
+        in_flight = checkpoints.in_flight(),
+        "auditrail stopped"
+    );
     match tailer_result {
         Ok(r) => r?,
         Err(_) => return Err(RunError::Output("the file tailer panicked".into())),
@@ -120,6 +196,74 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(RunError::Output(e.to_string())),
         Err(e) => Err(RunError::Output(e.to_string())),
+    }
+}
+
+/// How long records may wait for a Kafka acknowledgement before readiness fails.
+const KAFKA_STALL: Duration = Duration::from_secs(10);
+
+fn classes_of(config: &Config) -> output::kafka::Classes {
+    config
+        .retention
+        .classes
+        .values()
+        .map(|c| (c.topic.clone(), c.days))
+        .collect()
+}
+
+/// Applies config changes as they come: validated first, the per-record stages swapped in
+/// between two read turns, restart-only changes reported.
+async fn reload_loop(
+    mut current: Config,
+    path: PathBuf,
+    processor: SharedProcessor,
+    classes: watch::Sender<output::kafka::Classes>,
+    metrics: Arc<Metrics>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(reload::watch(path.clone(), tx));
+    let reloads = &metrics.process.reloads;
+    while rx.recv().await.is_some() {
+        let new = match reload::load(&path) {
+            Ok(new) => new,
+            Err(e) => {
+                reloads.with_label_values(&["failure"]).inc();
+                tracing::error!(problems = ?e.problems(), "new config refused; the running config stays");
+                continue;
+            }
+        };
+        let restart = reload::needs_restart(&current, &new);
+        if !reload::stages_changed(&current, &new) && restart.is_empty() {
+            continue;
+        }
+        if !restart.is_empty() {
+            tracing::warn!(sections = ?restart, "config changes that need a restart were not applied");
+        }
+        if reload::stages_changed(&current, &new) {
+            match Processor::new(&new) {
+                Ok(p) => {
+                    let p = Arc::new(p.with_metrics(Arc::clone(&metrics)));
+                    *processor.write().unwrap_or_else(|e| e.into_inner()) = p;
+                }
+                Err(e) => {
+                    reloads.with_label_values(&["failure"]).inc();
+                    tracing::error!(error = %e, "new config refused; the running config stays");
+                    continue;
+                }
+            }
+            current.audit = new.audit;
+            current.types = new.types;
+            current.retention = new.retention;
+            let _ = classes.send(classes_of(&current));
+            tracing::info!(
+                detectors = ?current.audit.formats,
+                rules = current.audit.rules.len(),
+                types_include = ?current.types.include,
+                types_exclude = ?current.types.exclude,
+                "config reloaded"
+            );
+        }
+        reloads.with_label_values(&["success"]).inc();
     }
 }
 
@@ -133,6 +277,3 @@ async fn wait_for_shutdown() -> std::io::Result<()> {
     }
     Ok(())
 }
-
-/// How long `run` waits for outputs to drain after a signal (used by the Kafka output).
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);

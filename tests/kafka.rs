@@ -281,6 +281,8 @@ fn setup(broker: &Broker, extra_kafka: &str) -> Setup {
     let config = dir.path().join("auditrail.yaml");
     let yaml = format!(
         r#"
+metrics:
+  listen: 127.0.0.1:0
 source:
   paths: ["{logs}/*.log"]
   checkpoint_dir: {cp}

@@ -58,7 +58,7 @@ impl BuiltinFormat {
 }
 
 /// A custom detector.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// The detector's name; it becomes the record's `format`.
@@ -78,7 +78,7 @@ pub struct RuleConfig {
 }
 
 /// The `audit` section.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// Built-in detectors to enable, tried in this order.

@@ -17,7 +17,7 @@ use crate::envelope::Record;
 pub use stdout::StdoutConfig;
 
 /// The `outputs` section.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutputsConfig {
     /// Print each record as a JSON line (the same lines as `auditrail check`).

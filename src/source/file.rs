@@ -28,12 +28,15 @@ use super::checkpoint::Checkpoints;
 use super::{fingerprint, Format, LineReader, ReadFrom, SourceConfig, SourceError};
 use crate::ack::Progress;
 use crate::envelope::Record;
-use crate::pipeline::{Processor, Stats, StreamInfo};
+use crate::metrics::{Health, Metrics};
+use crate::pipeline::{SharedProcessor, Stats, StreamInfo};
 
 /// Records per batch sent to the outputs.
 const BATCH_RECORDS: usize = 256;
 /// Bytes read from one file before the others get a turn.
 const TURN_BYTES: u64 = 4 * 1024 * 1024;
+/// How often metrics and readiness are brought up to date.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// One file being followed.
 #[derive(Debug)]
@@ -59,7 +62,7 @@ struct Watched {
 pub struct FileTailer {
     config: SourceConfig,
     exclude: Vec<glob::Pattern>,
-    processor: Arc<Processor>,
+    processor: SharedProcessor,
     checkpoints: Arc<Checkpoints>,
     out: mpsc::Sender<Vec<Record>>,
     outputs: u32,
@@ -69,19 +72,43 @@ pub struct FileTailer {
     batch: Vec<Record>,
     local: Stats,
     runtime: tokio::runtime::Handle,
+    telemetry: Telemetry,
+}
+
+/// What the tailer reports: metrics (as deltas of its counts), liveness and readiness.
+pub struct Telemetry {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+    /// Readiness fails above this many bytes not yet read and acknowledged.
+    pub max_backlog_bytes: u64,
+    published: Stats,
+    last_publish: Option<Instant>,
+}
+
+impl Telemetry {
+    pub fn new(metrics: Arc<Metrics>, health: Arc<Health>, max_backlog_bytes: u64) -> Telemetry {
+        Telemetry {
+            metrics,
+            health,
+            max_backlog_bytes,
+            published: Stats::default(),
+            last_publish: None,
+        }
+    }
 }
 
 impl FileTailer {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: SourceConfig,
-        processor: Arc<Processor>,
+        processor: SharedProcessor,
         checkpoints: Arc<Checkpoints>,
         out: mpsc::Sender<Vec<Record>>,
         outputs: u32,
         stop: Arc<AtomicBool>,
         stats: Arc<Mutex<Stats>>,
         runtime: tokio::runtime::Handle,
+        telemetry: Telemetry,
     ) -> FileTailer {
         let exclude = config
             .exclude
@@ -101,6 +128,7 @@ impl FileTailer {
             batch: Vec::with_capacity(BATCH_RECORDS),
             local: Stats::default(),
             runtime,
+            telemetry,
         }
     }
 
@@ -125,34 +153,93 @@ impl FileTailer {
             }
             self.flush_batch();
             self.let_go_of_rotated();
-            self.publish_stats();
-            if !progressed {
-                match wake_rx.recv_timeout(self.config.poll_interval) {
-                    // An event may be a new file: look now rather than at the next scan.
-                    Ok(()) => {
-                        if last_scan.elapsed() >= Duration::from_millis(100) {
-                            self.scan(false);
-                            last_scan = Instant::now();
-                        }
-                    }
-                    Err(_) => {}
-                }
+            self.publish(false);
+            // An event may be a new file: look now rather than at the next scan.
+            if !progressed
+                && wake_rx.recv_timeout(self.config.poll_interval).is_ok()
+                && last_scan.elapsed() >= Duration::from_millis(100)
+            {
+                self.scan(false);
+                last_scan = Instant::now();
             }
         }
         self.flush_batch();
-        self.publish_stats();
+        self.publish(true);
         Ok(())
     }
 
-    fn publish_stats(&mut self) {
-        let mut malformed = 0;
-        for w in &self.watched {
-            malformed += w.reader.framer.malformed;
+    /// Brings the shared stats, the metrics and the health up to date (at most once a second
+    /// unless `now`): the hot path only counts in a local struct.
+    fn publish(&mut self, now: bool) {
+        self.telemetry.health.beat();
+        let t = &mut self.telemetry;
+        if !now
+            && t.last_publish
+                .is_some_and(|at| at.elapsed() < PUBLISH_EVERY)
+        {
+            return;
         }
-        let mut shared = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        let mut s = self.local;
-        s.malformed += malformed;
-        *shared = s;
+        t.last_publish = Some(Instant::now());
+        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = self.local;
+
+        let (s, p, m) = (&self.local, &t.published, &t.metrics);
+        let src = &m.source;
+        src.lines
+            .with_label_values(&["stdout"])
+            .inc_by(s.stdout - p.stdout);
+        src.lines
+            .with_label_values(&["stderr"])
+            .inc_by(s.stderr - p.stderr);
+        let other = |x: &Stats| x.lines - x.stdout - x.stderr;
+        src.lines
+            .with_label_values(&["none"])
+            .inc_by(other(s) - other(p));
+        src.bytes.inc_by(s.bytes - p.bytes);
+        src.rotations.inc_by(s.rotations - p.rotations);
+        src.truncations.inc_by(s.truncations - p.truncations);
+        src.partial_chunks.inc_by(s.partials - p.partials);
+        src.malformed.inc_by(s.malformed - p.malformed);
+        src.incomplete.inc_by(s.incomplete - p.incomplete);
+        let rec = &m.records;
+        rec.ordinary.inc_by(s.ordinary - p.ordinary);
+        rec.oversize.inc_by(s.oversize - p.oversize);
+        rec.invalid
+            .with_label_values(&["invalid_utf8"])
+            .inc_by(s.invalid_utf8 - p.invalid_utf8);
+        let json = |x: &Stats| x.invalid - x.invalid_utf8;
+        rec.invalid
+            .with_label_values(&["invalid_json"])
+            .inc_by(json(s) - json(p));
+        t.published = self.local;
+
+        // Lag: what the files hold beyond what is acknowledged, and the oldest wait.
+        let mut lag_bytes = 0u64;
+        let mut oldest = Duration::ZERO;
+        for w in &self.watched {
+            let len = w.file.metadata().map(|m| m.len()).unwrap_or(0);
+            let committed = w.progress.as_ref().map_or(0, |p| p.committed());
+            lag_bytes += len.saturating_sub(committed);
+            if let Some(wait) = w.progress.as_ref().and_then(|p| p.oldest_wait()) {
+                oldest = oldest.max(wait);
+            }
+        }
+        src.files_watched.set(self.watched.len() as i64);
+        src.lag_bytes.set(lag_bytes as i64);
+        src.lag_seconds.set(oldest.as_secs() as i64);
+        let mut reasons = Vec::new();
+        if self.watched.is_empty() {
+            reasons.push(format!("source: no file matches {:?}", self.config.paths));
+        }
+        t.health.set("source", reasons);
+        let backlog = if lag_bytes > t.max_backlog_bytes {
+            vec![format!(
+                "backlog: {lag_bytes} bytes not yet shipped (limit {})",
+                t.max_backlog_bytes
+            )]
+        } else {
+            Vec::new()
+        };
+        t.health.set("backlog", backlog);
     }
 
     /// Watches the directories the patterns start from; events only wake the loop up.
@@ -285,7 +372,9 @@ impl FileTailer {
                 break;
             };
             let outputs = self.outputs;
-            let (processor, stats, batch) = (&self.processor, &mut self.local, &mut self.batch);
+            // The processor in force for this turn; a reload takes effect at the next one.
+            let processor = Arc::clone(&self.processor.read().unwrap_or_else(|e| e.into_inner()));
+            let (stats, batch) = (&mut self.local, &mut self.batch);
             let stream = &w.stream;
             w.reader.drain(|framed, _| {
                 if let Some(record) = processor.process(framed, stream, stats, |offset| {
@@ -295,6 +384,7 @@ impl FileTailer {
                 }
             });
             progress.set_read(w.reader.offset(), w.reader.floor());
+            self.local.malformed += std::mem::take(&mut w.reader.framer.malformed);
             if self.batch.len() >= BATCH_RECORDS {
                 self.flush_batch();
             }
@@ -321,7 +411,9 @@ impl FileTailer {
         };
         let mut offset = match checkpoint {
             Some(offset) => offset,
-            None if w.at_startup && self.config.read_from == ReadFrom::End => len,
+            None if w.at_startup && self.config.read_from == ReadFrom::End => {
+                end_of_last_line(&mut w.file, len)
+            }
             None => 0,
         };
         if offset > len {
@@ -354,8 +446,11 @@ impl FileTailer {
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_RECORDS));
         let out = self.out.clone();
         let stop = Arc::clone(&self.stop);
+        let health = Arc::clone(&self.telemetry.health);
         self.runtime.block_on(async move {
             loop {
+                // Waiting for the outputs is not a stall: the loop is alive.
+                health.beat();
                 match tokio::time::timeout(Duration::from_millis(200), out.reserve()).await {
                     Ok(Ok(permit)) => {
                         permit.send(batch);
@@ -382,6 +477,7 @@ impl FileTailer {
             if !quiet {
                 return true;
             }
+            stats.malformed += w.reader.framer.malformed;
             let pending = w.reader.framer.pending();
             if pending > 0 {
                 tracing::warn!(path = %w.path.display(), pending, "rotated file ended inside a partial line");
@@ -393,6 +489,21 @@ impl FileTailer {
             }
             false
         });
+    }
+}
+
+/// The offset just past the last `\n` at or before `len` (0 when there is none in the last
+/// 64 KiB): `read_from: end` must not start in the middle of a line being written.
+fn end_of_last_line(file: &mut File, len: u64) -> u64 {
+    use std::io::Read;
+    let start = len.saturating_sub(64 * 1024);
+    let mut tail = Vec::new();
+    let read = file
+        .seek(SeekFrom::Start(start))
+        .and_then(|_| file.take(len - start).read_to_end(&mut tail));
+    match read {
+        Ok(_) => memchr::memrchr(b'\n', &tail).map_or(start, |nl| start + nl as u64 + 1),
+        Err(_) => len,
     }
 }
 

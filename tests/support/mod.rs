@@ -266,7 +266,7 @@ pub fn run_config_with_scan(dir: &Path, scan_interval: &str, extra_source: &str)
     let checkpoints = dir.join("checkpoints");
     fs::create_dir_all(dir.join("logs")).expect("create logs dir");
     let yaml = format!(
-        "source:\n  paths: [{}]\n  checkpoint_dir: {}\n  poll_interval: 50ms\n  scan_interval: {scan_interval}\n  checkpoint_interval: 100ms\n  rotate_wait: 1s\n{}",
+        "metrics:\n  listen: 127.0.0.1:0\nsource:\n  paths: [{}]\n  checkpoint_dir: {}\n  poll_interval: 50ms\n  scan_interval: {scan_interval}\n  checkpoint_interval: 100ms\n  rotate_wait: 1s\n{}",
         yaml_str(pattern.to_str().expect("UTF-8 temp path")),
         yaml_str(checkpoints.to_str().expect("UTF-8 temp path")),
         extra_source

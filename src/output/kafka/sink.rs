@@ -52,6 +52,42 @@ pub struct HealthState {
     pub refused: BTreeMap<String, String>,
     /// Records held because the broker rejected them for good and no dead-letter topic is set.
     pub blocked: u64,
+    /// Records sent and not yet acknowledged.
+    pub in_flight: usize,
+    /// The last acknowledgement, or when records started waiting for one.
+    pub last_progress: Option<std::time::Instant>,
+}
+
+impl HealthState {
+    /// Why the Kafka output is not ready; empty when it is. `stall` is how long records may
+    /// wait for an acknowledgement before the broker counts as unresponsive.
+    pub fn reasons(&self, stall: Duration) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if !self.connected {
+            reasons.push("kafka: the broker is unreachable".to_owned());
+        }
+        if !self.topics_checked {
+            reasons.push("kafka: class topics are not verified on the broker yet".to_owned());
+        }
+        for reason in self.refused.values() {
+            reasons.push(format!("kafka: {reason}"));
+        }
+        if self.blocked > 0 {
+            reasons.push(
+                "kafka: a record rejected by the broker holds progress (see the logs)".to_owned(),
+            );
+        }
+        if let Some(since) = self.last_progress {
+            if self.in_flight > 0 && since.elapsed() > stall {
+                reasons.push(format!(
+                    "kafka: {} records unacknowledged for {} s",
+                    self.in_flight,
+                    since.elapsed().as_secs()
+                ));
+            }
+        }
+        reasons
+    }
 }
 
 impl KafkaHealth {
@@ -329,6 +365,10 @@ impl Sink {
 
     fn count(&mut self, item: &Item, up: bool) {
         let len = item.record.value.len();
+        if up && self.records == 0 {
+            self.health
+                .update(|h| h.last_progress = Some(std::time::Instant::now()));
+        }
         if up {
             self.records += 1;
             self.bytes += len;
@@ -338,6 +378,8 @@ impl Sink {
         }
         self.metrics.in_flight_records.set(self.records as i64);
         self.metrics.in_flight_bytes.set(self.bytes as i64);
+        let records = self.records;
+        self.health.update(|h| h.in_flight = records);
     }
 
     fn topic<'a>(&'a self, item: &'a Item) -> &'a str {
@@ -401,7 +443,10 @@ impl Sink {
                 }
                 self.metrics.acked(&topic, item.record.read_time);
                 self.metrics.broker_up(true);
-                self.health.update(|h| h.connected = true);
+                self.health.update(|h| {
+                    h.connected = true;
+                    h.last_progress = Some(std::time::Instant::now());
+                });
                 item.record.ack.confirm();
             }
             Err(e) => self.failed(item, e),
@@ -596,12 +641,23 @@ async fn check_topics(
         } else {
             config.topic_check_interval
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            changed = classes.changed(), if classes_open => {
-                if changed.is_err() {
-                    classes_open = false;
+        // Sleep in short steps so that a broker lost in the meantime (seen by the client) is
+        // checked again soon, and a config reload is checked at once.
+        let deadline = Instant::now() + wait;
+        loop {
+            let step = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(5));
+            let mut reloaded = false;
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                changed = classes.changed(), if classes_open => {
+                    classes_open = changed.is_ok();
+                    reloaded = changed.is_ok();
                 }
+            }
+            if reloaded || Instant::now() >= deadline || !health.snapshot().connected {
+                break;
             }
         }
     }

@@ -1,0 +1,110 @@
+//! Hot reload: a new config, read when the ConfigMap changes or on SIGHUP.
+//!
+//! Kubernetes updates a ConfigMap volume by writing a new timestamped directory and swapping the
+//! `..data` symlink, so the file's own inode never changes: the directory holding the config is
+//! watched, and any event there (or SIGHUP) re-reads the file. The new config is validated
+//! first; an invalid one is refused with its problems logged and counted, and the running
+//! config stays. Of a valid one, the per-record stages (audit detectors, type filter,
+//! retention) are swapped in between two lines, so no record is lost, repeated or reordered;
+//! changes to sections that need a restart (source, outputs, metrics) are reported, not
+//! applied.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::Watcher;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, ConfigError, Purpose};
+
+/// The sections of `new` that differ from `old` and only take effect after a restart.
+pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut sections = Vec::new();
+    if old.source != new.source {
+        sections.push("source");
+    }
+    if old.outputs != new.outputs {
+        sections.push("outputs");
+    }
+    if old.metrics != new.metrics {
+        sections.push("metrics");
+    }
+    sections
+}
+
+/// Whether the per-record stages differ (what a reload applies).
+pub fn stages_changed(old: &Config, new: &Config) -> bool {
+    old.audit != new.audit || old.types != new.types || old.retention != new.retention
+}
+
+/// Reads and validates the config at `path` for a reload.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    Config::load(path, Purpose::Run)
+}
+
+/// Sends a message on `tx` whenever the config may have changed: a filesystem event in the
+/// config's directory (debounced) or SIGHUP. Runs until `tx` closes.
+pub async fn watch(path: PathBuf, tx: mpsc::Sender<()>) {
+    let (event_tx, mut event_rx) = mpsc::channel::<()>(1);
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+        let _ = event_tx.try_send(());
+    })
+    .and_then(|mut w| {
+        w.watch(&dir, notify::RecursiveMode::NonRecursive)
+            .map(|()| w)
+    });
+    let _watcher = match watcher {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config directory; reload with SIGHUP");
+            None
+        }
+    };
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            Some(()) = event_rx.recv() => {
+                // A ConfigMap update is several events (new dir, symlink swap, old dir removed).
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while event_rx.try_recv().is_ok() {}
+            }
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::info!("SIGHUP received: reloading the config");
+            }
+        }
+        if tx.send(()).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        Config::from_yaml(yaml, Purpose::Check).unwrap()
+    }
+
+    #[test]
+    fn filters_reload_sources_need_a_restart() {
+        let old = config("types: {include: [all]}");
+        let filter = config("types: {exclude: [events.get]}");
+        assert!(needs_restart(&old, &filter).is_empty());
+        assert!(stages_changed(&old, &filter));
+        let source = config("source: {format: cri}");
+        assert_eq!(needs_restart(&old, &source), vec!["source"]);
+        assert!(!stages_changed(&old, &source));
+    }
+}
