@@ -343,6 +343,8 @@ impl OutputHandles {
 /// Metrics of the process itself.
 pub struct ProcessMetrics {
     pub reloads: IntCounterVec,
+    /// What `/readyz` answers, as a metric (alerts cannot read HTTP status codes).
+    pub ready: IntGauge,
 }
 
 impl ProcessMetrics {
@@ -370,6 +372,11 @@ impl ProcessMetrics {
                 "auditrail_config_reloads_total",
                 "Config reloads, by result (success, failure).",
                 &["result"],
+            ),
+            ready: gauge(
+                r,
+                "auditrail_ready",
+                "1 when /readyz answers ready, else 0.",
             ),
         }
     }

@@ -79,7 +79,11 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| RunError::Listen(listen.clone(), e))?;
-            tracing::info!(listen = %listen, "serving /metrics, /healthz and /readyz");
+            let bound = listener
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| listen.clone());
+            tracing::info!(listen = %bound, "serving /metrics, /healthz and /readyz");
             let serve = metrics::serve(
                 listener,
                 Arc::clone(&metrics),
@@ -94,16 +98,23 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (classes_tx, classes_rx) = watch::channel(classes_of(&config));
     let outputs = output::start(&config.outputs, classes_rx, shutdown_rx, &metrics).await?;
-    let kafka_watch = outputs.kafka_health.clone().map(|kafka| {
-        let health = Arc::clone(&health);
+    let health_task = {
+        let (health, metrics) = (Arc::clone(&health), Arc::clone(&metrics));
+        let kafka = outputs.kafka_health.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                health.set("kafka", kafka.snapshot().reasons(KAFKA_STALL));
+                if let Some(kafka) = &kafka {
+                    health.set("kafka", kafka.snapshot().reasons(KAFKA_STALL));
+                }
+                metrics
+                    .process
+                    .ready
+                    .set(i64::from(health.readiness().is_ok()));
             }
         })
-    });
+    };
 
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new(Stats::default()));
@@ -163,9 +174,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     let output_result = outputs.done.await;
     saver.abort();
     checkpoints.save()?;
-    if let Some(task) = kafka_watch {
-        task.abort();
-    }
+    health_task.abort();
     if let Some(task) = server {
         task.abort();
     }

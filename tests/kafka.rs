@@ -1,269 +1,15 @@
-//! The Kafka output against a real Kafka-protocol broker over TCP: `tansu`, started per test
-//! on a free loopback port with in-memory storage. What is asserted is what a consumer reads
-//! back from the topics (counted by consuming: tansu's end offsets can fall short).
-//!
-//! `tansu` must be on PATH (`.ci/run` installs it with
-//! `cargo install tansu --features dynostore --locked`); without it these tests fail with a
-//! message saying so, they do not pass silently.
+//! The Kafka output against a real Kafka-protocol broker over TCP (`tansu`, see
+//! `support::broker`). What is asserted is what a consumer reads back from the topics.
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::{Offset, TopicPartitionList};
-
-// === broker ===
-
-struct Broker {
-    child: Child,
-    port: u16,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new("tansu")
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start the tansu broker ({e}); install it with `cargo install tansu --features dynostore --locked`")
-            });
-        let mut broker = Broker { child, port };
-        broker.wait_until_listening();
-        broker
-    }
-
-    fn wait_until_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("tansu exited before listening: {status}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tansu did not listen on port {} within 15 s",
-                self.port
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {signal} failed");
-    }
-
-    fn create_topic(&self, name: &str, partitions: i32, retention_ms: &str) {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", self.address())
-            .create()
-            .unwrap();
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
-            .set("retention.ms", retention_ms)
-            .set("retention.bytes", "-1")
-            .set("cleanup.policy", "delete");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let results = rt
-            .block_on(admin.create_topics([&topic], &AdminOptions::new()))
-            .unwrap();
-        for r in results {
-            r.unwrap();
-        }
-    }
-
-    /// Everything in `topic` so far, read from the beginning of every partition, polling until
-    /// `want` messages arrived or `wait` passed.
-    fn consume(&self, topic: &str, want: usize, wait: Duration) -> Vec<Consumed> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.address())
-            .set("group.id", format!("test-{}", std::process::id()))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let deadline = Instant::now() + wait;
-        let partitions = loop {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(5))
-                .unwrap();
-            let n = metadata
-                .topics()
-                .first()
-                .map_or(0, |t| t.partitions().len());
-            if n > 0 || Instant::now() > deadline {
-                break n;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions as i32 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
-        let mut out = Vec::new();
-        while out.len() < want && Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    let mut headers = BTreeMap::new();
-                    if let Some(h) = m.headers() {
-                        for header in h.iter() {
-                            headers.insert(
-                                header.key.to_string(),
-                                String::from_utf8_lossy(header.value.unwrap_or_default())
-                                    .into_owned(),
-                            );
-                        }
-                    }
-                    out.push(Consumed {
-                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        headers,
-                        value: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap(),
-                    });
-                }
-                Some(Err(e)) => eprintln!("consumer: {e}"),
-                None => {}
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[derive(Debug)]
-struct Consumed {
-    key: Option<String>,
-    headers: BTreeMap<String, String>,
-    value: serde_json::Value,
-}
-
-impl Consumed {
-    fn id(&self) -> String {
-        self.value["id"].as_str().unwrap().to_owned()
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-// === auditrail ===
-
-struct Auditrail {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Auditrail {
-    fn start(config: &Path) -> Auditrail {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_auditrail"))
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&stderr);
-        let pipe = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
-            }
-        });
-        Auditrail { child, stderr }
-    }
-
-    fn logs(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn wait_for_log(&self, needle: &str, wait: Duration) -> bool {
-        let deadline = Instant::now() + wait;
-        while Instant::now() < deadline {
-            if self.logs().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "auditrail did not exit after SIGTERM:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGTERM, and the exit must be clean (0); the logs are shown when it is not.
-    fn stop_cleanly(self) {
-        let logs = Arc::clone(&self.stderr);
-        let status = self.terminate();
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "auditrail exited with {status}:\n{}",
-            logs.lock().unwrap()
-        );
-    }
-
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
+use support::broker::{Broker, Consumed};
+use support::Daemon;
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -389,7 +135,7 @@ fn every_record_arrives_once_in_its_class_topic_with_headers() {
     let broker = Broker::start();
     let s = setup(&broker, "");
     let records = write_lines(&s.logs.join("0.log"), 0, 300);
-    let run = Auditrail::start(&s.config);
+    let run = Daemon::start(&s.config);
     let consumed = consume_all(&broker, records.len(), Duration::from_secs(30));
     run.stop_cleanly();
 
@@ -429,7 +175,7 @@ fn sigkill_in_the_middle_then_restart_loses_nothing() {
     let log = s.logs.join("0.log");
     let records = write_lines(&log, 0, 150_000);
     let size = std::fs::metadata(&log).unwrap().len();
-    let run = Auditrail::start(&s.config);
+    let run = Daemon::start(&s.config);
     // Kill without warning as soon as the first acknowledged records moved the checkpoint.
     let checkpoint = s
         .config
@@ -449,7 +195,7 @@ fn sigkill_in_the_middle_then_restart_loses_nothing() {
         assert!(
             Instant::now() < deadline,
             "no checkpoint moved before the kill:\n{}",
-            run.logs()
+            run.stderr_lines().join("\n")
         );
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -465,7 +211,7 @@ fn sigkill_in_the_middle_then_restart_loses_nothing() {
         "the kill came after the whole file was acknowledged"
     );
 
-    let run = Auditrail::start(&s.config);
+    let run = Daemon::start(&s.config);
     let consumed = consume_all(&broker, records.len(), Duration::from_secs(90));
     run.stop_cleanly();
     assert_eq!(
@@ -499,7 +245,7 @@ fn broker_paused_then_resumed_loses_nothing() {
     let s = setup(&broker, "");
     let log = s.logs.join("0.log");
     let mut records = write_lines(&log, 0, 500);
-    let run = Auditrail::start(&s.config);
+    let run = Daemon::start(&s.config);
     assert_eq!(
         record_ids(&consume_all(
             &broker,
@@ -527,13 +273,9 @@ fn a_topic_with_too_short_a_retention_is_refused() {
     broker.create_topic(STANDARD, 1, "86400000");
     let s = setup(&broker, "");
     let records = write_lines(&s.logs.join("0.log"), 0, 300);
-    let run = Auditrail::start(&s.config);
-    assert!(
-        run.wait_for_log("refusing to ship to this topic", Duration::from_secs(15)),
-        "no refusal logged:\n{}",
-        run.logs()
-    );
-    let logs = run.logs();
+    let mut run = Daemon::start(&s.config);
+    run.wait_for_log("refusing to ship to this topic");
+    let logs = run.stderr_lines().join("\n");
     assert!(
         logs.contains("retention.ms=86400000") && logs.contains("needs 60 days"),
         "{logs}"
@@ -552,14 +294,14 @@ fn sigterm_drains_and_a_restart_resumes_without_loss() {
     let s = setup(&broker, "");
     let log = s.logs.join("0.log");
     let mut records = write_lines(&log, 0, 20_000);
-    let run = Auditrail::start(&s.config);
+    let run = Daemon::start(&s.config);
     while broker
         .consume(STANDARD, 1, Duration::from_millis(500))
         .is_empty()
     {}
     run.stop_cleanly();
     records.extend(write_lines(&log, 20_000, 1000));
-    let run = Auditrail::start(&s.config);
+    let run = Daemon::start(&s.config);
     let consumed = consume_all(&broker, records.len(), Duration::from_secs(60));
     run.stop_cleanly();
     assert_eq!(record_ids(&consumed), expected_ids(&records));
@@ -579,12 +321,8 @@ fn a_record_rejected_for_good_without_a_dead_letter_topic_holds_progress() {
     );
     std::fs::write(&log, format!("{big}\n")).unwrap();
     write_lines(&log, 0, 11);
-    let run = Auditrail::start(&s.config);
-    assert!(
-        run.wait_for_log("rejected by the broker for good", Duration::from_secs(20)),
-        "no reason logged:\n{}",
-        run.logs()
-    );
+    let mut run = Daemon::start(&s.config);
+    run.wait_for_log("rejected by the broker for good");
     run.stop_cleanly();
     let checkpoints = std::fs::read_to_string(
         s.config

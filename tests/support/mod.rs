@@ -5,6 +5,8 @@
 //! only turns a hang into a readable failure, it is never a performance assertion.
 #![allow(dead_code)]
 
+pub mod broker;
+
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -513,6 +515,19 @@ impl Daemon {
     /// Sends SIGTERM and waits for the process to drain and exit.
     pub fn terminate(self) -> Stopped {
         self.signal("TERM")
+    }
+
+    /// Sends SIGTERM; the exit must be clean (0), else the test fails with the logs.
+    pub fn stop_cleanly(self) -> Stopped {
+        let stopped = self.terminate();
+        assert_eq!(
+            stopped.status.code(),
+            Some(0),
+            "auditrail exited with {}; stderr:\n{}",
+            stopped.status,
+            stopped.stderr.join("\n")
+        );
+        stopped
     }
 
     /// Sends SIGKILL: no drain, no last checkpoint.
