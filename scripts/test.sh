@@ -6,9 +6,10 @@ cd "$(dirname "$0")/.."
 
 log() { printf '== %s\n' "$*" >&2; }
 
-# System packages: librdkafka is built from source by the rdkafka crate (with TLS and zlib).
+# System packages: librdkafka is built from source by the rdkafka crate (with TLS and zlib);
+# a real Prometheus server and promtool for the operability tests.
 missing=()
-for pkg in pkg-config libssl-dev zlib1g-dev make g++; do
+for pkg in pkg-config libssl-dev zlib1g-dev make g++ prometheus; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

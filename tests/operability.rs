@@ -1,0 +1,484 @@
+//! Operability: `/metrics`, `/healthz` and `/readyz` over real HTTP during a run, a real
+//! Prometheus server scraping auditrail and evaluating an alert rule, `promtool check metrics`
+//! on a real scrape, and hot reload through the atomic symlink swap a ConfigMap update does.
+//!
+//! Prometheus and promtool come from Debian's `prometheus` package (`scripts/test.sh` installs
+//! it); without them the tests that need them fail with a message saying so.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::broker::{free_port, Broker};
+use support::{append, audit_line, ordinary_line, tempdir, Daemon, DEADLINE};
+
+// === HTTP and metrics ===
+
+/// A plain HTTP/1.0 GET: (status code, body).
+fn get(addr: &str, path: &str) -> (u16, String) {
+    try_get(addr, path).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+
+fn try_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_owned()))
+}
+
+/// Every sample of a scrape: `name{labels}` -> value.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of every series of metric `name` whose labels contain all of `labels`.
+fn sum(samples: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| {
+            let metric = series.split('{').next().unwrap_or("");
+            metric == name && labels.iter().all(|l| series.contains(l))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// The address the metrics server bound (the config asks for port 0).
+fn metrics_address(run: &mut Daemon) -> String {
+    run.wait_for_log("serving /metrics");
+    let line = run
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l.contains("serving /metrics"))
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    v["listen"].as_str().unwrap().to_owned()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn config(dir: &Path, extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let yaml = format!(
+        r#"
+metrics:
+  listen: 127.0.0.1:0
+source:
+  paths: ["{logs}/*.log"]
+  checkpoint_dir: {cp}
+  poll_interval: 50ms
+  scan_interval: 100ms
+  checkpoint_interval: 100ms
+  max_line_bytes: 4096
+retention:
+  default: standard
+  classes:
+    standard: {{days: 60, topic: audit-60d}}
+    forever: {{days: null, topic: audit-forever}}
+  types:
+    forever: [blobFetch, globalPolicyDisabled]
+{extra}
+"#,
+        logs = dir.join("logs").display(),
+        cp = dir.join("checkpoints").display(),
+    );
+    let path = dir.join("auditrail.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Writes the test log: 40 sample Immuta lines (21 audit records), one truncated audit line
+/// (invalid), one line longer than `max_line_bytes` (oversize). Returns its length.
+fn write_log(dir: &Path) -> u64 {
+    let log = dir.join("logs/0.log");
+    let mut text = std::fs::read_to_string(support::sample("immuta.jsonl")).unwrap();
+    text.push_str("{\"level\": \"audit\", \"recordType\": \"sqlQuery\", \"query\": \"SELECT\n");
+    text.push_str(&format!(
+        "{{\"level\": \"info\", \"message\": \"{}\"}}\n",
+        "x".repeat(10_000)
+    ));
+    std::fs::write(&log, &text).unwrap();
+    text.len() as u64
+}
+
+// === tests ===
+
+#[test]
+fn metrics_over_http_account_for_every_line_and_pass_promtool() {
+    let dir = tempdir();
+    let cfg = config(dir.path(), "");
+    let size = write_log(dir.path());
+    let mut run = Daemon::start(&cfg);
+    let addr = metrics_address(&mut run);
+    support::wait_for_checkpoint(dir.path(), &dir.path().join("logs/0.log"), size);
+    // Counters are published once a second.
+    let scrape = || samples(&get(&addr, "/metrics").1);
+    wait_until("the last counts and lag to be published", || {
+        let m = scrape();
+        sum(&m, "auditrail_source_lines_total", &[]) == 42.0
+            && sum(&m, "auditrail_source_lag_bytes", &[]) == 0.0
+    });
+    let (code, text) = get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    let m = samples(&text);
+
+    // Every line is accounted for, and every record.
+    let lines = sum(&m, "auditrail_source_lines_total", &[]);
+    let ordinary = sum(&m, "auditrail_extract_ordinary_lines_total", &[]);
+    let records = sum(&m, "auditrail_extract_records_total", &[]);
+    let invalid = sum(&m, "auditrail_extract_invalid_lines_total", &[]);
+    let oversize = sum(&m, "auditrail_extract_oversize_lines_total", &[]);
+    let partial = sum(&m, "auditrail_source_partial_chunks_total", &[]);
+    assert_eq!((lines, records, invalid, oversize), (42.0, 21.0, 1.0, 1.0));
+    assert_eq!(lines, ordinary + records + invalid + oversize + partial);
+    let filtered = sum(&m, "auditrail_filter_filtered_out_total", &[]);
+    let acked = sum(
+        &m,
+        "auditrail_output_records_acked_total",
+        &["output=\"stdout\""],
+    );
+    let in_flight = sum(&m, "auditrail_output_in_flight_records", &[]);
+    assert_eq!(records, filtered + acked + in_flight);
+    assert_eq!(acked, 21.0);
+    // Specific values from the sample.
+    assert_eq!(
+        sum(
+            &m,
+            "auditrail_extract_records_total",
+            &["type=\"globalPolicyDisabled\""]
+        ),
+        2.0
+    );
+    assert_eq!(
+        sum(
+            &m,
+            "auditrail_retention_records_total",
+            &["class=\"forever\""]
+        ),
+        3.0
+    );
+    assert_eq!(
+        sum(
+            &m,
+            "auditrail_retention_records_total",
+            &["class=\"standard\""]
+        ),
+        18.0
+    );
+    assert_eq!(sum(&m, "auditrail_source_lag_bytes", &[]), 0.0);
+    assert_eq!(sum(&m, "auditrail_source_files_watched", &[]), 1.0);
+    assert_eq!(sum(&m, "auditrail_ready", &[]), 1.0);
+    assert!(sum(&m, "process_resident_memory_bytes", &[]) > 0.0);
+    assert_eq!(sum(&m, "auditrail_build_info", &["version="]), 1.0);
+
+    // promtool finds nothing to complain about in a real scrape.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "promtool (Debian package prometheus) must be installed: scripts/test.sh installs it",
+        );
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && findings.trim().is_empty(),
+        "promtool check metrics:\n{findings}"
+    );
+
+    assert_eq!(get(&addr, "/healthz").0, 200);
+    assert_eq!(get(&addr, "/readyz"), (200, "ready\n".to_owned()));
+    run.stop_cleanly();
+}
+
+#[test]
+fn the_shipped_alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring");
+    for args in [
+        ["check", "rules", "alerts.yaml"],
+        ["test", "rules", "alerts.test.yaml"],
+    ] {
+        let out = Command::new("promtool")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (Debian package prometheus) must be installed: scripts/test.sh installs it");
+        assert!(
+            out.status.success(),
+            "promtool {args:?}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A real Prometheus server on loopback.
+struct Prometheus {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(dir: &Path, target: &str) -> Prometheus {
+        let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring/alerts.yaml");
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nrule_files: [{}]\nscrape_configs:\n  - job_name: auditrail\n    static_configs: [{{targets: ['{target}']}}]\n",
+                rules.display()
+            ),
+        )
+        .unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+            .arg(format!("--web.listen-address={addr}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package prometheus) must be installed: scripts/test.sh installs it");
+        Prometheus { child, addr }
+    }
+
+    /// The value of an instant query with one result, if it has one.
+    fn query(&self, expr: &str) -> Option<f64> {
+        let encoded: String = expr
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let (code, body) = try_get(&self.addr, &format!("/api/v1/query?query={encoded}")).ok()?;
+        if code != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let result = v["data"]["result"].as_array()?;
+        result.first()?["value"][1].as_str()?.parse().ok()
+    }
+}
+
+#[test]
+fn a_real_prometheus_scrapes_auditrail_and_evaluates_an_alert() {
+    let dir = tempdir();
+    let cfg = config(dir.path(), "");
+    let log = dir.path().join("logs/0.log");
+    std::fs::copy(support::sample("immuta.jsonl"), &log).unwrap();
+    let mut run = Daemon::start(&cfg);
+    let addr = metrics_address(&mut run);
+    let prometheus = Prometheus::start(dir.path(), &addr);
+    wait_until("Prometheus to scrape the records", || {
+        prometheus.query("sum(auditrail_extract_records_total)") == Some(21.0)
+    });
+    assert_eq!(prometheus.query("up{job=\"auditrail\"}"), Some(1.0));
+    assert_eq!(
+        prometheus.query("sum(auditrail_retention_records_total{class=\"forever\"})"),
+        Some(3.0)
+    );
+    assert_eq!(
+        prometheus.query("ALERTS{alertname=\"AuditrailOversizeLines\"}"),
+        None
+    );
+    // An oversize line makes the AuditrailOversizeLines rule fire (it has no `for`).
+    append(
+        &log,
+        format!(
+            "{{\"level\": \"info\", \"message\": \"{}\"}}\n",
+            "x".repeat(10_000)
+        ),
+    );
+    wait_until("the alert to fire", || {
+        prometheus.query("ALERTS{alertname=\"AuditrailOversizeLines\",alertstate=\"firing\"}")
+            == Some(1.0)
+    });
+    // And nothing is wrong with delivery.
+    assert_eq!(
+        prometheus.query("ALERTS{alertname=\"AuditrailNotReady\"}"),
+        None
+    );
+    run.stop_cleanly();
+}
+
+/// A config directory laid out the way the kubelet mounts a ConfigMap: the file is a symlink
+/// through `..data`, which is swapped atomically on update.
+struct ConfigMapDir {
+    dir: PathBuf,
+    version: u32,
+}
+
+impl ConfigMapDir {
+    fn new(dir: &Path, yaml: &str) -> ConfigMapDir {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut c = ConfigMapDir {
+            dir: dir.to_owned(),
+            version: 0,
+        };
+        c.update(yaml);
+        std::os::unix::fs::symlink("..data/auditrail.yaml", dir.join("auditrail.yaml")).unwrap();
+        c
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("auditrail.yaml")
+    }
+
+    fn update(&mut self, yaml: &str) {
+        self.version += 1;
+        let data = format!("..2026_11_23_12_00_{:02}.{}", self.version, self.version);
+        std::fs::create_dir(self.dir.join(&data)).unwrap();
+        std::fs::write(self.dir.join(&data).join("auditrail.yaml"), yaml).unwrap();
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&data, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+    }
+}
+
+#[test]
+fn a_configmap_update_changes_the_filter_and_a_broken_one_is_refused() {
+    let dir = tempdir();
+    let base = std::fs::read_to_string(config(dir.path(), "")).unwrap();
+    let mut cm = ConfigMapDir::new(
+        &dir.path().join("config"),
+        &format!("{base}types: {{include: [all]}}\n"),
+    );
+    let log = dir.path().join("logs/0.log");
+    append(
+        &log,
+        format!("{}\n{}\n", audit_line("before", 1), ordinary_line(1)),
+    );
+    let mut run = Daemon::start(&cm.path());
+    let addr = metrics_address(&mut run);
+    run.wait_for_records(1);
+
+    // The same detectors and classes; only the filter changes: `before` and `after` are
+    // record types (see support::audit_line).
+    cm.update(&format!("{base}types: {{exclude: [after]}}\n"));
+    wait_until("the reload to succeed", || {
+        sum(
+            &samples(&get(&addr, "/metrics").1),
+            "auditrail_config_reloads_total",
+            &["result=\"success\""],
+        ) == 1.0
+    });
+    append(
+        &log,
+        format!("{}\n{}\n", audit_line("after", 2), audit_line("kept", 3)),
+    );
+    run.wait_for_records(2);
+
+    // A broken config is refused and the running one stays.
+    cm.update(&format!("{base}types: {{include: [], exclude: []}}\n"));
+    wait_until("the reload to fail", || {
+        sum(
+            &samples(&get(&addr, "/metrics").1),
+            "auditrail_config_reloads_total",
+            &["result=\"failure\""],
+        ) == 1.0
+    });
+    append(
+        &log,
+        format!("{}\n{}\n", audit_line("after", 4), audit_line("kept", 5)),
+    );
+    run.wait_for_records(3);
+    run.wait_for_log("new config refused");
+    let stopped = run.stop_cleanly();
+    let types: Vec<String> = stopped
+        .stdout
+        .iter()
+        .map(|l| {
+            support::parse_line(l)["value"]["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        types,
+        vec!["before", "kept", "kept"],
+        "each record exactly once, filtered by the config in force"
+    );
+}
+
+#[test]
+fn readiness_follows_the_broker() {
+    let broker = Broker::start();
+    let dir = tempdir();
+    let kafka = format!(
+        "outputs:\n  kafka:\n    brokers: \"{}\"\n    create_topics: true\n    topic_settings: {{partitions: 1, replication_factor: 1}}\n    linger: 5ms\n",
+        broker.address()
+    );
+    let cfg = config(dir.path(), &kafka);
+    let log = dir.path().join("logs/0.log");
+    append(&log, format!("{}\n", audit_line("first", 1)));
+    let mut run = Daemon::start(&cfg);
+    let addr = metrics_address(&mut run);
+    wait_until("ready", || get(&addr, "/readyz").0 == 200);
+
+    broker.signal("-STOP");
+    for i in 0..50 {
+        append(&log, format!("{}\n", audit_line("during", 10 + i)));
+    }
+    wait_until("not ready while the broker is paused", || {
+        let (code, body) = get(&addr, "/readyz");
+        code == 503 && body.contains("kafka")
+    });
+    assert_eq!(
+        get(&addr, "/healthz").0,
+        200,
+        "paused Kafka is not a reason to restart auditrail"
+    );
+    broker.signal("-CONT");
+    wait_until("ready again", || get(&addr, "/readyz").0 == 200);
+    let delivered = broker.consume("audit-60d", 51, DEADLINE);
+    assert_eq!(delivered.len(), 51);
+    run.stop_cleanly();
+}
