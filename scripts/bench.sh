@@ -1,0 +1,517 @@
+#!/usr/bin/env bash
+# The auditrail benchmark (issue 8), one command:
+#
+#   bash scripts/bench.sh
+#
+# Builds the release binaries, writes the standard workload (`auditrail-gen`: 1,000,000 CRI
+# lines, ~250 MB, 10% Immuta audit records) into a temporary directory (so it sits in the page
+# cache), then runs the scenarios below and prints one table. Each figure is the median of
+# BENCH_RUNS runs. BENCHMARKS.md describes the workload and every figure.
+#
+#   check   `auditrail check` to /dev/null: input lines/s, MB/s, lines per CPU-second, peak RSS
+#   run     `auditrail run` to a local tansu broker until every record is acknowledged (the
+#           checkpoint reaches the end of the file), then SIGTERM; delivered records counted by
+#           consuming the topics
+#   steady  a writer appends at BENCH_RATE bytes/s for BENCH_STEADY_SECONDS while auditrail
+#           ships: CPU share of one core, peak/steady RSS, CRI-timestamp-to-consumer latency
+#   pause   the same load with the broker stopped (SIGSTOP) for BENCH_PAUSE_SECONDS: peak RSS,
+#           and that every record still arrives
+#
+# Environment (defaults in brackets):
+#   BENCH_LINES [1000000]  BENCH_RUNS [3]  BENCH_SEED [1]  BENCH_SCENARIOS ["check run steady pause"]
+#   BENCH_STEADY_SECONDS [60]  BENCH_RATE [10000000]  BENCH_PAUSE_SECONDS [30]
+#   BENCH_PAUSE_LEAD [5]  BENCH_PAUSE_TAIL [15]  (seconds of load before and after the pause)
+#   BENCH_DIR [mktemp -d]  BENCH_KEEP [0]: keep the work directory (logs, configs, results)
+#   BENCH_OUT [<work dir>/results.json]: all raw per-run figures as JSON
+#   CARGO_TARGET_DIR [./target]
+#
+# Quick run: BENCH_LINES=100000 BENCH_RUNS=1 BENCH_STEADY_SECONDS=10 BENCH_PAUSE_SECONDS=5 bash scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf '== %s\n' "$*" >&2; }
+
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+log "building release binaries (target dir $target)"
+cargo build --release --bins --example count_topic >&2
+
+command -v tansu >/dev/null 2>&1 || {
+  log "tansu is needed for the run/steady/pause scenarios: cargo install tansu --features dynostore --locked"
+  exit 2
+}
+command -v python3 >/dev/null 2>&1 || { log "python3 is needed"; exit 2; }
+
+if [ -n "${BENCH_DIR:-}" ]; then
+  work="$BENCH_DIR"
+  mkdir -p "$work"
+else
+  work="$(mktemp -d "${TMPDIR:-/tmp}/auditrail-bench.XXXXXX")"
+fi
+if [ "${BENCH_KEEP:-0}" != "1" ] && [ -z "${BENCH_DIR:-}" ]; then
+  trap 'rm -rf "$work"' EXIT
+fi
+
+export BENCH_BIN="$target/release"
+export BENCH_WORK="$work"
+export BENCH_LINES="${BENCH_LINES:-1000000}"
+export BENCH_SEED="${BENCH_SEED:-1}"
+
+log "generating the standard workload: $BENCH_LINES lines, seed $BENCH_SEED"
+rm -f "$work/workload.log"
+"$BENCH_BIN/auditrail-gen" --lines "$BENCH_LINES" --seed "$BENCH_SEED" \
+  --output "$work/workload.log" 2>"$work/workload.json"
+cat "$work/workload.json" >&2
+cat "$work/workload.log" >/dev/null # into the page cache
+
+cat >"$work/bench.py" <<'PY'
+import json, os, signal, socket, statistics, subprocess, sys, threading, time
+
+BIN = os.environ["BENCH_BIN"]
+WORK = os.environ["BENCH_WORK"]
+LINES = int(os.environ["BENCH_LINES"])
+SEED = int(os.environ["BENCH_SEED"])
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))
+SCENARIOS = os.environ.get("BENCH_SCENARIOS", "check run steady pause").split()
+STEADY = float(os.environ.get("BENCH_STEADY_SECONDS", "60"))
+RATE = int(os.environ.get("BENCH_RATE", "10000000"))
+PAUSE = float(os.environ.get("BENCH_PAUSE_SECONDS", "30"))
+PAUSE_LEAD = float(os.environ.get("BENCH_PAUSE_LEAD", "5"))
+PAUSE_TAIL = float(os.environ.get("BENCH_PAUSE_TAIL", "15"))
+OUT = os.environ.get("BENCH_OUT") or os.path.join(WORK, "results.json")
+AUDITRAIL = os.path.join(BIN, "auditrail")
+GEN = os.path.join(BIN, "auditrail-gen")
+COUNT = os.path.join(BIN, "examples", "count_topic")
+WORKLOAD = os.path.join(WORK, "workload.log")
+TOPICS = ["audit-60d", "audit-forever"]
+TICK = os.sysconf("SC_CLK_TCK")
+MIB = 1024 * 1024
+
+workload = json.load(open(os.path.join(WORK, "workload.json")))
+started = []  # every process this script started, to clean up
+
+
+def log(msg):
+    print(f"== {msg}", file=sys.stderr, flush=True)
+
+
+def spawn(args, **kw):
+    kw.setdefault("stdin", subprocess.DEVNULL)
+    p = subprocess.Popen(args, **kw)
+    started.append(p)
+    return p
+
+
+def reap(p):
+    """Waits for a child; returns (exit status, rusage of that child alone)."""
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, ru
+
+
+def cleanup():
+    for p in started:
+        if p.poll() is None:
+            try:
+                os.kill(p.pid, signal.SIGCONT)
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Broker:
+    def __init__(self, name):
+        self.port = free_port()
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.proc = spawn(
+            ["tansu", "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, f"{name}.tansu.log"), "w"))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("tansu did not start listening")
+                time.sleep(0.05)
+
+    @property
+    def address(self):
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self):
+        os.kill(self.proc.pid, signal.SIGCONT)
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+RETENTION = """retention:
+  default: standard
+  classes:
+    standard: {days: 60, topic: audit-60d}
+    forever: {days: null, topic: audit-forever}
+  types:
+    forever: [blobFetch, dataSourceSubscription, globalPolicyApproved, globalPolicyApprovalRescinded,
+      globalPolicyChangeRequested, globalPolicyConflictResolved, globalPolicyCreate, globalPolicyDelete,
+      globalPolicyDisabled, globalPolicyUpdate, nativeQuery, policyExemption, policyHandlerCreate,
+      policyHandlerUpdate, prestoQuery, spark, sqlQuery]
+"""
+
+
+def write_config(dirname, broker=None, checkpoint_interval="1s"):
+    """The config of examples/auditrail.yaml (four detectors, Immuta retention), reading
+    `<dir>/logs/*.log` as CRI, shipping to `broker` when given."""
+    os.makedirs(os.path.join(dirname, "logs"), exist_ok=True)
+    text = f"""source:
+  paths: ["{dirname}/logs/*.log"]
+  format: cri
+  checkpoint_dir: {dirname}/checkpoints
+  checkpoint_interval: {checkpoint_interval}
+audit:
+  formats: [immuta, sym, monolog, pryv]
+types:
+  include: [all]
+{RETENTION}"""
+    if broker:
+        # The metrics server stays on (it is part of what runs in a pod), on a free loopback
+        # port so that concurrent runs and tests do not collide on 9464.
+        text += f"""metrics:
+  listen: "127.0.0.1:{free_port()}"
+outputs:
+  kafka:
+    brokers: "{broker.address}"
+    create_topics: true
+    topic_settings: {{partitions: 1, replication_factor: 1}}
+"""
+    path = os.path.join(dirname, "auditrail.yaml")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+def checkpoint_offset(dirname, log_path):
+    try:
+        with open(os.path.join(dirname, "checkpoints", "checkpoints.json")) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    offsets = [e["offset"] for e in data.get("files", []) if e.get("path") == log_path]
+    return max(offsets) if offsets else None
+
+
+def wait_for_checkpoint(dirname, log_path, proc, timeout, poll=0.02):
+    """Until the checkpoint of `log_path` reaches its size: every record acknowledged."""
+    size = os.path.getsize(log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if checkpoint_offset(dirname, log_path) == size:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(poll)
+    return False
+
+
+def consume(broker, expect=None, expect_file=None, latency=False, idle_ms=15000):
+    args = [COUNT, "--brokers", broker.address, "--topics", ",".join(TOPICS),
+            "--idle-ms", str(idle_ms)]
+    if expect is not None:
+        args += ["--expect", str(expect)]
+    if expect_file:
+        args += ["--expect-file", expect_file]
+    if latency:
+        args += ["--latency"]
+    return spawn(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def consumed(p):
+    out, _ = p.communicate()
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def proc_sample(pid):
+    """(utime+stime in seconds, VmRSS bytes, VmHWM bytes) of a live process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
+    rss = hwm = 0
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                rss = int(line.split()[1]) * 1024
+            elif line.startswith("VmHWM:"):
+                hwm = int(line.split()[1]) * 1024
+    return cpu, rss, hwm
+
+
+class Sampler(threading.Thread):
+    """Samples a process's CPU time and memory every `interval` seconds."""
+
+    def __init__(self, pid, interval=0.25):
+        super().__init__(daemon=True)
+        self.pid, self.interval, self.samples, self.stop_flag = pid, interval, [], False
+
+    def run(self):
+        while not self.stop_flag:
+            try:
+                self.samples.append((time.monotonic(),) + proc_sample(self.pid))
+            except (OSError, IndexError, ValueError):
+                return
+            time.sleep(self.interval)
+
+    def cpu_share(self, t0, t1):
+        """CPU time over wall time between the first and last samples in [t0, t1], in %."""
+        inside = [s for s in self.samples if t0 <= s[0] <= t1]
+        if len(inside) < 2:
+            return float("nan")
+        return 100 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
+
+    def max_rss(self, t0, t1):
+        return max((s[2] for s in self.samples if t0 <= s[0] <= t1), default=0)
+
+
+def start_auditrail(config, name):
+    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+    return spawn([AUDITRAIL, "run", "--config", config], env=env,
+                 stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, f"{name}.auditrail.log"), "w"))
+
+
+def terminate(p):
+    os.kill(p.pid, signal.SIGTERM)
+    return reap(p)
+
+
+# === scenarios ===
+
+def scenario_check(r):
+    d = os.path.join(WORK, f"check-{r}")
+    config = write_config(d)
+    err = os.path.join(d, "stderr")
+    t0 = time.monotonic()
+    p = spawn([AUDITRAIL, "check", "--config", config, "--input", WORKLOAD],
+              stdout=subprocess.DEVNULL, stderr=open(err, "w"))
+    code, ru = reap(p)
+    wall = time.monotonic() - t0
+    summary = {}
+    for line in open(err):
+        try:
+            v = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(v, dict) and "lines" in v and "audit" in v:
+            summary = v
+    assert code == 0, f"check exited {code}"
+    assert summary.get("lines") == workload["lines"], summary
+    assert summary.get("audit") == workload["audit"], summary
+    cpu = ru.ru_utime + ru.ru_stime
+    return {
+        "wall_s": wall, "cpu_s": cpu, "user_s": ru.ru_utime, "sys_s": ru.ru_stime,
+        "lines_per_s": LINES / wall, "mb_per_s": workload["bytes"] / wall / 1e6,
+        "lines_per_cpu_s": LINES / cpu, "peak_rss_mib": ru.ru_maxrss * 1024 / MIB,
+        "summary": summary,
+    }
+
+
+def scenario_run(r):
+    d = os.path.join(WORK, f"run-{r}")
+    broker = Broker(f"run-{r}")
+    try:
+        config = write_config(d, broker, checkpoint_interval="100ms")
+        log_path = os.path.join(d, "logs", "0.log")
+        if os.path.exists(log_path):
+            os.unlink(log_path)
+        os.link(WORKLOAD, log_path)  # same inode: still in the page cache
+        t0 = time.monotonic()
+        p = start_auditrail(config, f"run-{r}")
+        done = wait_for_checkpoint(d, log_path, p, timeout=max(300, LINES / 2000))
+        wall = time.monotonic() - t0
+        code, ru = terminate(p)
+        assert done, f"run: checkpoint never reached the end (exit {code}); see {WORK}/run-{r}.auditrail.log"
+        got = consumed(consume(broker, expect=workload["audit"]))
+        cpu = ru.ru_utime + ru.ru_stime
+        return {
+            "wall_s": wall, "cpu_s": cpu, "user_s": ru.ru_utime, "sys_s": ru.ru_stime,
+            "exit": code, "lines_per_s": LINES / wall, "lines_per_cpu_s": LINES / cpu,
+            "records_per_s": workload["audit"] / wall,
+            "peak_rss_mib": ru.ru_maxrss * 1024 / MIB,
+            "delivered_distinct": got["distinct"], "delivered_messages": got["messages"],
+            "lost": workload["audit"] - got["distinct"],
+        }
+    finally:
+        broker.stop()
+
+
+def live_run(name, duration, pause_at=None, pause_for=0.0):
+    """auditrail tails a file that a writer appends to at RATE bytes/s for `duration` s; a
+    consumer reads the topics concurrently. With `pause_at`, the broker is stopped that many
+    seconds into the load, for `pause_for` seconds."""
+    d = os.path.join(WORK, name)
+    broker = Broker(name)
+    try:
+        config = write_config(d, broker)
+        log_path = os.path.join(d, "logs", "0.log")
+        # The file exists (one ordinary line) before auditrail starts, as a pod's log does.
+        subprocess.run([GEN, "--lines", "1", "--audit-percent", "0", "--output", log_path],
+                       check=True, stderr=subprocess.DEVNULL)
+        expect_file = os.path.join(d, "expect")
+        consumer = consume(broker, expect_file=expect_file, latency=True)
+        p = start_auditrail(config, name)
+        sampler = Sampler(p.pid)
+        sampler.start()
+        time.sleep(3)  # startup: connect, check/create topics
+        writer_err = os.path.join(d, "writer.json")
+        cpu0 = proc_sample(p.pid)[0]
+        t0 = time.monotonic()
+        writer = spawn([GEN, "--rate", str(RATE), "--duration", str(duration), "--seed", str(SEED + 1),
+                        "--output", log_path], stderr=open(writer_err, "w"))
+        paused = None
+        if pause_at is not None:
+            time.sleep(pause_at)
+            os.kill(broker.proc.pid, signal.SIGSTOP)
+            paused = time.monotonic()
+            time.sleep(pause_for)
+            os.kill(broker.proc.pid, signal.SIGCONT)
+            resumed = time.monotonic()
+        writer.wait()
+        t1 = time.monotonic()
+        cpu1, rss_end, hwm_end = proc_sample(p.pid)
+        written = json.loads(open(writer_err).read().strip().splitlines()[-1])
+        with open(expect_file + ".tmp", "w") as f:
+            f.write(str(written["audit"]))
+        os.rename(expect_file + ".tmp", expect_file)
+        caught_up = wait_for_checkpoint(d, log_path, p, timeout=300)
+        t2 = time.monotonic()
+        sampler.stop_flag = True
+        code, ru = terminate(p)
+        assert caught_up, f"{name}: checkpoint never reached the end; see {WORK}/{name}.auditrail.log"
+        got = consumed(consumer)
+        res = {
+            "seconds": t1 - t0, "written": written, "exit": code,
+            "cpu_share_pct": 100 * (cpu1 - cpu0) / (t1 - t0),
+            "cpu_s_total": ru.ru_utime + ru.ru_stime,
+            "peak_rss_mib": hwm_end / MIB, "steady_rss_mib": rss_end / MIB,
+            "peak_rss_lifetime_mib": ru.ru_maxrss * 1024 / MIB,
+            "catch_up_s": t2 - t1,
+            "delivered_distinct": got["distinct"], "delivered_messages": got["messages"],
+            "lost": written["audit"] - got["distinct"],
+            "latency_ms": got.get("latency_ms"), "read_latency_ms": got.get("read_latency_ms"),
+            "timestamp_type": got.get("timestamp_type"),
+        }
+        if paused is not None:
+            res["pause_peak_rss_mib"] = sampler.max_rss(paused, resumed) / MIB
+            res["pause_cpu_share_pct"] = sampler.cpu_share(paused, resumed)
+            res["paused_s"] = resumed - paused
+        return res
+    finally:
+        broker.stop()
+
+
+def scenario_steady(r):
+    return live_run(f"steady-{r}", STEADY)
+
+
+def scenario_pause(r):
+    return live_run(f"pause-{r}", PAUSE_LEAD + PAUSE + PAUSE_TAIL, pause_at=PAUSE_LEAD, pause_for=PAUSE)
+
+
+# === main ===
+
+def median(results, key, sub=None):
+    vals = [(x[key][sub] if sub else x[key]) for x in results if x.get(key) is not None]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else float("nan")
+
+
+def cpu_model():
+    for line in open("/proc/cpuinfo"):
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def main():
+    scenarios = {"check": scenario_check, "run": scenario_run, "steady": scenario_steady, "pause": scenario_pause}
+    results = {s: [] for s in SCENARIOS}
+    for s in SCENARIOS:
+        for r in range(RUNS):
+            log(f"{s}: run {r + 1}/{RUNS}")
+            res = scenarios[s](r)
+            results[s].append(res)
+            log(f"{s}: " + json.dumps({k: v for k, v in res.items() if k != "summary"}))
+    try:
+        rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        rev = "?"
+    machine = {"nproc": os.cpu_count(), "cpu": cpu_model(), "kernel": os.uname().release,
+               "revision": rev, "loadavg_at_end": os.getloadavg()}
+    json.dump({"machine": machine, "workload": workload, "runs": RUNS,
+               "settings": {"steady_seconds": STEADY, "rate": RATE, "pause_seconds": PAUSE},
+               "results": results}, open(OUT, "w"), indent=1)
+
+    rows = []
+    def row(scenario, metric, value, fmt, target=""):
+        rows.append((scenario, metric, fmt.format(value), target))
+    if "check" in results:
+        c = results["check"]
+        row("check → /dev/null", "input lines/s", median(c, "lines_per_s"), "{:,.0f}")
+        row("", "MB/s", median(c, "mb_per_s"), "{:,.1f}")
+        row("", "input lines per CPU-second", median(c, "lines_per_cpu_s"), "{:,.0f}", "≥ 2,000,000")
+        row("", "peak RSS (MiB)", median(c, "peak_rss_mib"), "{:.1f}")
+    if "run" in results:
+        c = results["run"]
+        row("run → Kafka (acks=all)", "input lines/s", median(c, "lines_per_s"), "{:,.0f}")
+        row("", "input lines per CPU-second", median(c, "lines_per_cpu_s"), "{:,.0f}", "≥ 1,000,000")
+        row("", "records delivered/s", median(c, "records_per_s"), "{:,.0f}")
+        row("", "peak RSS (MiB)", median(c, "peak_rss_mib"), "{:.1f}")
+        row("", "records lost (max over runs)", max(x["lost"] for x in c), "{:d}", "0")
+    if "steady" in results:
+        c = results["steady"]
+        row(f"steady {RATE / 1e6:g} MB/s", "CPU, % of one core", median(c, "cpu_share_pct"), "{:.1f}", "≤ 3%")
+        row("", "peak RSS (MiB)", median(c, "peak_rss_mib"), "{:.1f}", "≤ 20 MiB")
+        row("", "steady RSS (MiB)", median(c, "steady_rss_mib"), "{:.1f}", "≤ 20 MiB")
+        row("", "latency p50 (ms)", median(c, "latency_ms", "p50"), "{:.0f}")
+        row("", "latency p99 (ms)", median(c, "latency_ms", "p99"), "{:.0f}", "< 250 ms")
+        row("", "read latency p50/p99 (ms)", f'{median(c, "read_latency_ms", "p50"):.0f} / {median(c, "read_latency_ms", "p99"):.0f}', "{}")
+        row("", "records lost (max over runs)", max(x["lost"] for x in c), "{:d}", "0")
+    if "pause" in results:
+        c = results["pause"]
+        row(f"broker paused {PAUSE:g} s", "peak RSS during pause (MiB)", median(c, "pause_peak_rss_mib"), "{:.1f}", "< 64 MiB")
+        row("", "peak RSS, whole run (MiB)", median(c, "peak_rss_mib"), "{:.1f}", "< 64 MiB")
+        row("", "CPU during pause, % of one core", median(c, "pause_cpu_share_pct"), "{:.1f}")
+        row("", "catch-up after load ends (s)", median(c, "catch_up_s"), "{:.1f}")
+        row("", "records lost (max over runs)", max(x["lost"] for x in c), "{:d}", "0")
+
+    print()
+    print(f"auditrail benchmark — {machine['nproc']} cores, {machine['cpu']}, kernel {machine['kernel']}, revision {rev}")
+    print(f"workload: {workload['lines']:,} lines, {workload['bytes'] / 1e6:.1f} MB, {workload['audit']:,} audit records (seed {SEED}); "
+          f"median of {RUNS} run(s); load average at end {machine['loadavg_at_end'][0]:.2f}")
+    w = [max(len(x[i]) for x in rows + [("scenario", "metric", "value", "target")]) for i in range(4)]
+    print(f"| {'scenario':<{w[0]}} | {'metric':<{w[1]}} | {'value':>{w[2]}} | {'target':<{w[3]}} |")
+    print(f"|{'-' * (w[0] + 2)}|{'-' * (w[1] + 2)}|{'-' * (w[2] + 1)}:|{'-' * (w[3] + 2)}|")
+    for s, m, v, t in rows:
+        print(f"| {s:<{w[0]}} | {m:<{w[1]}} | {v:>{w[2]}} | {t:<{w[3]}} |")
+    print(f"\nraw figures: {OUT}")
+
+
+try:
+    main()
+finally:
+    cleanup()
+PY
+
+python3 -u "$work/bench.py"
