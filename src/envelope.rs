@@ -77,6 +77,8 @@ pub struct Record {
     pub read_time: DateTime<Utc>,
     /// Confirmed by the output once the record is durable.
     pub ack: Ack,
+    /// Which outputs take the record: bit `i` is the `i`-th of `OutputsConfig::enabled`.
+    pub outputs: u32,
 }
 
 /// The inputs of an envelope, borrowed from the line being processed.
@@ -194,6 +196,7 @@ impl Record {
             value: v,
             read_time: parts.read_time,
             ack,
+            outputs: 1,
         }
     }
 
@@ -208,6 +211,7 @@ impl Record {
             value: self.value.clone(),
             read_time: self.read_time,
             ack: self.ack.share(),
+            outputs: self.outputs,
         }
     }
 

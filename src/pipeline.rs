@@ -75,7 +75,9 @@ pub struct StreamInfo {
 #[derive(Debug)]
 pub struct Processor {
     extractor: Extractor,
-    filter: TypeFilter,
+    /// The type filter of each output in force (its own, or the global one), in the order
+    /// of `OutputsConfig::enabled`.
+    routes: Vec<TypeFilter>,
     retention: RetentionPolicy,
     /// The pre-serialised `kubernetes` object, spliced into every envelope.
     kubernetes: Option<String>,
@@ -97,7 +99,12 @@ impl Processor {
     pub fn new(config: &Config) -> Result<Processor, BuildError> {
         Ok(Processor {
             extractor: Extractor::new(&config.audit).map_err(BuildError::Extract)?,
-            filter: TypeFilter::new(&config.types),
+            routes: config
+                .outputs
+                .enabled()
+                .into_iter()
+                .map(|(_, own)| TypeFilter::new(own.unwrap_or(&config.types)))
+                .collect(),
             retention: RetentionPolicy::new(&config.retention),
             kubernetes: None,
             pod_uid: None,
@@ -122,13 +129,14 @@ impl Processor {
     }
 
     /// Handles one framing result. Returns the record to ship, if any; `ack` is called only
-    /// for a record, with the offset of its line, to register it for acknowledgement.
+    /// for a record, with the offset of its line and the number of outputs that take it, to
+    /// register it for acknowledgement.
     pub fn process(
         &self,
         framed: Framed<'_>,
         stream: &StreamInfo,
         stats: &mut Stats,
-        ack: impl FnOnce(u64) -> Ack,
+        ack: impl FnOnce(u64, u32) -> Ack,
     ) -> Option<Record> {
         let line = match framed {
             Framed::Pending => {
@@ -165,7 +173,13 @@ impl Processor {
             Extraction::Audit(audit) => audit,
         };
         stats.audit += 1;
-        if !self.filter.accepts(&audit.record_type) {
+        let outputs = self
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.accepts(&audit.record_type))
+            .fold(0u32, |mask, (i, _)| mask | 1 << i);
+        if outputs == 0 {
             stats.filtered_out += 1;
             if let Some(m) = &self.metrics {
                 m.records.record(audit.format, &audit.record_type, None);
@@ -207,8 +221,10 @@ impl Processor {
                 read_time,
             },
             self.key,
-            ack(line.offset),
+            ack(line.offset, outputs.count_ones()),
         );
+        let mut record = record;
+        record.outputs = outputs;
         stats.shipped += 1;
         Some(record)
     }
@@ -268,7 +284,8 @@ pub fn check(
             lines.finish_input();
         }
         lines.drain(|framed, _| {
-            if let Some(record) = processor.process(framed, &stream, &mut stats, |_| Ack::none()) {
+            if let Some(record) = processor.process(framed, &stream, &mut stats, |_, _| Ack::none())
+            {
                 record.write_json_line(&mut buf);
             }
         });

@@ -23,7 +23,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.source != new.source {
         sections.push("source");
     }
-    if old.outputs != new.outputs {
+    if old.outputs.without_filters() != new.outputs.without_filters() {
         sections.push("outputs");
     }
     if old.metrics != new.metrics {
@@ -32,9 +32,32 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     sections
 }
 
-/// Whether the per-record stages differ (what a reload applies).
+/// Whether the per-record stages differ (what a reload applies): detectors, the global and
+/// per-output type filters, retention.
 pub fn stages_changed(old: &Config, new: &Config) -> bool {
-    old.audit != new.audit || old.types != new.types || old.retention != new.retention
+    old.audit != new.audit
+        || old.types != new.types
+        || old.retention != new.retention
+        || old.outputs != new.outputs
+            && old.outputs.without_filters() == new.outputs.without_filters()
+        || filters_changed(old, new)
+}
+
+fn filters_changed(old: &Config, new: &Config) -> bool {
+    let mut merged = old.outputs.clone();
+    merged.set_filters_from(&new.outputs);
+    merged != old.outputs
+}
+
+/// `current` with the per-record stages of `new`: what runs after a reload (sections that need
+/// a restart keep their running values).
+pub fn apply(current: &Config, new: &Config) -> Config {
+    let mut next = current.clone();
+    next.audit = new.audit.clone();
+    next.types = new.types.clone();
+    next.retention = new.retention.clone();
+    next.outputs.set_filters_from(&new.outputs);
+    next
 }
 
 /// Reads and validates the config at `path` for a reload.
@@ -95,6 +118,16 @@ mod tests {
 
     fn config(yaml: &str) -> Config {
         Config::from_yaml(yaml, Purpose::Check).unwrap()
+    }
+
+    #[test]
+    fn per_output_filters_reload_too() {
+        let old = config("outputs: {stdout: {}}");
+        let new = config("outputs: {stdout: {types: {exclude: [events.get]}}}");
+        assert!(needs_restart(&old, &new).is_empty());
+        assert!(stages_changed(&old, &new));
+        let applied = apply(&old, &new);
+        assert_eq!(applied.outputs, new.outputs);
     }
 
     #[test]

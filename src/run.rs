@@ -123,7 +123,6 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         Arc::clone(&processor),
         Arc::clone(&checkpoints),
         outputs.sender,
-        outputs.count,
         Arc::clone(&stop),
         Arc::clone(&stats),
         tokio::runtime::Handle::current(),
@@ -249,7 +248,8 @@ async fn reload_loop(
             tracing::warn!(sections = ?restart, "config changes that need a restart were not applied");
         }
         if reload::stages_changed(&current, &new) {
-            match Processor::new(&new) {
+            let next = reload::apply(&current, &new);
+            match Processor::new(&next) {
                 Ok(p) => {
                     let p = Arc::new(p.with_metrics(Arc::clone(&metrics)));
                     *processor.write().unwrap_or_else(|e| e.into_inner()) = p;
@@ -260,9 +260,7 @@ async fn reload_loop(
                     continue;
                 }
             }
-            current.audit = new.audit;
-            current.types = new.types;
-            current.retention = new.retention;
+            current = next;
             let _ = classes.send(classes_of(&current));
             tracing::info!(
                 detectors = ?current.audit.formats,

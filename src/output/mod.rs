@@ -4,6 +4,11 @@
 //! record's [`crate::ack::Ack`] only once the record is durable by that output's standard
 //! (written and flushed for `stdout`). A record taken by several outputs is confirmed to its
 //! source only when all of them confirmed it. Without any output configured, `stdout` is used.
+//!
+//! Each output may have its own `types` filter (Pryv's `AUDIT_STORAGE_FILTER` and
+//! `AUDIT_SYSLOG_FILTER`); without one it takes the global `types`. A record goes to every
+//! output whose filter accepts it: its `outputs` mask has bit `i` set for the `i`-th of
+//! [`OutputsConfig::enabled`].
 
 pub mod kafka;
 pub mod stdout;
@@ -14,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Problem;
 use crate::envelope::Record;
+use crate::filter::TypesConfig;
 pub use stdout::StdoutConfig;
 
 /// The `outputs` section.
@@ -31,6 +37,48 @@ impl OutputsConfig {
         if let Some(kafka) = &self.kafka {
             kafka.validate(&format!("{path}.kafka"), problems);
         }
+        if let Some(types) = self.stdout.as_ref().and_then(|s| s.types.as_ref()) {
+            types.validate(&format!("{path}.stdout.types"), problems);
+        }
+    }
+
+    /// The outputs in force, in a fixed order (kafka, stdout), with each one's own type
+    /// filter if it has one. Bit `i` of a record's `outputs` mask is the `i`-th.
+    pub fn enabled(&self) -> Vec<(&'static str, Option<&TypesConfig>)> {
+        let mut enabled = Vec::new();
+        if let Some(k) = &self.kafka {
+            enabled.push(("kafka", k.types.as_ref()));
+        }
+        if let Some(s) = &self.stdout {
+            enabled.push(("stdout", s.types.as_ref()));
+        }
+        if enabled.is_empty() {
+            enabled.push(("stdout", None));
+        }
+        enabled
+    }
+
+    /// This config with every output's own type filter removed: what a reload cannot change
+    /// without a restart.
+    pub fn without_filters(&self) -> OutputsConfig {
+        let mut c = self.clone();
+        if let Some(k) = &mut c.kafka {
+            k.types = None;
+        }
+        if let Some(s) = &mut c.stdout {
+            s.types = None;
+        }
+        c
+    }
+
+    /// Takes every output's own type filter from `other` (a reload).
+    pub fn set_filters_from(&mut self, other: &OutputsConfig) {
+        if let (Some(k), Some(o)) = (&mut self.kafka, &other.kafka) {
+            k.types = o.types.clone();
+        }
+        if let (Some(s), Some(o)) = (&mut self.stdout, &other.stdout) {
+            s.types = o.types.clone();
+        }
     }
 
     /// The outputs in force: those configured, or `stdout` when none is.
@@ -44,14 +92,7 @@ impl OutputsConfig {
 
     /// The names of the outputs in force, for logs.
     pub fn names(&self) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        if self.stdout.is_some() {
-            names.push("stdout");
-        }
-        if self.kafka.is_some() {
-            names.push("kafka");
-        }
-        names
+        self.enabled().into_iter().map(|(name, _)| name).collect()
     }
 }
 
@@ -73,8 +114,6 @@ const QUEUED_BATCHES: usize = 8;
 pub struct Outputs {
     /// Where the source sends its batches.
     pub sender: mpsc::Sender<Vec<Record>>,
-    /// How many outputs confirm each record.
-    pub count: u32,
     /// Ends when every output has drained (after `sender` and its clones are dropped).
     pub done: JoinHandle<Result<(), OutputError>>,
     /// The Kafka output's health, when it runs.
@@ -111,7 +150,6 @@ pub async fn start(
             async move { Ok(stdout::run(rx, handles).await?) },
         ));
     }
-    let count = senders.len() as u32;
     let (sender, done) = if senders.len() == 1 {
         let sender = senders.remove(0);
         let done = tokio::spawn(join_all(tasks));
@@ -127,7 +165,6 @@ pub async fn start(
     };
     Ok(Outputs {
         sender,
-        count,
         done,
         kafka_health,
     })
@@ -145,20 +182,27 @@ async fn join_all(tasks: Vec<JoinHandle<Result<(), OutputError>>>) -> Result<(),
     result
 }
 
-/// Copies each batch to every output; each copy carries its own share of the record's ack.
+/// Sends each record to every output its mask names; each copy carries its own share of the
+/// record's ack.
 async fn fan_out(mut rx: mpsc::Receiver<Vec<Record>>, outputs: Vec<mpsc::Sender<Vec<Record>>>) {
     while let Some(batch) = rx.recv().await {
-        let Some((last, rest)) = outputs.split_last() else {
-            return;
-        };
-        for out in rest {
-            let copy: Vec<Record> = batch.iter().map(Record::duplicate).collect();
-            if out.send(copy).await.is_err() {
+        let mut per_output: Vec<Vec<Record>> = outputs.iter().map(|_| Vec::new()).collect();
+        for record in batch {
+            let mask = record.outputs;
+            let Some(last) = (0..per_output.len()).rev().find(|i| mask & (1 << i) != 0) else {
+                continue;
+            };
+            for (i, out) in per_output.iter_mut().enumerate().take(last) {
+                if mask & (1 << i) != 0 {
+                    out.push(record.duplicate());
+                }
+            }
+            per_output[last].push(record);
+        }
+        for (out, records) in outputs.iter().zip(per_output) {
+            if !records.is_empty() && out.send(records).await.is_err() {
                 return;
             }
-        }
-        if last.send(batch).await.is_err() {
-            return;
         }
     }
 }

@@ -7,12 +7,16 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use crate::envelope::Record;
+use crate::filter::TypesConfig;
 use crate::metrics::OutputHandles;
 
-/// `outputs.stdout` has no settings yet; the empty map `{}` enables it.
+/// `outputs.stdout`; the empty map `{}` enables it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StdoutConfig {}
+#[serde(deny_unknown_fields, default)]
+pub struct StdoutConfig {
+    /// This output's own type filter; without one it takes the global `types`.
+    pub types: Option<TypesConfig>,
+}
 
 /// Writes batches until the channel closes. A write error stops the output; the records of
 /// the failed batch stay unconfirmed, so their checkpoints do not move.

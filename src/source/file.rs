@@ -65,7 +65,6 @@ pub struct FileTailer {
     processor: SharedProcessor,
     checkpoints: Arc<Checkpoints>,
     out: mpsc::Sender<Vec<Record>>,
-    outputs: u32,
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<Stats>>,
     watched: Vec<Watched>,
@@ -104,7 +103,6 @@ impl FileTailer {
         processor: SharedProcessor,
         checkpoints: Arc<Checkpoints>,
         out: mpsc::Sender<Vec<Record>>,
-        outputs: u32,
         stop: Arc<AtomicBool>,
         stats: Arc<Mutex<Stats>>,
         runtime: tokio::runtime::Handle,
@@ -121,7 +119,6 @@ impl FileTailer {
             processor,
             checkpoints,
             out,
-            outputs,
             stop,
             stats,
             watched: Vec::new(),
@@ -371,13 +368,12 @@ impl FileTailer {
             let Some(progress) = w.progress.clone() else {
                 break;
             };
-            let outputs = self.outputs;
             // The processor in force for this turn; a reload takes effect at the next one.
             let processor = Arc::clone(&self.processor.read().unwrap_or_else(|e| e.into_inner()));
             let (stats, batch) = (&mut self.local, &mut self.batch);
             let stream = &w.stream;
             w.reader.drain(|framed, _| {
-                if let Some(record) = processor.process(framed, stream, stats, |offset| {
+                if let Some(record) = processor.process(framed, stream, stats, |offset, outputs| {
                     progress.register(offset, outputs)
                 }) {
                     batch.push(record);

@@ -30,6 +30,7 @@ use serde::Deserialize;
 
 use crate::config::Problem;
 pub use crate::envelope::KeyStrategy;
+use crate::filter::TypesConfig;
 use crate::retention::topic_problem;
 pub use sink::{run, start, Classes, HealthState, KafkaError, KafkaHealth, KafkaOutput};
 
@@ -110,6 +111,8 @@ pub struct KafkaConfig {
     /// How long shutdown waits for acknowledgements of records in flight.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// This output's own type filter; without one it takes the global `types`.
+    pub types: Option<TypesConfig>,
 }
 
 impl Default for KafkaConfig {
@@ -128,6 +131,7 @@ impl Default for KafkaConfig {
             topic_settings: CreateTopics::default(),
             topic_check_interval: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
+            types: None,
         }
     }
 }
@@ -216,6 +220,9 @@ impl KafkaConfig {
                 format!("{path}.topic_settings.replication_factor"),
                 "must be at least 1",
             ));
+        }
+        if let Some(types) = &self.types {
+            types.validate(&format!("{path}.types"), problems);
         }
         if self.topic_check_interval < Duration::from_secs(1) {
             problems.push(Problem::new(
