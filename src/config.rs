@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::enrich::EnrichConfig;
 use crate::extract::AuditConfig;
 use crate::filter::TypesConfig;
 use crate::metrics::MetricsConfig;
@@ -36,6 +37,8 @@ pub struct Config {
     pub outputs: OutputsConfig,
     /// The metrics and health endpoints.
     pub metrics: MetricsConfig,
+    /// Pod metadata on every record.
+    pub enrich: EnrichConfig,
 }
 
 /// One thing wrong with a config, at a YAML path such as `retention.classes.forever.topic`.
@@ -159,6 +162,7 @@ impl Config {
         self.retention.validate("retention", &mut problems);
         self.outputs.validate("outputs", &mut problems);
         self.metrics.validate("metrics", &mut problems);
+        self.enrich.validate("enrich", &mut problems);
         problems
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod ack;
 pub mod config;
+pub mod enrich;
 pub mod envelope;
 pub mod extract;
 pub mod filter;

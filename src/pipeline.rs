@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::ack::Ack;
 use crate::config::Config;
+use crate::enrich::{self, Enrichment};
 use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record};
 use crate::extract::{parse_time_text, Extraction, Extractor, InvalidReason};
 use crate::filter::TypeFilter;
@@ -69,6 +70,22 @@ pub struct Stats {
 pub struct StreamInfo {
     pub file: String,
     pub identity: u64,
+    /// The pre-serialised `kubernetes` object spliced into this stream's envelopes.
+    pub kubernetes: Option<std::sync::Arc<str>>,
+    /// The pod's uid, when known (a possible Kafka key).
+    pub pod_uid: Option<std::sync::Arc<str>>,
+}
+
+impl StreamInfo {
+    /// A stream without pod metadata.
+    pub fn new(file: impl Into<String>, identity: u64) -> StreamInfo {
+        StreamInfo {
+            file: file.into(),
+            identity,
+            kubernetes: None,
+            pod_uid: None,
+        }
+    }
 }
 
 /// The per-line stages, built once from the config and shared by every source.
@@ -79,10 +96,6 @@ pub struct Processor {
     /// of `OutputsConfig::enabled`.
     routes: Vec<TypeFilter>,
     retention: RetentionPolicy,
-    /// The pre-serialised `kubernetes` object, spliced into every envelope.
-    kubernetes: Option<String>,
-    /// The pod's uid, when known.
-    pod_uid: Option<String>,
     key: KeyStrategy,
     /// Per-record metrics (`run` only).
     metrics: Option<Arc<Metrics>>,
@@ -106,8 +119,6 @@ impl Processor {
                 .map(|(_, own)| TypeFilter::new(own.unwrap_or(&config.types)))
                 .collect(),
             retention: RetentionPolicy::new(&config.retention),
-            kubernetes: None,
-            pod_uid: None,
             key: config
                 .outputs
                 .kafka
@@ -213,8 +224,8 @@ impl Processor {
                 record_type: &audit.record_type,
                 time: audit.time,
                 retention,
-                kubernetes: self.kubernetes.as_deref(),
-                pod_uid: self.pod_uid.as_deref(),
+                kubernetes: stream.kubernetes.as_deref(),
+                pod_uid: stream.pod_uid.as_deref(),
                 prefix: audit.prefix,
                 record: audit.record,
                 suffix: audit.suffix,
@@ -245,6 +256,9 @@ pub enum CheckError {
 
 /// Reads `input` (a path, or `-` for stdin) once, writes every record it would ship to `out`
 /// as one JSON line each, and returns the counts.
+///
+/// Pod metadata comes from the Downward API (environment and `enrich.podinfo_dir`) and the
+/// input's path; `check` never contacts the Kubernetes API.
 pub fn check(
     config: &Config,
     processor: &Processor,
@@ -267,10 +281,16 @@ pub fn check(
         let identity = fingerprint(&mut file).map_err(input_error)?.unwrap_or(0);
         (Box::new(file), identity)
     };
-    let stream = StreamInfo {
-        file: input.to_owned(),
-        identity,
-    };
+    let mut stream = StreamInfo::new(input, identity);
+    let enrichment = Enrichment::new(config.enrich.clone());
+    if config.enrich.kubernetes != enrich::Mode::Off {
+        let env = |name: &str| std::env::var(name).ok();
+        enrichment.set_downward(enrich::downward(&env, &config.enrich.podinfo_dir));
+        let path = (input != "-").then(|| Path::new(input));
+        let meta = enrichment.for_stream(path, config.source.container.as_deref());
+        stream.kubernetes = meta.json;
+        stream.pod_uid = meta.pod_uid;
+    }
     let mut lines = LineReader::new(config.source.format, config.source.max_line_bytes, 0);
     let mut stats = Stats::default();
     let mut buf = Vec::with_capacity(64 * 1024);

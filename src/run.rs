@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::enrich::{self, Enrichment};
 use crate::metrics::{self, Health, Metrics};
 use crate::output;
 use crate::pipeline::{BuildError, Processor, SharedProcessor, Stats};
@@ -71,8 +72,10 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         retention_classes = ?config.retention.classes.keys().collect::<Vec<_>>(),
         outputs = ?config.outputs.effective().names(),
         metrics = ?config.metrics.listen,
+        enrich = ?config.enrich.kubernetes,
         "auditrail starting"
     );
+    let (enrichment, kube_client, enrich_tasks) = start_enrichment(&config).await;
 
     let server = match &config.metrics.listen {
         Some(listen) => {
@@ -131,6 +134,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             Arc::clone(&health),
             config.metrics.max_backlog_bytes,
         ),
+        Arc::clone(&enrichment),
     );
     let tailer_thread = std::thread::Builder::new()
         .name("file-tailer".into())
@@ -174,6 +178,10 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     saver.abort();
     checkpoints.save()?;
     health_task.abort();
+    for task in enrich_tasks {
+        task.abort();
+    }
+    drop(kube_client);
     if let Some(task) = server {
         task.abort();
     }
@@ -205,6 +213,76 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         Ok(Err(e)) => Err(RunError::Output(e.to_string())),
         Err(e) => Err(RunError::Output(e.to_string())),
     }
+}
+
+/// Starts following the pod's metadata as `enrich.kubernetes` asks: the Downward API, the
+/// Kubernetes API (when a client can be built: in a cluster, or with a kubeconfig), or both.
+/// Outside Kubernetes this warns once and records carry no `kubernetes` object.
+async fn start_enrichment(
+    config: &Config,
+) -> (
+    Arc<Enrichment>,
+    Option<kube::Client>,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
+    let enrichment = Enrichment::new(config.enrich.clone());
+    let mode = config.enrich.kubernetes;
+    let mut tasks = Vec::new();
+    if mode == enrich::Mode::Off {
+        return (enrichment, None, tasks);
+    }
+    if matches!(mode, enrich::Mode::Auto | enrich::Mode::Downward) {
+        let env = |name: &str| std::env::var(name).ok();
+        enrichment.set_downward(enrich::downward(&env, &config.enrich.podinfo_dir));
+        tasks.push(tokio::spawn(enrich::follow_downward(Arc::clone(
+            &enrichment,
+        ))));
+    }
+    let wants_client = matches!(mode, enrich::Mode::Auto | enrich::Mode::Api)
+        || config.source.kind == crate::source::SourceKind::Kubernetes;
+    let client = if wants_client {
+        match kube::Client::try_default().await {
+            Ok(client) => Some(client),
+            Err(e) => {
+                if mode == enrich::Mode::Api
+                    || config.source.kind == crate::source::SourceKind::Kubernetes
+                {
+                    tracing::warn!(error = %e, "no Kubernetes API client (not in a cluster, no kubeconfig)");
+                } else {
+                    tracing::debug!(error = %e, "no Kubernetes API client; using the Downward API only");
+                }
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let (Some(client), true) = (
+        &client,
+        matches!(mode, enrich::Mode::Auto | enrich::Mode::Api),
+    ) {
+        let env = |name: &str| std::env::var(name).ok();
+        match enrich::api::own_pod(client, &env) {
+            Some((namespace, name)) => tasks.push(tokio::spawn(enrich::api::follow_pod(
+                client.clone(),
+                namespace,
+                name,
+                Arc::clone(&enrichment),
+            ))),
+            None => tracing::warn!(
+                "cannot tell which pod this is (set POD_NAME through the Downward API)"
+            ),
+        }
+    }
+    // Give the API a moment, then say so once if nothing at all is known.
+    let e = Arc::clone(&enrichment);
+    tasks.push(tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        if !e.is_known() {
+            tracing::warn!("no pod metadata (Downward API variables and files absent, Kubernetes API unreachable): records carry no kubernetes object except what log paths tell");
+        }
+    }));
+    (enrichment, client, tasks)
 }
 
 /// How long records may wait for a Kafka acknowledgement before readiness fails.

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use super::checkpoint::Checkpoints;
 use super::{fingerprint, Format, LineReader, ReadFrom, SourceConfig, SourceError};
 use crate::ack::Progress;
+use crate::enrich::Enrichment;
 use crate::envelope::Record;
 use crate::metrics::{Health, Metrics};
 use crate::pipeline::{SharedProcessor, Stats, StreamInfo};
@@ -56,6 +57,8 @@ struct Watched {
     /// When the file was last found missing from the matching paths (rotated or deleted).
     rotated_at: Option<Instant>,
     last_data: Instant,
+    /// The enrichment version `stream`'s pod metadata was built from.
+    meta_version: Option<u64>,
 }
 
 /// Follows the configured files; see the module documentation.
@@ -72,6 +75,7 @@ pub struct FileTailer {
     local: Stats,
     runtime: tokio::runtime::Handle,
     telemetry: Telemetry,
+    enrichment: Arc<Enrichment>,
 }
 
 /// What the tailer reports: metrics (as deltas of its counts), liveness and readiness.
@@ -107,6 +111,7 @@ impl FileTailer {
         stats: Arc<Mutex<Stats>>,
         runtime: tokio::runtime::Handle,
         telemetry: Telemetry,
+        enrichment: Arc<Enrichment>,
     ) -> FileTailer {
         let exclude = config
             .exclude
@@ -126,6 +131,7 @@ impl FileTailer {
             local: Stats::default(),
             runtime,
             telemetry,
+            enrichment,
         }
     }
 
@@ -312,10 +318,7 @@ impl FileTailer {
                 Ok(file) => {
                     tracing::info!(path = %path.display(), "watching file");
                     self.watched.push(Watched {
-                        stream: StreamInfo {
-                            file: path.display().to_string(),
-                            identity: 0,
-                        },
+                        stream: StreamInfo::new(path.display().to_string(), 0),
                         path,
                         file,
                         dev_ino,
@@ -326,6 +329,7 @@ impl FileTailer {
                         truncated: false,
                         rotated_at: None,
                         last_data: Instant::now(),
+                        meta_version: None,
                     });
                 }
                 Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot open file"),
@@ -350,6 +354,15 @@ impl FileTailer {
                     return false;
                 }
             }
+        }
+        // Pod metadata: built once per file and enrichment version, spliced into each record.
+        let version = self.enrichment.version();
+        let w = &mut self.watched[i];
+        if w.meta_version != Some(version) {
+            let meta = self.enrichment.for_stream(Some(&w.path), None);
+            w.stream.kubernetes = meta.json;
+            w.stream.pod_uid = meta.pod_uid;
+            w.meta_version = Some(meta.version);
         }
         let mut read = 0u64;
         while read < TURN_BYTES && !self.stop.load(Ordering::Relaxed) {

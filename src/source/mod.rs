@@ -32,6 +32,8 @@ pub enum SourceKind {
     /// Tail files matched by `paths`.
     #[default]
     File,
+    /// Follow `source.container`'s log through the Kubernetes API (`pods/log`): no hostPath.
+    Kubernetes,
 }
 
 /// `source.read_from`: where to start in a file that has no checkpoint.
@@ -73,6 +75,13 @@ pub struct SourceConfig {
     /// writing to it until it reopens its log.
     #[serde(with = "humantime_serde")]
     pub rotate_wait: Duration,
+    /// `kind: kubernetes`: the application container whose log is followed (required).
+    pub container: Option<String>,
+    /// `kind: kubernetes`: the pod, by default this pod (`POD_NAME`, from the Downward API).
+    pub pod: Option<String>,
+    /// `kind: kubernetes`: its namespace, by default `POD_NAMESPACE` or the service
+    /// account's namespace.
+    pub namespace: Option<String>,
 }
 
 impl Default for SourceConfig {
@@ -89,13 +98,29 @@ impl Default for SourceConfig {
             scan_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(1),
             rotate_wait: Duration::from_secs(5),
+            container: None,
+            pod: None,
+            namespace: None,
         }
     }
 }
 
 impl SourceConfig {
     pub fn validate(&self, path: &str, purpose: Purpose, problems: &mut Vec<Problem>) {
-        if purpose == Purpose::Run && self.paths.is_empty() {
+        if self.kind == SourceKind::Kubernetes {
+            if self.container.as_deref().is_none_or(str::is_empty) {
+                problems.push(Problem::new(
+                    format!("{path}.container"),
+                    "kind: kubernetes needs the application container's name",
+                ));
+            }
+            if !self.paths.is_empty() {
+                problems.push(Problem::new(
+                    format!("{path}.paths"),
+                    "kind: kubernetes reads the log through the API; paths are for kind: file",
+                ));
+            }
+        } else if purpose == Purpose::Run && self.paths.is_empty() {
             problems.push(Problem::new(
                 format!("{path}.paths"),
                 "at least one file pattern is needed (for example /var/log/pods/*/app/*.log)",

@@ -1,0 +1,526 @@
+//! Enrich: pod metadata on every record, built once and spliced into each envelope.
+//!
+//! The `kubernetes` object of an envelope holds `namespace`, `pod`, `pod_uid`, `node`,
+//! `container`, `pod_ip`, `labels`, selected `annotations`, the owning workload (`owner`:
+//! kind and name, a ReplicaSet resolved to its Deployment) and an optional static `cluster`.
+//! It comes from (`enrich.kubernetes`):
+//! - `downward`: the Downward API: environment variables `POD_NAME`, `POD_NAMESPACE`,
+//!   `POD_UID`, `NODE_NAME`, `POD_IP`, and the files `labels` and `annotations` of a
+//!   Downward API volume (re-read when they change, no restart);
+//! - `api`: the pod itself read from the Kubernetes API (get, then watch; never a request per
+//!   record), which adds owner references and anything the Downward API cannot give;
+//! - `auto` (default): the Downward API where present, the API for the rest when reachable,
+//!   and a warning (never a crash) when neither is;
+//! - `off`.
+//!
+//! For files under `/var/log/pods/<namespace>_<pod>_<uid>/<container>/`, the path tells the
+//! namespace, pod, uid and container too: they are used, and a disagreement with the other
+//! sources is logged. The metadata is serialised once per (stream, version) and spliced into
+//! each envelope as text: enrichment costs no lookup per record.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Problem;
+
+/// `enrich.kubernetes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Auto,
+    Downward,
+    Api,
+    Off,
+}
+
+/// Which label or annotation keys are copied: `all`, `none`, or a list.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Keys {
+    Named(KeysWord),
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeysWord {
+    All,
+    None,
+}
+
+impl Keys {
+    fn select(&self, map: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        match self {
+            Keys::Named(KeysWord::All) => map.clone(),
+            Keys::Named(KeysWord::None) => BTreeMap::new(),
+            Keys::List(keys) => map
+                .iter()
+                .filter(|(k, _)| keys.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// The `enrich` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnrichConfig {
+    pub kubernetes: Mode,
+    /// Where the Downward API volume with `labels` and `annotations` is mounted.
+    pub podinfo_dir: PathBuf,
+    /// A static cluster name added to every record.
+    pub cluster: Option<String>,
+    /// Label keys copied (`all` by default: labels are few and short).
+    pub labels: Keys,
+    /// Annotation keys copied (`none` by default: annotations can be large).
+    pub annotations: Keys,
+    /// How often the Downward API files are read again.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+impl Default for EnrichConfig {
+    fn default() -> Self {
+        EnrichConfig {
+            kubernetes: Mode::Auto,
+            podinfo_dir: PathBuf::from("/etc/podinfo"),
+            cluster: None,
+            labels: Keys::Named(KeysWord::All),
+            annotations: Keys::Named(KeysWord::None),
+            refresh_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl EnrichConfig {
+    pub fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
+        if self.refresh_interval < Duration::from_millis(100) {
+            problems.push(Problem::new(
+                format!("{path}.refresh_interval"),
+                "must be at least 100ms",
+            ));
+        }
+        if let Some(c) = &self.cluster {
+            if c.trim().is_empty() {
+                problems.push(Problem::new(format!("{path}.cluster"), "must not be empty"));
+            }
+        }
+    }
+}
+
+/// The owning workload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub kind: String,
+    pub name: String,
+}
+
+/// What is known about the pod, from every source, before selection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodInfo {
+    pub namespace: Option<String>,
+    pub pod: Option<String>,
+    pub pod_uid: Option<String>,
+    pub node: Option<String>,
+    pub pod_ip: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub owner: Option<Owner>,
+}
+
+impl PodInfo {
+    fn is_empty(&self) -> bool {
+        self == &PodInfo::default()
+    }
+
+    /// Fills what `self` lacks from `other`.
+    fn fill_from(&mut self, other: &PodInfo) {
+        fn fill(a: &mut Option<String>, b: &Option<String>) {
+            if a.is_none() {
+                a.clone_from(b);
+            }
+        }
+        fill(&mut self.namespace, &other.namespace);
+        fill(&mut self.pod, &other.pod);
+        fill(&mut self.pod_uid, &other.pod_uid);
+        fill(&mut self.node, &other.node);
+        fill(&mut self.pod_ip, &other.pod_ip);
+        if self.labels.is_empty() {
+            self.labels.clone_from(&other.labels);
+        }
+        if self.annotations.is_empty() {
+            self.annotations.clone_from(&other.annotations);
+        }
+        if self.owner.is_none() {
+            self.owner.clone_from(&other.owner);
+        }
+    }
+}
+
+/// The `kubernetes` object as written into envelopes.
+#[derive(Debug, Serialize)]
+struct KubernetesObject<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<&'a str>,
+    namespace: Option<&'a str>,
+    pod: Option<&'a str>,
+    pod_uid: Option<&'a str>,
+    node: Option<&'a str>,
+    container: Option<&'a str>,
+    pod_ip: Option<&'a str>,
+    labels: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    annotations: BTreeMap<String, String>,
+    owner: Option<&'a Owner>,
+}
+
+// === the Downward API ===
+
+/// The Downward API environment variables.
+pub const ENV_POD_NAME: &str = "POD_NAME";
+pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
+pub const ENV_POD_UID: &str = "POD_UID";
+pub const ENV_NODE_NAME: &str = "NODE_NAME";
+pub const ENV_POD_IP: &str = "POD_IP";
+
+/// Reads the Downward API: `env` looks a variable up (the process environment in production,
+/// a map in tests), `dir` holds the `labels` and `annotations` files.
+pub fn downward(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> PodInfo {
+    let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    PodInfo {
+        namespace: var(ENV_POD_NAMESPACE),
+        pod: var(ENV_POD_NAME),
+        pod_uid: var(ENV_POD_UID),
+        node: var(ENV_NODE_NAME),
+        pod_ip: var(ENV_POD_IP),
+        labels: read_key_values(&dir.join("labels")),
+        annotations: read_key_values(&dir.join("annotations")),
+        owner: None,
+    }
+}
+
+fn read_key_values(path: &Path) -> BTreeMap<String, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse_key_values(&text),
+        Err(_) => BTreeMap::new(),
+    }
+}
+
+/// Parses a Downward API file: one `key="value"` per line, the value a Go-quoted string.
+/// A line that does not parse is skipped.
+pub fn parse_key_values(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            Some((key.trim().to_owned(), unquote(value.trim())?))
+        })
+        .collect()
+}
+
+/// Undoes Go's `strconv.Quote` for the escapes it produces in these files.
+fn unquote(s: &str) -> Option<String> {
+    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(inner.len());
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            'n' => out.push('\n'),
+            't' => out.push('\t'),
+            'r' => out.push('\r'),
+            '\\' => out.push('\\'),
+            '"' => out.push('"'),
+            'u' => {
+                let hex: String = chars.by_ref().take(4).collect();
+                out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+            }
+            other => {
+                out.push('\\');
+                out.push(other);
+            }
+        }
+    }
+    Some(out)
+}
+
+// === the log path ===
+
+/// What a kubelet log path tells: `/var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log`
+/// (or a path under a directory named like the pod's, as the Helm chart mounts it), or just
+/// `<container>/<n>.log` below a directory that is not.
+pub fn from_path(path: &Path) -> (PodInfo, Option<String>) {
+    let parts: Vec<&str> = path
+        .components()
+        .filter_map(|c| c.as_os_str().to_str())
+        .collect();
+    let mut info = PodInfo::default();
+    if parts.len() < 2 {
+        return (info, None);
+    }
+    // The kubelet names a container's logs `<restart count>.log` (and `.log.<timestamp>` once
+    // rotated); any other file is a shared file that says nothing about containers.
+    let file = parts[parts.len() - 1];
+    let kubelet_name = file
+        .split_once(".log")
+        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    if !kubelet_name {
+        return (info, None);
+    }
+    let container = parts[parts.len() - 2].to_owned();
+    if parts.len() >= 3 {
+        let pod_dir = parts[parts.len() - 3];
+        // Namespaces and pod names cannot contain `_`; the uid is 36 characters.
+        let fields: Vec<&str> = pod_dir.split('_').collect();
+        if let [namespace, pod, uid] = fields[..] {
+            if uid.len() == 36 && uid.chars().filter(|c| *c == '-').count() == 4 {
+                info.namespace = Some(namespace.to_owned());
+                info.pod = Some(pod.to_owned());
+                info.pod_uid = Some(uid.to_owned());
+            }
+        }
+    }
+    (info, Some(container))
+}
+
+// === the shared state ===
+
+/// The pod metadata in force; sources read it per stream and cache its serialisation by
+/// `version`.
+#[derive(Debug)]
+pub struct Enrichment {
+    config: EnrichConfig,
+    state: RwLock<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    version: u64,
+    downward: PodInfo,
+    api: PodInfo,
+}
+
+/// The serialised `kubernetes` object for one stream, and the pod uid.
+#[derive(Debug, Clone, Default)]
+pub struct StreamMeta {
+    pub version: u64,
+    pub json: Option<Arc<str>>,
+    pub pod_uid: Option<Arc<str>>,
+}
+
+impl Enrichment {
+    pub fn new(config: EnrichConfig) -> Arc<Enrichment> {
+        Arc::new(Enrichment {
+            config,
+            state: RwLock::new(State::default()),
+        })
+    }
+
+    pub fn config(&self) -> &EnrichConfig {
+        &self.config
+    }
+
+    /// Changes whenever the metadata does.
+    pub fn version(&self) -> u64 {
+        self.state.read().unwrap_or_else(|e| e.into_inner()).version
+    }
+
+    /// Replaces what the Downward API says; returns whether it changed.
+    pub fn set_downward(&self, info: PodInfo) -> bool {
+        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if s.downward == info {
+            return false;
+        }
+        s.downward = info;
+        s.version += 1;
+        true
+    }
+
+    /// Replaces what the API says; returns whether it changed.
+    pub fn set_api(&self, info: PodInfo) -> bool {
+        let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if s.api == info {
+            return false;
+        }
+        s.api = info;
+        s.version += 1;
+        true
+    }
+
+    /// The metadata for a stream read from `path` (for a file source) or of `container`
+    /// (for the API source): Downward API first, then the API, then the path.
+    pub fn for_stream(&self, path: Option<&Path>, container: Option<&str>) -> StreamMeta {
+        if self.config.kubernetes == Mode::Off {
+            return StreamMeta::default();
+        }
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let mut info = s.downward.clone();
+        info.fill_from(&s.api);
+        let (from_path, path_container) = path.map(from_path).unwrap_or_default();
+        for (field, a, b) in [
+            ("namespace", &info.namespace, &from_path.namespace),
+            ("pod", &info.pod, &from_path.pod),
+            ("pod_uid", &info.pod_uid, &from_path.pod_uid),
+        ] {
+            if let (Some(a), Some(b)) = (a, b) {
+                if a != b {
+                    tracing::warn!(field, metadata = %a, path = %b, "the log path and the pod metadata disagree; using the path");
+                }
+            }
+        }
+        // The path is the truth about whose log this is.
+        let mut merged = from_path.clone();
+        merged.fill_from(&info);
+        if merged.is_empty() && path_container.is_none() && container.is_none() {
+            return StreamMeta {
+                version: s.version,
+                ..StreamMeta::default()
+            };
+        }
+        let container = container.map(str::to_owned).or(path_container);
+        let object = KubernetesObject {
+            cluster: self.config.cluster.as_deref(),
+            namespace: merged.namespace.as_deref(),
+            pod: merged.pod.as_deref(),
+            pod_uid: merged.pod_uid.as_deref(),
+            node: merged.node.as_deref(),
+            container: container.as_deref(),
+            pod_ip: merged.pod_ip.as_deref(),
+            labels: self.config.labels.select(&merged.labels),
+            annotations: self.config.annotations.select(&merged.annotations),
+            owner: merged.owner.as_ref(),
+        };
+        StreamMeta {
+            version: s.version,
+            json: serde_json::to_string(&object).ok().map(Arc::from),
+            pod_uid: merged.pod_uid.as_deref().map(Arc::from),
+        }
+    }
+
+    /// Whether any metadata at all is known (for the startup warning).
+    pub fn is_known(&self) -> bool {
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        !s.downward.is_empty() || !s.api.is_empty()
+    }
+}
+
+/// Reads the Downward API now and then every `refresh_interval`, so label changes are seen
+/// without a restart. Runs until dropped.
+pub async fn follow_downward(enrichment: Arc<Enrichment>) {
+    let dir = enrichment.config.podinfo_dir.clone();
+    let env = |name: &str| std::env::var(name).ok();
+    let mut tick = tokio::time::interval(enrichment.config.refresh_interval);
+    loop {
+        tick.tick().await;
+        let info = downward(&env, &dir);
+        if enrichment.set_downward(info) {
+            tracing::info!(dir = %dir.display(), "pod metadata from the Downward API changed");
+        }
+    }
+}
+
+pub mod api;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downward_files_are_go_quoted_key_values() {
+        let text = "app=\"shop\"\napp.kubernetes.io/name=\"shop-api\"\nnote=\"a \\\"b\\\"\\nc\"\nbroken line\n";
+        let kv = parse_key_values(text);
+        assert_eq!(kv["app"], "shop");
+        assert_eq!(kv["app.kubernetes.io/name"], "shop-api");
+        assert_eq!(kv["note"], "a \"b\"\nc");
+        assert_eq!(kv.len(), 3);
+    }
+
+    #[test]
+    fn the_kubelet_path_tells_namespace_pod_uid_and_container() {
+        let (info, container) = from_path(Path::new(
+            "/var/log/pods/shop_api-7d9f_0b1c2d3e-1111-2222-3333-444455556666/app/0.log",
+        ));
+        assert_eq!(info.namespace.as_deref(), Some("shop"));
+        assert_eq!(info.pod.as_deref(), Some("api-7d9f"));
+        assert_eq!(
+            info.pod_uid.as_deref(),
+            Some("0b1c2d3e-1111-2222-3333-444455556666")
+        );
+        assert_eq!(container.as_deref(), Some("app"));
+        let (info, container) = from_path(Path::new("/var/log/pod/app/0.log.20261123-120000"));
+        assert!(info.is_empty());
+        assert_eq!(container.as_deref(), Some("app"));
+        let (info, container) = from_path(Path::new("/data/shared/app.log"));
+        assert!(
+            info.is_empty() && container.is_none(),
+            "a shared file tells nothing"
+        );
+    }
+
+    #[test]
+    fn metadata_is_merged_selected_and_serialised_once() {
+        let e = Enrichment::new(EnrichConfig {
+            cluster: Some("prod-eu".into()),
+            labels: Keys::List(vec!["app".into()]),
+            ..EnrichConfig::default()
+        });
+        let env = |name: &str| match name {
+            ENV_POD_NAME => Some("api-7d9f".to_owned()),
+            ENV_POD_NAMESPACE => Some("shop".to_owned()),
+            ENV_NODE_NAME => Some("node-1".to_owned()),
+            _ => None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("labels"), "app=\"shop\"\ntier=\"web\"\n").unwrap();
+        assert!(e.set_downward(downward(&env, dir.path())));
+        assert!(
+            !e.set_downward(downward(&env, dir.path())),
+            "no change, no new version"
+        );
+        e.set_api(PodInfo {
+            pod_uid: Some("0b1c2d3e-1111-2222-3333-444455556666".into()),
+            owner: Some(Owner {
+                kind: "Deployment".into(),
+                name: "api".into(),
+            }),
+            ..PodInfo::default()
+        });
+        let meta = e.for_stream(None, Some("app"));
+        let v: serde_json::Value = serde_json::from_str(meta.json.as_deref().unwrap()).unwrap();
+        assert_eq!(v["cluster"], "prod-eu");
+        assert_eq!(v["pod"], "api-7d9f");
+        assert_eq!(v["container"], "app");
+        assert_eq!(v["labels"], serde_json::json!({"app": "shop"}));
+        assert_eq!(
+            v["owner"],
+            serde_json::json!({"kind": "Deployment", "name": "api"})
+        );
+        assert!(v.get("annotations").is_none());
+        assert_eq!(
+            meta.pod_uid.as_deref(),
+            Some("0b1c2d3e-1111-2222-3333-444455556666")
+        );
+    }
+
+    #[test]
+    fn without_any_metadata_there_is_no_kubernetes_object() {
+        let e = Enrichment::new(EnrichConfig::default());
+        assert!(e.for_stream(None, None).json.is_none());
+        let off = Enrichment::new(EnrichConfig {
+            kubernetes: Mode::Off,
+            ..EnrichConfig::default()
+        });
+        assert!(off
+            .for_stream(Some(Path::new("/var/log/pod/app/0.log")), None)
+            .json
+            .is_none());
+    }
+}
