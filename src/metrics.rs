@@ -128,6 +128,8 @@ pub struct SourceMetrics {
     pub incomplete: IntCounter,
     pub lag_bytes: IntGauge,
     pub lag_seconds: IntGauge,
+    pub reconnects: IntCounter,
+    pub gaps: IntCounter,
 }
 
 impl SourceMetrics {
@@ -142,6 +144,8 @@ impl SourceMetrics {
             malformed: counter(r, "auditrail_source_malformed_lines_total", "Physical lines that did not fit the framing (processed as raw text)."),
             incomplete: counter(r, "auditrail_source_incomplete_lines_total", "Partial lines whose final chunk never came (a rotated file ended inside one)."),
             lag_bytes: gauge(r, "auditrail_source_lag_bytes", "Bytes of the tailed files not yet read and acknowledged (file size minus checkpoint)."),
+            reconnects: counter(r, "auditrail_source_reconnects_total", "Times the Kubernetes log stream (kind: kubernetes) was opened again after it ended or failed."),
+            gaps: counter(r, "auditrail_source_gaps_total", "Times the Kubernetes log stream resumed past lines that can no longer be read (rotated away or the container restarted while disconnected)."),
             lag_seconds: gauge(r, "auditrail_source_lag_seconds", "Seconds since the line of the last acknowledged record was read; 0 when nothing is waiting."),
         }
     }

@@ -18,8 +18,10 @@ use crate::output;
 use crate::pipeline::{BuildError, Processor, SharedProcessor, Stats};
 use crate::reload;
 use crate::source::checkpoint::{CheckpointError, Checkpoints};
-use crate::source::file::{FileTailer, Telemetry};
+use crate::source::file::FileTailer;
+use crate::source::kubernetes::{KubernetesLogSource, LogCheckpoint};
 use crate::source::SourceError;
+use crate::source::{SourceKind, Telemetry};
 
 /// Why `run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +38,8 @@ pub enum RunError {
     OutputStart(#[from] output::OutputError),
     #[error("cannot listen for signals: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("source.kind: kubernetes needs the Kubernetes API (in-cluster config or a kubeconfig) and the pod's name (POD_NAME, or source.pod)")]
+    NoKubernetes,
     #[error("cannot serve metrics on {0}: {1}")]
     Listen(String, #[source] std::io::Error),
 }
@@ -48,6 +52,7 @@ impl RunError {
             RunError::Build(_)
                 | RunError::Checkpoint(_)
                 | RunError::Listen(..)
+                | RunError::NoKubernetes
                 | RunError::OutputStart(output::OutputError::Kafka(_))
         )
     }
@@ -121,35 +126,88 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let stats = Arc::new(Mutex::new(Stats::default()));
-    let tailer = FileTailer::new(
-        config.source.clone(),
-        Arc::clone(&processor),
-        Arc::clone(&checkpoints),
-        outputs.sender,
-        Arc::clone(&stop),
-        Arc::clone(&stats),
-        tokio::runtime::Handle::current(),
-        Telemetry::new(
-            Arc::clone(&metrics),
-            Arc::clone(&health),
-            config.metrics.max_backlog_bytes,
-        ),
-        Arc::clone(&enrichment),
+    let telemetry = Telemetry::new(
+        Arc::clone(&metrics),
+        Arc::clone(&health),
+        config.metrics.max_backlog_bytes,
     );
-    let tailer_thread = std::thread::Builder::new()
-        .name("file-tailer".into())
-        .spawn(move || tailer.run())
-        .map_err(RunError::Signal)?;
+    let mut log_checkpoint = None;
+    let source_task: SourceTask = match config.source.kind {
+        SourceKind::File => {
+            let tailer = FileTailer::new(
+                config.source.clone(),
+                Arc::clone(&processor),
+                Arc::clone(&checkpoints),
+                outputs.sender,
+                Arc::clone(&stop),
+                Arc::clone(&stats),
+                tokio::runtime::Handle::current(),
+                telemetry,
+                Arc::clone(&enrichment),
+            );
+            let thread = std::thread::Builder::new()
+                .name("file-tailer".into())
+                .spawn(move || tailer.run())
+                .map_err(RunError::Signal)?;
+            SourceTask::File(thread)
+        }
+        SourceKind::Kubernetes => {
+            let client = kube_client.clone().ok_or(RunError::NoKubernetes)?;
+            let env = |name: &str| std::env::var(name).ok();
+            let (namespace, pod) = match (&config.source.namespace, &config.source.pod) {
+                (Some(ns), Some(pod)) => (ns.clone(), pod.clone()),
+                (ns, pod) => {
+                    let (own_ns, own_pod) =
+                        enrich::api::own_pod(&client, &env).ok_or(RunError::NoKubernetes)?;
+                    (ns.clone().unwrap_or(own_ns), pod.clone().unwrap_or(own_pod))
+                }
+            };
+            let container = config.source.container.clone().unwrap_or_default();
+            let checkpoint =
+                LogCheckpoint::load(&config.source.checkpoint_dir, &namespace, &pod, &container)?;
+            log_checkpoint = Some(Arc::clone(&checkpoint));
+            tracing::info!(
+                namespace,
+                pod,
+                container,
+                "following the container log through the Kubernetes API"
+            );
+            let source = KubernetesLogSource {
+                config: config.source.clone(),
+                client,
+                namespace,
+                pod,
+                container,
+                processor: Arc::clone(&processor),
+                checkpoint,
+                out: outputs.sender,
+                stop: Arc::clone(&stop),
+                stats: Arc::clone(&stats),
+                telemetry,
+                enrichment: Arc::clone(&enrichment),
+            };
+            SourceTask::Kubernetes(tokio::spawn(source.run()))
+        }
+    };
 
     let saver = {
         let checkpoints = Arc::clone(&checkpoints);
+        let log_checkpoint = log_checkpoint.clone();
         let interval = config.source.checkpoint_interval;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
                 let cps = Arc::clone(&checkpoints);
-                match tokio::task::spawn_blocking(move || cps.save()).await {
+                let log = log_checkpoint.clone();
+                let save = move || -> Result<(), String> {
+                    cps.save().map_err(|e| e.to_string())?;
+                    if let Some(log) = log {
+                        log.save().map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                };
+                match tokio::task::spawn_blocking(save).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(error = %e, "cannot save checkpoints"),
                     Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
@@ -171,12 +229,19 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     stop.store(true, Ordering::Relaxed);
     let _ = shutdown_tx.send(true);
     reloader.abort();
-    let tailer_result = tokio::task::spawn_blocking(move || tailer_thread.join())
-        .await
-        .map_err(|e| RunError::Output(e.to_string()))?;
+    let source_result: Result<Result<(), SourceError>, ()> = match source_task {
+        SourceTask::File(thread) => tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|e| RunError::Output(e.to_string()))?
+            .map_err(|_| ()),
+        SourceTask::Kubernetes(task) => task.await.map_err(|_| ()),
+    };
     let output_result = outputs.done.await;
     saver.abort();
     checkpoints.save()?;
+    if let Some(log) = &log_checkpoint {
+        log.save()?;
+    }
     health_task.abort();
     for task in enrich_tasks {
         task.abort();
@@ -204,9 +269,9 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         in_flight = checkpoints.in_flight(),
         "auditrail stopped"
     );
-    match tailer_result {
+    match source_result {
         Ok(r) => r?,
-        Err(_) => return Err(RunError::Output("the file tailer panicked".into())),
+        Err(()) => return Err(RunError::Output("the source panicked".into())),
     }
     match output_result {
         Ok(Ok(())) => Ok(()),
@@ -283,6 +348,12 @@ async fn start_enrichment(
         }
     }));
     (enrichment, client, tasks)
+}
+
+/// The running source.
+enum SourceTask {
+    File(std::thread::JoinHandle<Result<(), SourceError>>),
+    Kubernetes(tokio::task::JoinHandle<Result<(), SourceError>>),
 }
 
 /// How long records may wait for a Kafka acknowledgement before readiness fails.

@@ -25,19 +25,16 @@ use notify::Watcher;
 use tokio::sync::mpsc;
 
 use super::checkpoint::Checkpoints;
-use super::{fingerprint, Format, LineReader, ReadFrom, SourceConfig, SourceError};
+use super::{fingerprint, Format, LineReader, ReadFrom, SourceConfig, SourceError, Telemetry};
 use crate::ack::Progress;
 use crate::enrich::Enrichment;
 use crate::envelope::Record;
-use crate::metrics::{Health, Metrics};
 use crate::pipeline::{SharedProcessor, Stats, StreamInfo};
 
 /// Records per batch sent to the outputs.
 const BATCH_RECORDS: usize = 256;
 /// Bytes read from one file before the others get a turn.
 const TURN_BYTES: u64 = 4 * 1024 * 1024;
-/// How often metrics and readiness are brought up to date.
-const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// One file being followed.
 #[derive(Debug)]
@@ -76,28 +73,6 @@ pub struct FileTailer {
     runtime: tokio::runtime::Handle,
     telemetry: Telemetry,
     enrichment: Arc<Enrichment>,
-}
-
-/// What the tailer reports: metrics (as deltas of its counts), liveness and readiness.
-pub struct Telemetry {
-    pub metrics: Arc<Metrics>,
-    pub health: Arc<Health>,
-    /// Readiness fails above this many bytes not yet read and acknowledged.
-    pub max_backlog_bytes: u64,
-    published: Stats,
-    last_publish: Option<Instant>,
-}
-
-impl Telemetry {
-    pub fn new(metrics: Arc<Metrics>, health: Arc<Health>, max_backlog_bytes: u64) -> Telemetry {
-        Telemetry {
-            metrics,
-            health,
-            max_backlog_bytes,
-            published: Stats::default(),
-            last_publish: None,
-        }
-    }
 }
 
 impl FileTailer {
@@ -174,47 +149,11 @@ impl FileTailer {
     /// Brings the shared stats, the metrics and the health up to date (at most once a second
     /// unless `now`): the hot path only counts in a local struct.
     fn publish(&mut self, now: bool) {
-        self.telemetry.health.beat();
-        let t = &mut self.telemetry;
-        if !now
-            && t.last_publish
-                .is_some_and(|at| at.elapsed() < PUBLISH_EVERY)
-        {
+        if !self.telemetry.publish_counts(&self.local, &self.stats, now) {
             return;
         }
-        t.last_publish = Some(Instant::now());
-        *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = self.local;
-
-        let (s, p, m) = (&self.local, &t.published, &t.metrics);
-        let src = &m.source;
-        src.lines
-            .with_label_values(&["stdout"])
-            .inc_by(s.stdout - p.stdout);
-        src.lines
-            .with_label_values(&["stderr"])
-            .inc_by(s.stderr - p.stderr);
-        let other = |x: &Stats| x.lines - x.stdout - x.stderr;
-        src.lines
-            .with_label_values(&["none"])
-            .inc_by(other(s) - other(p));
-        src.bytes.inc_by(s.bytes - p.bytes);
-        src.rotations.inc_by(s.rotations - p.rotations);
-        src.truncations.inc_by(s.truncations - p.truncations);
-        src.partial_chunks.inc_by(s.partials - p.partials);
-        src.malformed.inc_by(s.malformed - p.malformed);
-        src.incomplete.inc_by(s.incomplete - p.incomplete);
-        let rec = &m.records;
-        rec.ordinary.inc_by(s.ordinary - p.ordinary);
-        rec.oversize.inc_by(s.oversize - p.oversize);
-        rec.invalid
-            .with_label_values(&["invalid_utf8"])
-            .inc_by(s.invalid_utf8 - p.invalid_utf8);
-        let json = |x: &Stats| x.invalid - x.invalid_utf8;
-        rec.invalid
-            .with_label_values(&["invalid_json"])
-            .inc_by(json(s) - json(p));
-        t.published = self.local;
-
+        let t = &self.telemetry;
+        let src = &t.metrics.source;
         // Lag: what the files hold beyond what is acknowledged, and the oldest wait.
         let mut lag_bytes = 0u64;
         let mut oldest = Duration::ZERO;

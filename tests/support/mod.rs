@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod fake_api;
 
 use std::fs::{self, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -417,7 +418,26 @@ fn stat_in(line: &str, name: &str) -> Option<u64> {
 impl Daemon {
     /// Starts `auditrail run --config C`.
     pub fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(bin())
+        Daemon::start_with_env(config, &[])
+    }
+
+    /// Starts `auditrail run --config C` with extra environment variables (the Downward API
+    /// ones, `KUBECONFIG`); the Kubernetes variables of the machine are removed first.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut command = Command::new(bin());
+        for var in [
+            "POD_NAME",
+            "POD_NAMESPACE",
+            "POD_UID",
+            "NODE_NAME",
+            "POD_IP",
+            "KUBECONFIG",
+            "KUBERNETES_SERVICE_HOST",
+        ] {
+            command.env_remove(var);
+        }
+        command.envs(env.iter().copied());
+        let mut child = command
             .arg("run")
             .arg("--config")
             .arg(config)
