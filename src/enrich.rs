@@ -297,7 +297,7 @@ pub fn from_path(path: &Path) -> (PodInfo, Option<String>) {
 /// `version`.
 #[derive(Debug)]
 pub struct Enrichment {
-    config: EnrichConfig,
+    config: RwLock<EnrichConfig>,
     state: RwLock<State>,
 }
 
@@ -319,13 +319,25 @@ pub struct StreamMeta {
 impl Enrichment {
     pub fn new(config: EnrichConfig) -> Arc<Enrichment> {
         Arc::new(Enrichment {
-            config,
+            config: RwLock::new(config),
             state: RwLock::new(State::default()),
         })
     }
 
-    pub fn config(&self) -> &EnrichConfig {
-        &self.config
+    pub fn config(&self) -> EnrichConfig {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A reload: what is selected (labels, annotations, cluster) changes for the next records.
+    pub fn set_config(&self, config: EnrichConfig) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+        self.state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .version += 1;
     }
 
     /// Changes whenever the metadata does.
@@ -358,7 +370,8 @@ impl Enrichment {
     /// The metadata for a stream read from `path` (for a file source) or of `container`
     /// (for the API source): Downward API first, then the API, then the path.
     pub fn for_stream(&self, path: Option<&Path>, container: Option<&str>) -> StreamMeta {
-        if self.config.kubernetes == Mode::Off {
+        let config = self.config();
+        if config.kubernetes == Mode::Off {
             return StreamMeta::default();
         }
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
@@ -387,15 +400,15 @@ impl Enrichment {
         }
         let container = container.map(str::to_owned).or(path_container);
         let object = KubernetesObject {
-            cluster: self.config.cluster.as_deref(),
+            cluster: config.cluster.as_deref(),
             namespace: merged.namespace.as_deref(),
             pod: merged.pod.as_deref(),
             pod_uid: merged.pod_uid.as_deref(),
             node: merged.node.as_deref(),
             container: container.as_deref(),
             pod_ip: merged.pod_ip.as_deref(),
-            labels: self.config.labels.select(&merged.labels),
-            annotations: self.config.annotations.select(&merged.annotations),
+            labels: config.labels.select(&merged.labels),
+            annotations: config.annotations.select(&merged.annotations),
             owner: merged.owner.as_ref(),
         };
         StreamMeta {
@@ -415,9 +428,10 @@ impl Enrichment {
 /// Reads the Downward API now and then every `refresh_interval`, so label changes are seen
 /// without a restart. Runs until dropped.
 pub async fn follow_downward(enrichment: Arc<Enrichment>) {
-    let dir = enrichment.config.podinfo_dir.clone();
+    let config = enrichment.config();
+    let dir = config.podinfo_dir.clone();
     let env = |name: &str| std::env::var(name).ok();
-    let mut tick = tokio::time::interval(enrichment.config.refresh_interval);
+    let mut tick = tokio::time::interval(config.refresh_interval);
     loop {
         tick.tick().await;
         let info = downward(&env, &dir);

@@ -134,6 +134,16 @@ pub struct SourceMetrics {
 
 impl SourceMetrics {
     fn register(r: &Registry) -> Self {
+        let m = SourceMetrics::define(r);
+        // Series with bounded, known label values exist from the start (at 0), so a rate over
+        // the first increase is right and a scrape always shows them.
+        for stream in ["stdout", "stderr", "none"] {
+            m.lines.with_label_values(&[stream]);
+        }
+        m
+    }
+
+    fn define(r: &Registry) -> Self {
         SourceMetrics {
             lines: counter_vec(r, "auditrail_source_lines_total", "Physical lines read, by container stream.", &["stream"]),
             bytes: counter(r, "auditrail_source_bytes_total", "Bytes read from the tailed files."),
@@ -167,6 +177,14 @@ pub struct RecordMetrics {
 
 impl RecordMetrics {
     fn register(r: &Registry) -> Self {
+        let m = RecordMetrics::define(r);
+        for reason in ["invalid_json", "invalid_utf8"] {
+            m.invalid.with_label_values(&[reason]);
+        }
+        m
+    }
+
+    fn define(r: &Registry) -> Self {
         RecordMetrics {
             ordinary: counter(r, "auditrail_extract_ordinary_lines_total", "Lines that are not audit records."),
             invalid: counter_vec(r, "auditrail_extract_invalid_lines_total", "Lines that looked like audit records but were not valid JSON or UTF-8 (not shipped).", &["reason"]),

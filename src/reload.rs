@@ -6,8 +6,9 @@
 //! first; an invalid one is refused with its problems logged and counted, and the running
 //! config stays. Of a valid one, the per-record stages (audit detectors, type filter,
 //! retention) are swapped in between two lines, so no record is lost, repeated or reordered;
-//! changes to sections that need a restart (source, outputs, metrics) are reported, not
-//! applied.
+//! the selection of pod metadata (labels, annotations, cluster) changes for the next records;
+//! changes to sections that need a restart (source, outputs, metrics, the enrichment mode)
+//! are reported, not applied.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +30,17 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.metrics != new.metrics {
         sections.push("metrics");
     }
+    if (
+        old.enrich.kubernetes,
+        &old.enrich.podinfo_dir,
+        old.enrich.refresh_interval,
+    ) != (
+        new.enrich.kubernetes,
+        &new.enrich.podinfo_dir,
+        new.enrich.refresh_interval,
+    ) {
+        sections.push("enrich (kubernetes, podinfo_dir, refresh_interval)");
+    }
     sections
 }
 
@@ -41,6 +53,15 @@ pub fn stages_changed(old: &Config, new: &Config) -> bool {
         || old.outputs != new.outputs
             && old.outputs.without_filters() == new.outputs.without_filters()
         || filters_changed(old, new)
+        || (
+            &old.enrich.cluster,
+            &old.enrich.labels,
+            &old.enrich.annotations,
+        ) != (
+            &new.enrich.cluster,
+            &new.enrich.labels,
+            &new.enrich.annotations,
+        )
 }
 
 fn filters_changed(old: &Config, new: &Config) -> bool {
@@ -57,6 +78,9 @@ pub fn apply(current: &Config, new: &Config) -> Config {
     next.types = new.types.clone();
     next.retention = new.retention.clone();
     next.outputs.set_filters_from(&new.outputs);
+    next.enrich.cluster.clone_from(&new.enrich.cluster);
+    next.enrich.labels = new.enrich.labels.clone();
+    next.enrich.annotations = new.enrich.annotations.clone();
     next
 }
 

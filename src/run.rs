@@ -222,6 +222,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         Arc::clone(&processor),
         classes_tx,
         Arc::clone(&metrics),
+        Arc::clone(&enrichment),
     ));
 
     wait_for_shutdown().await.map_err(RunError::Signal)?;
@@ -376,6 +377,7 @@ async fn reload_loop(
     processor: SharedProcessor,
     classes: watch::Sender<output::kafka::Classes>,
     metrics: Arc<Metrics>,
+    enrichment: Arc<Enrichment>,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(reload::watch(path.clone(), tx));
@@ -408,6 +410,9 @@ async fn reload_loop(
                     tracing::error!(error = %e, "new config refused; the running config stays");
                     continue;
                 }
+            }
+            if next.enrich != current.enrich {
+                enrichment.set_config(next.enrich.clone());
             }
             current = next;
             let _ = classes.send(classes_of(&current));
