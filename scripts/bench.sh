@@ -486,7 +486,7 @@ def main():
         row("", "steady RSS (MiB)", median(c, "steady_rss_mib"), "{:.1f}", "≤ 20 MiB")
         row("", "latency p50 (ms)", median(c, "latency_ms", "p50"), "{:.0f}")
         row("", "latency p99 (ms)", median(c, "latency_ms", "p99"), "{:.0f}", "< 250 ms")
-        row("", "read latency p50/p99 (ms)", f'{median(c, "read_latency_ms", "p50"):.0f} / {median(c, "read_latency_ms", "p99"):.0f}', "{}")
+        row("", "time to read p50/p99 (ms)", f'{median(c, "read_latency_ms", "p50"):.1f} / {median(c, "read_latency_ms", "p99"):.1f}', "{}")
         row("", "records lost (max over runs)", max(x["lost"] for x in c), "{:d}", "0")
     if "pause" in results:
         c = results["pause"]
