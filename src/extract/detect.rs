@@ -16,7 +16,40 @@ use super::{AuditConfig, AuditRecord, BuiltinFormat, Extraction, InvalidReason, 
 pub struct Extractor {
     detectors: Vec<Detector>,
     signatures: Vec<Signature>,
-    finder: AhoCorasick,
+    finder: Finder,
+}
+
+/// The multi-needle search of the pre-check: the SIMD "packed" (Teddy) searcher where the CPU
+/// has it, a plain Aho-Corasick automaton otherwise. (Aho-Corasick's own prefilter keys on the
+/// rarest byte of the needles, here `"`, which JSON lines are full of: the packed searcher is
+/// about ten times faster on them.)
+#[derive(Debug)]
+enum Finder {
+    Packed(aho_corasick::packed::Searcher),
+    Automaton(AhoCorasick),
+}
+
+impl Finder {
+    fn new(needles: &[&[u8]]) -> Result<Finder, String> {
+        let mut builder = aho_corasick::packed::Config::new().builder();
+        builder.extend(needles);
+        if let Some(searcher) = builder.build() {
+            return Ok(Finder::Packed(searcher));
+        }
+        AhoCorasick::new(needles)
+            .map(Finder::Automaton)
+            .map_err(|e| format!("cannot build the audit pre-check: {e}"))
+    }
+
+    fn find_iter<'a>(
+        &'a self,
+        haystack: &'a [u8],
+    ) -> Box<dyn Iterator<Item = aho_corasick::Match> + 'a> {
+        match self {
+            Finder::Packed(s) => Box::new(s.find_iter(haystack)),
+            Finder::Automaton(a) => Box::new(a.find_iter(haystack)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -59,6 +92,9 @@ enum Tail {
     Colon,
     /// Optional whitespace, `:`, optional whitespace, then these exact bytes.
     ColonThen(Vec<u8>),
+    /// The needle is a value: before it come these exact bytes (a key), optional whitespace,
+    /// `:`, optional whitespace.
+    KeyBefore(Vec<u8>),
 }
 
 /// At most this many detectors are candidates at once (a bit set).
@@ -73,11 +109,13 @@ impl Extractor {
             let (kind, sigs): (Kind, Vec<(&str, Tail)>) = match format {
                 BuiltinFormat::Immuta => (
                     Kind::Immuta,
-                    vec![("\"level\"", Tail::ColonThen(b"\"audit\"".to_vec()))],
+                    // Anchored on the value, which ordinary lines rarely contain, not on the
+                    // key every JSON log line has.
+                    vec![("\"audit\"", Tail::KeyBefore(b"\"level\"".to_vec()))],
                 ),
                 BuiltinFormat::Sym => (
                     Kind::Sym,
-                    vec![("\"type\"", Tail::ColonThen(b"\"event\"".to_vec()))],
+                    vec![("\"event\"", Tail::KeyBefore(b"\"type\"".to_vec()))],
                 ),
                 BuiltinFormat::Monolog => (
                     Kind::Monolog,
@@ -140,8 +178,8 @@ impl Extractor {
         if detectors.len() > MAX_DETECTORS {
             return Err(format!("at most {MAX_DETECTORS} detectors are supported"));
         }
-        let finder = AhoCorasick::new(signatures.iter().map(|s| &s.needle))
-            .map_err(|e| format!("cannot build the audit pre-check: {e}"))?;
+        let needles: Vec<&[u8]> = signatures.iter().map(|s| s.needle.as_slice()).collect();
+        let finder = Finder::new(&needles)?;
         Ok(Extractor {
             detectors,
             signatures,
@@ -158,7 +196,7 @@ impl Extractor {
         let mut nhits = 0;
         for m in self.finder.find_iter(line) {
             let sig = &self.signatures[m.pattern().as_usize()];
-            if sig.tail.matches(&line[m.end()..]) {
+            if sig.tail.matches(&line[..m.start()], &line[m.end()..]) {
                 candidates |= 1 << sig.detector;
                 first_hit = first_hit.min(m.start());
                 if nhits < hits.len() {
@@ -215,9 +253,21 @@ fn skip_ws(b: &[u8]) -> &[u8] {
     &b[n..]
 }
 
+fn skip_ws_back(b: &[u8]) -> &[u8] {
+    let n = b
+        .iter()
+        .rposition(|c| !matches!(c, b' ' | b'\t' | b'\r' | b'\n'))
+        .map_or(0, |i| i + 1);
+    &b[..n]
+}
+
 impl Tail {
-    fn matches(&self, after: &[u8]) -> bool {
+    fn matches(&self, before: &[u8], after: &[u8]) -> bool {
         match self {
+            Tail::KeyBefore(key) => match skip_ws_back(before).split_last() {
+                Some((b':', rest)) => skip_ws_back(rest).ends_with(key),
+                _ => false,
+            },
             Tail::Nothing => true,
             Tail::Colon => skip_ws(after).first() == Some(&b':'),
             Tail::ColonThen(value) => match skip_ws(after).split_first() {
