@@ -12,6 +12,7 @@
 
 pub mod kafka;
 pub mod stdout;
+pub mod syslog;
 
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
@@ -30,6 +31,8 @@ pub struct OutputsConfig {
     pub stdout: Option<StdoutConfig>,
     /// Ship records to Kafka.
     pub kafka: Option<kafka::KafkaConfig>,
+    /// Send records to syslog.
+    pub syslog: Option<syslog::SyslogConfig>,
 }
 
 impl OutputsConfig {
@@ -37,17 +40,23 @@ impl OutputsConfig {
         if let Some(kafka) = &self.kafka {
             kafka.validate(&format!("{path}.kafka"), problems);
         }
+        if let Some(syslog) = &self.syslog {
+            syslog.validate(&format!("{path}.syslog"), problems);
+        }
         if let Some(types) = self.stdout.as_ref().and_then(|s| s.types.as_ref()) {
             types.validate(&format!("{path}.stdout.types"), problems);
         }
     }
 
-    /// The outputs in force, in a fixed order (kafka, stdout), with each one's own type
+    /// The outputs in force, in a fixed order (kafka, syslog, stdout), with each one's own type
     /// filter if it has one. Bit `i` of a record's `outputs` mask is the `i`-th.
     pub fn enabled(&self) -> Vec<(&'static str, Option<&TypesConfig>)> {
         let mut enabled = Vec::new();
         if let Some(k) = &self.kafka {
             enabled.push(("kafka", k.types.as_ref()));
+        }
+        if let Some(s) = &self.syslog {
+            enabled.push(("syslog", s.types.as_ref()));
         }
         if let Some(s) = &self.stdout {
             enabled.push(("stdout", s.types.as_ref()));
@@ -65,6 +74,9 @@ impl OutputsConfig {
         if let Some(k) = &mut c.kafka {
             k.types = None;
         }
+        if let Some(s) = &mut c.syslog {
+            s.types = None;
+        }
         if let Some(s) = &mut c.stdout {
             s.types = None;
         }
@@ -76,6 +88,9 @@ impl OutputsConfig {
         if let (Some(k), Some(o)) = (&mut self.kafka, &other.kafka) {
             k.types = o.types.clone();
         }
+        if let (Some(s), Some(o)) = (&mut self.syslog, &other.syslog) {
+            s.types = o.types.clone();
+        }
         if let (Some(s), Some(o)) = (&mut self.stdout, &other.stdout) {
             s.types = o.types.clone();
         }
@@ -84,7 +99,7 @@ impl OutputsConfig {
     /// The outputs in force: those configured, or `stdout` when none is.
     pub fn effective(&self) -> OutputsConfig {
         let mut outputs = self.clone();
-        if outputs.stdout.is_none() && outputs.kafka.is_none() {
+        if outputs.stdout.is_none() && outputs.kafka.is_none() && outputs.syslog.is_none() {
             outputs.stdout = Some(StdoutConfig::default());
         }
         outputs
@@ -103,6 +118,8 @@ pub enum OutputError {
     Stdout(#[from] std::io::Error),
     #[error(transparent)]
     Kafka(#[from] kafka::KafkaError),
+    #[error(transparent)]
+    Syslog(#[from] syslog::SyslogError),
     #[error("output task failed: {0}")]
     Task(String),
 }
@@ -133,6 +150,7 @@ pub async fn start(
     let mut senders = Vec::new();
     let mut tasks: Vec<JoinHandle<Result<(), OutputError>>> = Vec::new();
     let mut kafka_health = None;
+    let syslog_shutdown = shutdown.clone();
     if let Some(kafka_config) = &config.kafka {
         let output = kafka::start(kafka_config, metrics.outputs.for_output("kafka"))?;
         kafka_health = Some(std::sync::Arc::clone(&output.health));
@@ -140,6 +158,15 @@ pub async fn start(
         senders.push(tx);
         tasks.push(tokio::spawn(async move {
             Ok(kafka::run(output, rx, shutdown, classes).await?)
+        }));
+    }
+    if let Some(syslog_config) = &config.syslog {
+        let output = syslog::SyslogOutput::new(syslog_config)?;
+        let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
+        senders.push(tx);
+        let handles = metrics.outputs.for_output("syslog");
+        tasks.push(tokio::spawn(async move {
+            Ok(output.run(rx, handles, syslog_shutdown).await?)
         }));
     }
     if config.stdout.is_some() {
