@@ -109,12 +109,16 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     let health_task = {
         let (health, metrics) = (Arc::clone(&health), Arc::clone(&metrics));
         let kafka = outputs.kafka_health.clone();
+        let syslog = outputs.syslog_health.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 if let Some(kafka) = &kafka {
                     health.set("kafka", kafka.snapshot().reasons(KAFKA_STALL));
+                }
+                if let Some(syslog) = &syslog {
+                    health.set("syslog", syslog.reasons(KAFKA_STALL));
                 }
                 metrics
                     .process
@@ -357,7 +361,7 @@ enum SourceTask {
     Kubernetes(tokio::task::JoinHandle<Result<(), SourceError>>),
 }
 
-/// How long records may wait for a Kafka acknowledgement before readiness fails.
+/// How long records may wait for an output's acknowledgement before readiness fails.
 const KAFKA_STALL: Duration = Duration::from_secs(10);
 
 fn classes_of(config: &Config) -> output::kafka::Classes {

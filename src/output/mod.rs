@@ -135,6 +135,8 @@ pub struct Outputs {
     pub done: JoinHandle<Result<(), OutputError>>,
     /// The Kafka output's health, when it runs.
     pub kafka_health: Option<std::sync::Arc<kafka::KafkaHealth>>,
+    /// The syslog output's health, when it runs.
+    pub syslog_health: Option<std::sync::Arc<syslog::SyslogHealth>>,
 }
 
 /// Starts the outputs in force. `classes` are the (topic, days) of every retention class, for
@@ -150,6 +152,7 @@ pub async fn start(
     let mut senders = Vec::new();
     let mut tasks: Vec<JoinHandle<Result<(), OutputError>>> = Vec::new();
     let mut kafka_health = None;
+    let mut syslog_health = None;
     let syslog_shutdown = shutdown.clone();
     if let Some(kafka_config) = &config.kafka {
         let output = kafka::start(kafka_config, metrics.outputs.for_output("kafka"))?;
@@ -162,6 +165,7 @@ pub async fn start(
     }
     if let Some(syslog_config) = &config.syslog {
         let output = syslog::SyslogOutput::new(syslog_config)?;
+        syslog_health = Some(std::sync::Arc::clone(&output.health));
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         senders.push(tx);
         let handles = metrics.outputs.for_output("syslog");
@@ -194,6 +198,7 @@ pub async fn start(
         sender,
         done,
         kafka_health,
+        syslog_health,
     })
 }
 

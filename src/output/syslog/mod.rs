@@ -409,8 +409,51 @@ impl Formatter {
     }
 }
 
+/// What `/readyz` needs to know about the syslog output.
+#[derive(Debug, Default)]
+pub struct SyslogHealth {
+    state: std::sync::Mutex<HealthState>,
+}
+
+#[derive(Debug, Default)]
+struct HealthState {
+    /// Since when deliveries have been failing, if they are.
+    failing_since: Option<std::time::Instant>,
+    /// A record the transport refuses as too large holds progress.
+    blocked: bool,
+}
+
+impl SyslogHealth {
+    fn update(&self, f: impl FnOnce(&mut HealthState)) {
+        f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Why the syslog output is not ready (failing for longer than `stall`, or blocked).
+    pub fn reasons(&self, stall: Duration) -> Vec<String> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reasons = Vec::new();
+        if let Some(since) = s.failing_since {
+            if since.elapsed() > stall {
+                reasons.push(format!(
+                    "syslog: deliveries failing for {} s (receiver unreachable?)",
+                    since.elapsed().as_secs()
+                ));
+            }
+        }
+        if s.blocked {
+            reasons.push(
+                "syslog: a record too large for the transport holds progress (see the logs)"
+                    .to_owned(),
+            );
+        }
+        reasons
+    }
+}
+
 /// A started syslog output, not yet consuming records.
 pub struct SyslogOutput {
+    /// Shared with the health check.
+    pub health: std::sync::Arc<SyslogHealth>,
     formatter: Formatter,
     address: Address,
     /// As configured, for logs.
@@ -682,6 +725,7 @@ impl SyslogOutput {
             .address()
             .map_err(|(field, message)| SyslogError::Config(format!("{field}: {message}")))?;
         Ok(SyslogOutput {
+            health: std::sync::Arc::default(),
             formatter: Formatter::new(config)?,
             address,
             address_text: config.address.clone(),
@@ -703,6 +747,7 @@ impl SyslogOutput {
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), SyslogError> {
         let SyslogOutput {
+            health,
             formatter,
             address,
             address_text,
@@ -767,6 +812,10 @@ impl SyslogOutput {
                     // The drain deadline passed: the top of the loop says so and stops.
                     None => {}
                     Some(Outcome::Delivered) => {
+                        health.update(|h| {
+                            h.failing_since = None;
+                            h.blocked = false;
+                        });
                         link.failures = 0;
                         backoff = MIN_BACKOFF;
                         retry_at = None;
@@ -777,6 +826,9 @@ impl SyslogOutput {
                         records,
                     }) => {
                         link.failures += 1;
+                        health.update(|h| {
+                            h.failing_since.get_or_insert_with(std::time::Instant::now);
+                        });
                         for _ in 0..records {
                             metrics.failed(TOPIC, reason);
                         }
@@ -804,6 +856,7 @@ impl SyslogOutput {
                             );
                         }
                         metrics.blocked.set(1);
+                        health.update(|h| h.blocked = true);
                         retry_at = Some(Instant::now() + TOO_LARGE_RETRY);
                     }
                 }
@@ -1303,5 +1356,26 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(250));
         assert_eq!(progress.committed(), 0, "the record will be read again");
         drop(tx);
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn readiness_fails_only_after_failing_for_longer_than_the_stall() {
+        let h = SyslogHealth::default();
+        assert!(h.reasons(Duration::from_secs(10)).is_empty());
+        h.update(|s| {
+            s.failing_since = std::time::Instant::now().checked_sub(Duration::from_secs(20))
+        });
+        assert!(h.reasons(Duration::from_secs(10))[0].contains("failing for"));
+        assert!(h.reasons(Duration::from_secs(60)).is_empty());
+        h.update(|s| {
+            s.failing_since = None;
+            s.blocked = true;
+        });
+        assert!(h.reasons(Duration::from_secs(10))[0].contains("too large"));
     }
 }
