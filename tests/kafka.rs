@@ -22,20 +22,11 @@ const FOREVER: &str = "audit-forever";
 
 fn setup(broker: &Broker, extra_kafka: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
+    let base = support::service_yaml(dir.path());
     let logs = dir.path().join("logs");
-    std::fs::create_dir(&logs).unwrap();
     let config = dir.path().join("auditrail.yaml");
     let yaml = format!(
-        r#"
-metrics:
-  listen: 127.0.0.1:0
-source:
-  paths: ["{logs}/*.log"]
-  checkpoint_dir: {cp}
-  poll_interval: 50ms
-  scan_interval: 100ms
-  checkpoint_interval: 100ms
-retention:
+        r#"{base}retention:
   default: standard
   classes:
     standard: {{days: 60, topic: {STANDARD}}}
@@ -51,8 +42,6 @@ outputs:
     linger: 5ms
 {extra_kafka}
 "#,
-        logs = logs.display(),
-        cp = dir.path().join("checkpoints").display(),
         address = broker.address(),
     );
     std::fs::write(&config, yaml).unwrap();

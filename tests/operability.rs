@@ -12,10 +12,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::broker::{free_port, Broker};
-use support::{append, audit_line, ordinary_line, tempdir, Daemon, DEADLINE};
+use support::{append, audit_line, ordinary_line, tempdir, wait_until, Daemon, DEADLINE};
 
 // === HTTP and metrics ===
 
@@ -74,27 +74,10 @@ fn metrics_address(run: &mut Daemon) -> String {
     v["listen"].as_str().unwrap().to_owned()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn config(dir: &Path, extra: &str) -> PathBuf {
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let base = support::service_yaml(dir);
     let yaml = format!(
-        r#"
-metrics:
-  listen: 127.0.0.1:0
-source:
-  paths: ["{logs}/*.log"]
-  checkpoint_dir: {cp}
-  poll_interval: 50ms
-  scan_interval: 100ms
-  checkpoint_interval: 100ms
-  max_line_bytes: 4096
+        r#"{base}  max_line_bytes: 4096
 retention:
   default: standard
   classes:
@@ -104,8 +87,6 @@ retention:
     forever: [blobFetch, globalPolicyDisabled]
 {extra}
 "#,
-        logs = dir.join("logs").display(),
-        cp = dir.join("checkpoints").display(),
     );
     let path = dir.join("auditrail.yaml");
     std::fs::write(&path, yaml).unwrap();

@@ -281,22 +281,11 @@ impl Drop for StreamReceiver {
 /// A `run` config following `dir/logs/*.log` with the given `outputs` section (indented two
 /// spaces).
 fn config(dir: &Path, outputs: &str) -> PathBuf {
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
+    let base = support::service_yaml(dir);
     let yaml = format!(
-        r#"
-metrics:
-  listen: 127.0.0.1:0
-source:
-  paths: ["{logs}/*.log"]
-  checkpoint_dir: {cp}
-  poll_interval: 50ms
-  scan_interval: 100ms
-  checkpoint_interval: 100ms
-outputs:
+        r#"{base}outputs:
 {outputs}
 "#,
-        logs = dir.join("logs").display(),
-        cp = dir.join("checkpoints").display(),
     );
     let path = dir.join("auditrail.yaml");
     std::fs::write(&path, yaml).unwrap();

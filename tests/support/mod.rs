@@ -256,6 +256,18 @@ pub fn ordinary_line(n: usize) -> String {
 
 // === auditrail run ===
 
+/// The start of a `run` config shared by the service tests: metrics on an ephemeral port, and a
+/// `source` section (left open, so callers may add keys indented two spaces) following
+/// `dir/logs/*.log` with checkpoints in `dir/checkpoints` and short intervals.
+pub fn service_yaml(dir: &Path) -> String {
+    fs::create_dir_all(dir.join("logs")).expect("create logs dir");
+    format!(
+        "metrics:\n  listen: 127.0.0.1:0\nsource:\n  paths: [{}]\n  checkpoint_dir: {}\n  poll_interval: 50ms\n  scan_interval: 100ms\n  checkpoint_interval: 100ms\n",
+        yaml_str(dir.join("logs").join("*.log").to_str().expect("UTF-8 temp path")),
+        yaml_str(dir.join("checkpoints").to_str().expect("UTF-8 temp path")),
+    )
+}
+
 /// A config for `run` following `logs/*.log` in `dir`, with checkpoints in `dir/checkpoints`
 /// and short intervals; `extra_source` adds keys to the `source` section (indented two
 /// spaces).
