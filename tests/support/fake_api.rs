@@ -218,7 +218,7 @@ async fn pod_log(
                         next += 1;
                         if since
                             .as_ref()
-                            .is_none_or(|since| t[..19].to_owned() >= *since)
+                            .is_none_or(|since| &t[..19] >= since.as_str())
                         {
                             found = Some(format!("{t} {text}\n"));
                             break;
