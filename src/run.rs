@@ -1,8 +1,9 @@
 //! `auditrail run`: the long-running service.
 //!
-//! Starts the outputs, the file tailer (on its own thread) and the checkpoint saver; on
-//! SIGTERM or SIGINT it stops reading, lets the outputs drain and confirm what they hold,
-//! saves checkpoints a last time and returns.
+//! Starts the metrics server, pod-metadata enrichment, the outputs, the source (the file
+//! tailer on its own thread, or the Kubernetes log stream as a task), the checkpoint saver and
+//! the config reloader. On SIGTERM or SIGINT it stops reading, lets the outputs drain and
+//! confirm what they hold, saves checkpoints a last time and returns.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +39,8 @@ pub enum RunError {
     OutputStart(#[from] output::OutputError),
     #[error("cannot listen for signals: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("cannot start the file tailer thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("source.kind: kubernetes needs the Kubernetes API (in-cluster config or a kubeconfig) and the pod's name (POD_NAME, or source.pod)")]
     NoKubernetes,
     #[error("cannot serve metrics on {0}: {1}")]
@@ -152,7 +155,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
             let thread = std::thread::Builder::new()
                 .name("file-tailer".into())
                 .spawn(move || tailer.run())
-                .map_err(RunError::Signal)?;
+                .map_err(RunError::Thread)?;
             SourceTask::File(thread)
         }
         SourceKind::Kubernetes => {
