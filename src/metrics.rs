@@ -307,15 +307,17 @@ pub struct OutputHandles {
 
 impl OutputHandles {
     fn topic(&mut self, topic: &str) -> &(IntCounter, IntCounter, IntCounter) {
-        let m = &self.metrics;
-        let output = self.output;
-        self.topics.entry(topic.to_owned()).or_insert_with(|| {
-            (
-                m.sent.with_label_values(&[output, topic]),
-                m.sent_bytes.with_label_values(&[output, topic]),
-                m.acked.with_label_values(&[output, topic]),
-            )
-        })
+        // Look up before inserting: the hot path must not allocate a key per record.
+        if !self.topics.contains_key(topic) {
+            let m = &self.metrics;
+            let handles = (
+                m.sent.with_label_values(&[self.output, topic]),
+                m.sent_bytes.with_label_values(&[self.output, topic]),
+                m.acked.with_label_values(&[self.output, topic]),
+            );
+            self.topics.insert(topic.to_owned(), handles);
+        }
+        &self.topics[topic]
     }
 
     pub fn sent(&mut self, topic: &str, bytes: usize) {

@@ -324,6 +324,11 @@ struct Sink {
     verified: Arc<BTreeSet<String>>,
     retry_at: Option<Instant>,
     backoff: Duration,
+    dead_letter_topic: Option<Arc<str>>,
+    /// When the health state was last told about progress (see `report_health`).
+    health_updated: std::time::Instant,
+    /// An acknowledgement came since then.
+    progress_pending: bool,
 }
 
 impl Sink {
@@ -333,6 +338,7 @@ impl Sink {
         health: Arc<KafkaHealth>,
         metrics: OutputHandles,
     ) -> Sink {
+        let dead_letter_topic = config.dead_letter_topic.as_deref().map(Arc::from);
         Sink {
             producer,
             config,
@@ -346,6 +352,9 @@ impl Sink {
             verified: Arc::default(),
             retry_at: None,
             backoff: Duration::from_millis(100),
+            dead_letter_topic,
+            health_updated: std::time::Instant::now(),
+            progress_pending: false,
         }
     }
 
@@ -378,14 +387,38 @@ impl Sink {
         }
         self.metrics.in_flight_records.set(self.records as i64);
         self.metrics.in_flight_bytes.set(self.bytes as i64);
-        let records = self.records;
-        self.health.update(|h| h.in_flight = records);
+        self.report_health(false);
     }
 
-    fn topic<'a>(&'a self, item: &'a Item) -> &'a str {
-        match (&item.dead_letter, &self.config.dead_letter_topic) {
-            (Some(_), Some(dlq)) => dlq,
-            _ => &item.record.retention.topic,
+    /// Tells the health state how many records are in flight and whether they move; at most
+    /// ten times a second unless `progress` is new, so the hot path takes no lock per record.
+    fn report_health(&mut self, progress: bool) {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.health_updated) < Duration::from_millis(100) && self.records != 0
+        {
+            if progress {
+                self.progress_pending = true;
+            }
+            return;
+        }
+        let (records, progressed) = (self.records, progress || self.progress_pending);
+        self.health.update(|h| {
+            h.in_flight = records;
+            if progressed {
+                h.connected = true;
+                h.last_progress = Some(now);
+            }
+        });
+        self.progress_pending = false;
+        self.health_updated = now;
+    }
+
+    /// Where the item goes: its class topic, or the dead-letter topic. An `Arc` clone, so the
+    /// hot path does not allocate a topic name per record.
+    fn topic(&self, item: &Item) -> Arc<str> {
+        match (&item.dead_letter, &self.dead_letter_topic) {
+            (Some(_), Some(dlq)) => Arc::clone(dlq),
+            _ => Arc::clone(&item.record.retention.topic),
         }
     }
 
@@ -400,8 +433,8 @@ impl Sink {
                 break;
             };
             self.count(&item, true);
-            let topic = self.topic(&item).to_owned();
-            if !self.verified.contains(&topic) {
+            let topic = self.topic(&item);
+            if !self.verified.contains(&*topic) {
                 self.held.push(item);
                 self.metrics.blocked.set(self.held.len() as i64);
                 continue;
@@ -436,17 +469,14 @@ impl Sink {
         match result {
             Ok(()) => {
                 self.backoff = Duration::from_millis(100);
-                let topic = self.topic(&item).to_owned();
+                let topic = self.topic(&item);
                 if let Some(reason) = &item.dead_letter {
                     tracing::error!(id = %item.record.id, topic = %item.record.retention.topic, reason, "record rejected by the broker; sent to the dead-letter topic");
                     self.metrics.dead_lettered(&item.record.retention.topic);
                 }
                 self.metrics.acked(&topic, item.record.read_time);
                 self.metrics.broker_up(true);
-                self.health.update(|h| {
-                    h.connected = true;
-                    h.last_progress = Some(std::time::Instant::now());
-                });
+                self.report_health(true);
                 item.record.ack.confirm();
             }
             Err(e) => self.failed(item, e),
@@ -458,7 +488,7 @@ impl Sink {
         item.attempts += 1;
         let code = error.rdkafka_error_code();
         let reason_label = code.map_or_else(|| "client".to_owned(), |c| format!("{c:?}"));
-        self.metrics.failed(self.topic(&item), &reason_label);
+        self.metrics.failed(&self.topic(&item), &reason_label);
         if is_permanent(code) {
             let reason = error.to_string();
             if item.dead_letter.is_none() && self.config.dead_letter_topic.is_some() {
@@ -740,7 +770,7 @@ mod tests {
             "{:?}",
             s.pending[0].dead_letter
         );
-        assert_eq!(s.topic(&s.pending[0]), "dlq");
+        assert_eq!(&*s.topic(&s.pending[0]), "dlq");
         assert!(s.retry_at.is_none(), "dead-lettering is immediate");
         assert_eq!(s.health.snapshot().blocked, 0);
     }
