@@ -176,11 +176,7 @@ fn api_enrichment_reads_the_owner_and_follows_pod_changes() {
     let kubeconfig = api.kubeconfig(dir.path());
     let config = run_config(dir.path(), "enrich:\n  kubernetes: api\n");
     support::append(&log, format!("{}\n", audit_line("first", 1)));
-    let env = [
-        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ("POD_NAME", "api-7d9f8c6b5-x2x4q"),
-        ("POD_NAMESPACE", "shop"),
-    ];
+    let env = api_env(&kubeconfig);
     let mut run = Daemon::start_with_env(&config, &env);
     run.wait_for_log("pod metadata read from the Kubernetes API");
     api.update_pod(|p| p["metadata"]["labels"]["release"] = json!("canary"));
@@ -195,6 +191,15 @@ fn api_enrichment_reads_the_owner_and_follows_pod_changes() {
     assert_eq!(last["pod_ip"], "10.1.2.3");
     assert_eq!(last["labels"]["release"], "canary");
     assert_eq!(last["container"], "app");
+}
+
+/// The environment of a pod that reaches the stand-in API through `kubeconfig`.
+fn api_env(kubeconfig: &Path) -> [(&'static str, &str); 3] {
+    [
+        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+        ("POD_NAME", "api-7d9f8c6b5-x2x4q"),
+        ("POD_NAMESPACE", "shop"),
+    ]
 }
 
 fn ts(second: u32, nanos: u32) -> String {
@@ -218,11 +223,7 @@ fn the_api_log_source_survives_a_disconnect_and_a_restart_without_loss_or_repeat
     let dir = tempdir();
     let config = api_source_config(dir.path());
     let kubeconfig = api.kubeconfig(dir.path());
-    let env = [
-        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ("POD_NAME", "api-7d9f8c6b5-x2x4q"),
-        ("POD_NAMESPACE", "shop"),
-    ];
+    let env = api_env(&kubeconfig);
     // Several lines share a timestamp: the resume must count them, not just compare times.
     let mut n = 0;
     let mut write = |api: &FakeApi, second: u32, nanos: u32| {
@@ -294,11 +295,7 @@ fn lines_rotated_away_while_down_are_counted_as_a_gap() {
     let dir = tempdir();
     let config = api_source_config(dir.path());
     let kubeconfig = api.kubeconfig(dir.path());
-    let env = [
-        ("KUBECONFIG", kubeconfig.to_str().unwrap()),
-        ("POD_NAME", "api-7d9f8c6b5-x2x4q"),
-        ("POD_NAMESPACE", "shop"),
-    ];
+    let env = api_env(&kubeconfig);
     api.log(&ts(1, 0), &audit_line("old", 1));
     let mut run = Daemon::start_with_env(&config, &env);
     run.wait_for_records(1);

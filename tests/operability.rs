@@ -7,72 +7,15 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use support::broker::{free_port, Broker};
-use support::{append, audit_line, ordinary_line, tempdir, wait_until, Daemon, DEADLINE};
-
-// === HTTP and metrics ===
-
-/// A plain HTTP/1.0 GET: (status code, body).
-fn get(addr: &str, path: &str) -> (u16, String) {
-    try_get(addr, path).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
-}
-
-fn try_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    Ok((code, body.to_owned()))
-}
-
-/// Every sample of a scrape: `name{labels}` -> value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The sum of every series of metric `name` whose labels contain all of `labels`.
-fn sum(samples: &BTreeMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
-    samples
-        .iter()
-        .filter(|(series, _)| {
-            let metric = series.split('{').next().unwrap_or("");
-            metric == name && labels.iter().all(|l| series.contains(l))
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
-/// The address the metrics server bound (the config asks for port 0).
-fn metrics_address(run: &mut Daemon) -> String {
-    run.wait_for_log("serving /metrics");
-    let line = run
-        .stderr_lines()
-        .into_iter()
-        .find(|l| l.contains("serving /metrics"))
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-    v["listen"].as_str().unwrap().to_owned()
-}
+use support::{
+    append, audit_line, http_get as get, metric_samples as samples, metric_sum as sum,
+    ordinary_line, tempdir, try_http_get as try_get, wait_until, Daemon, DEADLINE,
+};
 
 fn config(dir: &Path, extra: &str) -> PathBuf {
     let base = support::service_yaml(dir);
@@ -115,7 +58,7 @@ fn metrics_over_http_account_for_every_line_and_pass_promtool() {
     let cfg = config(dir.path(), "");
     let size = write_log(dir.path());
     let mut run = Daemon::start(&cfg);
-    let addr = metrics_address(&mut run);
+    let addr = run.metrics_address();
     support::wait_for_checkpoint(dir.path(), &dir.path().join("logs/0.log"), size);
     // Counters are published once a second.
     let scrape = || samples(&get(&addr, "/metrics").1);
@@ -295,7 +238,7 @@ fn a_real_prometheus_scrapes_auditrail_and_evaluates_an_alert() {
     let log = dir.path().join("logs/0.log");
     std::fs::copy(support::sample("immuta.jsonl"), &log).unwrap();
     let mut run = Daemon::start(&cfg);
-    let addr = metrics_address(&mut run);
+    let addr = run.metrics_address();
     let prometheus = Prometheus::start(dir.path(), &addr);
     wait_until("Prometheus to scrape the records", || {
         prometheus.query("sum(auditrail_extract_records_total)") == Some(21.0)
@@ -377,7 +320,7 @@ fn a_configmap_update_changes_the_filter_and_a_broken_one_is_refused() {
         format!("{}\n{}\n", audit_line("before", 1), ordinary_line(1)),
     );
     let mut run = Daemon::start(&cm.path());
-    let addr = metrics_address(&mut run);
+    let addr = run.metrics_address();
     run.wait_for_records(1);
 
     // The same detectors and classes; only the filter changes: `before` and `after` are
@@ -441,7 +384,7 @@ fn readiness_follows_the_broker() {
     let log = dir.path().join("logs/0.log");
     append(&log, format!("{}\n", audit_line("first", 1)));
     let mut run = Daemon::start(&cfg);
-    let addr = metrics_address(&mut run);
+    let addr = run.metrics_address();
     wait_until("ready", || get(&addr, "/readyz").0 == 200);
 
     broker.signal("-STOP");

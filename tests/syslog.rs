@@ -338,36 +338,6 @@ fn run_until_confirmed(
     (stopped.stdout, pid)
 }
 
-/// The address of auditrail's metrics server, from its log.
-fn metrics_address(run: &mut Daemon) -> String {
-    run.wait_for_log("serving /metrics");
-    let line = run
-        .stderr_lines()
-        .into_iter()
-        .find(|l| l.contains("serving /metrics"))
-        .unwrap();
-    let v: Value = serde_json::from_str(&line).unwrap();
-    v["listen"].as_str().unwrap().to_owned()
-}
-
-/// `GET /metrics`, the body.
-fn scrape(addr: &str) -> String {
-    use std::io::Write;
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    response
-}
-
-/// The sum of the samples of metric `name` whose labels include all of `labels`.
-fn sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.split('{').next() == Some(name) && labels.iter().all(|x| l.contains(x)))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
 // === tests ===
 
 #[test]
@@ -603,16 +573,16 @@ fn a_tcp_receiver_that_goes_away_and_comes_back_loses_nothing() {
     wait_until("all 100 records", || received(&messages).len() == 100);
     support::wait_for_checkpoint(dir.path(), &log, size_after);
     // The metrics tell the story: every record acknowledged, connections refused meanwhile.
-    let metrics = metrics_address(&mut run);
+    let metrics = run.metrics_address();
     wait_until("the syslog counters", || {
-        let text = scrape(&metrics);
+        let text = support::metric_samples(&support::http_get(&metrics, "/metrics").1);
         let (acked, refused) = (
-            sum(
+            support::metric_sum(
                 &text,
                 "auditrail_output_records_acked_total",
                 &["output=\"syslog\"", "topic=\"syslog\""],
             ),
-            sum(
+            support::metric_sum(
                 &text,
                 "auditrail_output_records_failed_total",
                 &["output=\"syslog\"", "reason=\"connect\""],
