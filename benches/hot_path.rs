@@ -22,8 +22,9 @@ use auditrail::ack::Ack;
 use auditrail::config::{Config, Purpose};
 use auditrail::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record, RetentionTag};
 use auditrail::extract::{AuditConfig, Extraction, Extractor};
-use auditrail::pipeline::{Processor, Stats, StreamInfo};
-use auditrail::source::framing::{Format, Framed, Framer};
+use auditrail::line::{Framed, Stats, StreamInfo};
+use auditrail::pipeline::Processor;
+use auditrail::source::framing::{Format, Framer};
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

@@ -8,7 +8,6 @@
 //! Unknown keys are errors everywhere (`deny_unknown_fields`): a typo in a ConfigMap must not
 //! silently turn a filter off.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -18,6 +17,7 @@ use crate::extract::AuditConfig;
 use crate::filter::TypesConfig;
 use crate::metrics::MetricsConfig;
 use crate::output::OutputsConfig;
+pub use crate::problem::{Problem, Purpose};
 use crate::retention::RetentionConfig;
 use crate::source::SourceConfig;
 
@@ -39,28 +39,6 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Pod metadata on every record.
     pub enrich: EnrichConfig,
-}
-
-/// One thing wrong with a config, at a YAML path such as `retention.classes.forever.topic`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub path: String,
-    pub message: String,
-}
-
-impl Problem {
-    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Problem {
-            path: path.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
 }
 
 /// Why a config could not be used.
@@ -101,14 +79,6 @@ impl ConfigError {
             other => vec![other.to_string()],
         }
     }
-}
-
-/// What a caller intends to do with a config; `check` may leave `source.paths` empty because
-/// `--input` takes their place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    Run,
-    Check,
 }
 
 impl Config {

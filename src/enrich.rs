@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Problem;
+use crate::problem::Problem;
 
 /// `enrich.kubernetes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]

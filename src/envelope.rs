@@ -258,6 +258,57 @@ impl Record {
     }
 }
 
+/// A record for the tests of what comes after the envelope (outputs), built the way the
+/// processor builds one: a Pryv record of `record_type` at `offset` of `/logs/0.log`, class
+/// `standard` (60 days) on topic `audit`, read at 2021-08-09T16:02:45.123Z.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use super::{EnvelopeParts, KeyStrategy, LineOrigin, Record, RetentionTag};
+    use crate::ack::Ack;
+
+    /// The record's text.
+    pub(crate) const RECORD: &str = r#"{"action": "events.get", "source": {"ip": "85.5.192.175"}}"#;
+
+    pub(crate) fn record(record_type: &str, offset: u64, ack: Ack) -> Record {
+        let origin = LineOrigin {
+            file: "/logs/0.log",
+            identity: 1,
+            stream: Some("stdout"),
+            offset,
+            time: None,
+        };
+        let format: Arc<str> = Arc::from("pryv");
+        // 2021-08-09T16:02:45.123Z
+        let read_time =
+            chrono::DateTime::from_timestamp_millis(1_628_524_965_123).unwrap_or_default();
+        Record::build(
+            EnvelopeParts {
+                origin: &origin,
+                line: RECORD.as_bytes(),
+                format: &format,
+                record_type,
+                time: None,
+                retention: RetentionTag {
+                    class: Arc::from("standard"),
+                    days: Some(60),
+                    topic: Arc::from("audit"),
+                    expires_at: None,
+                },
+                kubernetes: None,
+                pod_uid: None,
+                prefix: "",
+                record: RECORD,
+                suffix: "",
+                read_time,
+            },
+            KeyStrategy::Id,
+            ack,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use crate::config::Problem;
+use crate::problem::Problem;
 
 /// The `types` section (and, later, each output's own `types`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -4,20 +4,25 @@
 //! [`source`] (tail files, frame CRI/docker/raw lines, checkpoints) →
 //! [`extract`] (which lines are audit records) → [`filter`] (which types are shipped) →
 //! [`retention`] (class, topic, expiry) → [`envelope`] (the record as shipped) →
-//! [`output`] (stdout; Kafka). [`pipeline`] wires them; [`ack`] carries confirmations back to
-//! the checkpoints; [`run`] is the long-running service.
+//! [`output`] (stdout, Kafka, syslog). [`pipeline`] is the per-line processor the sources
+//! drive; [`ack`] carries confirmations back to the checkpoints. [`check`] and [`run`] are the
+//! two commands that use them.
 #![forbid(unsafe_code)]
 
 pub mod ack;
+pub mod check;
 pub mod config;
 pub mod enrich;
 pub mod envelope;
 pub mod extract;
 pub mod filter;
+pub mod line;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
+pub mod problem;
 pub mod reload;
 pub mod retention;
 pub mod run;
 pub mod source;
+pub mod yaml;

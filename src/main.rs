@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use auditrail::check;
 use auditrail::config::{Config, Purpose};
-use auditrail::pipeline::{self, Processor};
+use auditrail::pipeline::Processor;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -86,13 +87,13 @@ fn check(config_path: &Path, input: &str) -> ExitCode {
         Err(e) => return usage_error(e),
     };
     let mut out = std::io::stdout().lock();
-    match pipeline::check(&config, &processor, input, &mut out) {
+    match check::check(&config, &processor, input, &mut out) {
         Ok(stats) => {
             let summary = serde_json::to_string(&stats).unwrap_or_default();
             let _ = writeln!(std::io::stderr(), "{summary}");
             ExitCode::SUCCESS
         }
-        Err(e @ pipeline::CheckError::Input { .. }) => usage_error(e),
+        Err(e @ check::CheckError::Input { .. }) => usage_error(e),
         Err(e) => {
             eprintln!("auditrail: {e}");
             ExitCode::FAILURE

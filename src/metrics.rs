@@ -25,7 +25,7 @@ use prometheus::{
 };
 use serde::Deserialize;
 
-use crate::config::Problem;
+use crate::problem::Problem;
 
 /// Distinct record types that get their own label value; the rest count as `other`.
 pub const MAX_TYPE_LABELS: usize = 100;

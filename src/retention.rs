@@ -21,9 +21,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
-use crate::config::Problem;
 use crate::envelope::RetentionTag;
 use crate::filter::pattern_matches;
+use crate::problem::Problem;
 
 /// One retention class.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -14,9 +14,10 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::enrich::{self, Enrichment};
+use crate::line::Stats;
 use crate::metrics::{self, Health, Metrics};
 use crate::output;
-use crate::pipeline::{BuildError, Processor, SharedProcessor, Stats};
+use crate::pipeline::{BuildError, Processor, SharedProcessor};
 use crate::reload;
 use crate::source::checkpoint::{CheckpointError, Checkpoints};
 use crate::source::file::FileTailer;
@@ -56,7 +57,7 @@ impl RunError {
                 | RunError::Checkpoint(_)
                 | RunError::Listen(..)
                 | RunError::NoKubernetes
-                | RunError::OutputStart(output::OutputError::Kafka(_))
+                | RunError::OutputStart(output::OutputError::Config { .. })
         )
     }
 }
@@ -108,20 +109,16 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (classes_tx, classes_rx) = watch::channel(classes_of(&config));
-    let outputs = output::start(&config.outputs, classes_rx, shutdown_rx, &metrics).await?;
+    let outputs = output::start(&config.outputs, classes_rx, shutdown_rx, &metrics)?;
     let health_task = {
         let (health, metrics) = (Arc::clone(&health), Arc::clone(&metrics));
-        let kafka = outputs.kafka_health.clone();
-        let syslog = outputs.syslog_health.clone();
+        let outputs_health = outputs.health.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tick.tick().await;
-                if let Some(kafka) = &kafka {
-                    health.set("kafka", kafka.snapshot().reasons(KAFKA_STALL));
-                }
-                if let Some(syslog) = &syslog {
-                    health.set("syslog", syslog.reasons(KAFKA_STALL));
+                for (name, output) in &outputs_health {
+                    health.set(name, output.not_ready());
                 }
                 metrics
                     .process
@@ -364,10 +361,7 @@ enum SourceTask {
     Kubernetes(tokio::task::JoinHandle<Result<(), SourceError>>),
 }
 
-/// How long records may wait for an output's acknowledgement before readiness fails.
-const KAFKA_STALL: Duration = Duration::from_secs(10);
-
-fn classes_of(config: &Config) -> output::kafka::Classes {
+fn classes_of(config: &Config) -> output::Classes {
     config
         .retention
         .classes
@@ -382,7 +376,7 @@ async fn reload_loop(
     mut current: Config,
     path: PathBuf,
     processor: SharedProcessor,
-    classes: watch::Sender<output::kafka::Classes>,
+    classes: watch::Sender<output::Classes>,
     metrics: Arc<Metrics>,
     enrichment: Arc<Enrichment>,
 ) {

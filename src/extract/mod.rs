@@ -25,7 +25,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::config::Problem;
+use crate::problem::Problem;
 pub use detect::Extractor;
 pub use time::parse_time_text;
 

@@ -2,105 +2,173 @@
 //!
 //! Every output receives batches of records over its own bounded channel and confirms each
 //! record's [`crate::ack::Ack`] only once the record is durable by that output's standard
-//! (written and flushed for `stdout`). A record taken by several outputs is confirmed to its
-//! source only when all of them confirmed it. Without any output configured, `stdout` is used.
+//! (written and flushed for `stdout`, acknowledged with `acks=all` for Kafka). A record taken
+//! by several outputs is confirmed to its source only when all of them confirmed it. Without
+//! any output configured, `stdout` is used.
 //!
 //! Each output may have its own `types` filter (Pryv's `AUDIT_STORAGE_FILTER` and
 //! `AUDIT_SYSLOG_FILTER`); without one it takes the global `types`. A record goes to every
 //! output whose filter accepts it: its `outputs` mask has bit `i` set for the `i`-th of
 //! [`OutputsConfig::enabled`].
+//!
+//! One shape for every output: its config section implements [`OutputConfig`] (filter,
+//! validation, building) and what it builds implements [`Output`] (health, the delivery loop).
+//! This module iterates over them for filters, reload, health, drain and metrics, so adding an
+//! output is its own file or folder plus one line in the [`registry!`] below.
 
+mod drain;
+mod fanout;
 pub mod kafka;
 pub mod stdout;
 pub mod syslog;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::config::Problem;
-use crate::envelope::Record;
+use crate::envelope::{KeyStrategy, Record};
 use crate::filter::TypesConfig;
-pub use stdout::StdoutConfig;
+use crate::metrics::{Metrics, OutputHandles};
+use crate::problem::Problem;
+pub use drain::Drain;
+pub use kafka::Classes;
 
-/// The `outputs` section.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct OutputsConfig {
-    /// Print each record as a JSON line (the same lines as `auditrail check`).
-    pub stdout: Option<StdoutConfig>,
-    /// Ship records to Kafka.
-    pub kafka: Option<kafka::KafkaConfig>,
-    /// Send records to syslog.
-    pub syslog: Option<syslog::SyslogConfig>,
+/// Declares the outputs auditrail knows: the `outputs` section (one optional key per output)
+/// and the list this module iterates. The order is the order of the records' `outputs` mask.
+macro_rules! registry {
+    ($( $(#[$doc:meta])* $name:ident : $config:ty, )+) => {
+        /// The `outputs` section.
+        #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct OutputsConfig {
+            $( $(#[$doc])* pub $name: Option<$config>, )+
+        }
+
+        impl OutputsConfig {
+            /// Every output kind, configured or not, in registry order.
+            fn slots(&self) -> Vec<(&'static str, Option<&dyn OutputConfig>)> {
+                vec![$( (stringify!($name), self.$name.as_ref().map(|c| c as &dyn OutputConfig)), )+]
+            }
+
+            fn slots_mut(&mut self) -> Vec<(&'static str, Option<&mut dyn OutputConfig>)> {
+                vec![$( (stringify!($name), self.$name.as_mut().map(|c| c as &mut dyn OutputConfig)), )+]
+            }
+        }
+    };
 }
+
+registry! {
+    /// Ship records to Kafka.
+    kafka: kafka::KafkaConfig,
+    /// Send records to syslog.
+    syslog: syslog::SyslogConfig,
+    /// Print each record as a JSON line (the same lines as `auditrail check`).
+    stdout: stdout::StdoutConfig,
+}
+
+/// One kind of output, seen from its config section: everything the rest of auditrail does
+/// with an output goes through here.
+pub trait OutputConfig: std::fmt::Debug + Send + Sync {
+    /// This output's own type filter; without one it takes the global `types`.
+    fn types(&self) -> Option<&TypesConfig>;
+    /// The same, to replace on a reload.
+    fn types_mut(&mut self) -> &mut Option<TypesConfig>;
+    /// Adds what is wrong with this section to `problems`, at `path` (`outputs.kafka`).
+    fn validate(&self, path: &str, problems: &mut Vec<Problem>);
+    /// Builds the output; nothing is connected yet. An error here is a config error.
+    fn build(&self, context: Context) -> Result<Box<dyn Output>, OutputError>;
+}
+
+/// What an output is given when it is built.
+pub struct Context {
+    /// Its metric handles (labelled with its name).
+    pub metrics: OutputHandles,
+    /// The (topic, days) of every retention class; a config reload sends new ones.
+    pub classes: watch::Receiver<Classes>,
+}
+
+/// A built output: it delivers the batches it is given and confirms each record once durable.
+pub trait Output: Send {
+    /// What `/readyz` says about this output.
+    fn health(&self) -> Arc<dyn OutputHealth>;
+    /// Delivers batches until the channel closes or `drain` ends it: then it delivers what it
+    /// holds until the drain's deadline and returns. Records not confirmed by then are read
+    /// again at the next start.
+    fn run(
+        self: Box<Self>,
+        batches: mpsc::Receiver<Vec<Record>>,
+        drain: Drain,
+    ) -> BoxFuture<'static, Result<(), OutputError>>;
+}
+
+/// The readiness of one output.
+pub trait OutputHealth: Send + Sync {
+    /// Why the output is not ready; empty when it is.
+    fn not_ready(&self) -> Vec<String>;
+}
+
+/// How long records may wait for an output's acknowledgement, or deliveries keep failing,
+/// before readiness fails.
+pub const STALL: Duration = Duration::from_secs(10);
 
 impl OutputsConfig {
     pub fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
-        if let Some(kafka) = &self.kafka {
-            kafka.validate(&format!("{path}.kafka"), problems);
-        }
-        if let Some(syslog) = &self.syslog {
-            syslog.validate(&format!("{path}.syslog"), problems);
-        }
-        if let Some(types) = self.stdout.as_ref().and_then(|s| s.types.as_ref()) {
-            types.validate(&format!("{path}.stdout.types"), problems);
+        for (name, output) in self.slots() {
+            if let Some(output) = output {
+                output.validate(&format!("{path}.{name}"), problems);
+            }
         }
     }
 
-    /// The outputs in force, in a fixed order (kafka, syslog, stdout), with each one's own type
-    /// filter if it has one. Bit `i` of a record's `outputs` mask is the `i`-th.
+    /// The outputs in force, in registry order, with each one's own type filter if it has
+    /// one. Bit `i` of a record's `outputs` mask is the `i`-th.
     pub fn enabled(&self) -> Vec<(&'static str, Option<&TypesConfig>)> {
-        let mut enabled = Vec::new();
-        if let Some(k) = &self.kafka {
-            enabled.push(("kafka", k.types.as_ref()));
-        }
-        if let Some(s) = &self.syslog {
-            enabled.push(("syslog", s.types.as_ref()));
-        }
-        if let Some(s) = &self.stdout {
-            enabled.push(("stdout", s.types.as_ref()));
-        }
-        if enabled.is_empty() {
-            enabled.push(("stdout", None));
-        }
-        enabled
+        self.effective_slots()
+            .map(|(name, output)| (name, output.and_then(|o| o.types())))
+            .collect()
+    }
+
+    /// The configured outputs, or `stdout` (with no filter of its own) when none is.
+    fn effective_slots(&self) -> impl Iterator<Item = (&'static str, Option<&dyn OutputConfig>)> {
+        let configured: Vec<_> = self
+            .slots()
+            .into_iter()
+            .filter_map(|(name, o)| o.map(|o| (name, Some(o))))
+            .collect();
+        let fallback = configured.is_empty().then_some(("stdout", None));
+        configured.into_iter().chain(fallback)
     }
 
     /// This config with every output's own type filter removed: what a reload cannot change
     /// without a restart.
     pub fn without_filters(&self) -> OutputsConfig {
         let mut c = self.clone();
-        if let Some(k) = &mut c.kafka {
-            k.types = None;
-        }
-        if let Some(s) = &mut c.syslog {
-            s.types = None;
-        }
-        if let Some(s) = &mut c.stdout {
-            s.types = None;
+        for (_, output) in c.slots_mut() {
+            if let Some(output) = output {
+                *output.types_mut() = None;
+            }
         }
         c
     }
 
     /// Takes every output's own type filter from `other` (a reload).
     pub fn set_filters_from(&mut self, other: &OutputsConfig) {
-        if let (Some(k), Some(o)) = (&mut self.kafka, &other.kafka) {
-            k.types = o.types.clone();
-        }
-        if let (Some(s), Some(o)) = (&mut self.syslog, &other.syslog) {
-            s.types = o.types.clone();
-        }
-        if let (Some(s), Some(o)) = (&mut self.stdout, &other.stdout) {
-            s.types = o.types.clone();
+        for ((_, mine), (_, theirs)) in self.slots_mut().into_iter().zip(other.slots()) {
+            if let (Some(mine), Some(theirs)) = (mine, theirs) {
+                *mine.types_mut() = theirs.types().cloned();
+            }
         }
     }
 
     /// The outputs in force: those configured, or `stdout` when none is.
     pub fn effective(&self) -> OutputsConfig {
         let mut outputs = self.clone();
-        if outputs.stdout.is_none() && outputs.kafka.is_none() && outputs.syslog.is_none() {
-            outputs.stdout = Some(StdoutConfig::default());
+        if self.slots().iter().all(|(_, o)| o.is_none()) {
+            outputs.stdout = Some(stdout::StdoutConfig::default());
         }
         outputs
     }
@@ -109,19 +177,33 @@ impl OutputsConfig {
     pub fn names(&self) -> Vec<&'static str> {
         self.enabled().into_iter().map(|(name, _)| name).collect()
     }
+
+    /// What the Kafka record key is (every output shows the key Kafka would get).
+    pub fn key(&self) -> KeyStrategy {
+        self.kafka.as_ref().map(|k| k.key).unwrap_or_default()
+    }
 }
 
-/// Why an output failed.
+/// Why an output could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("stdout: {0}")]
-    Stdout(#[from] std::io::Error),
-    #[error(transparent)]
-    Kafka(#[from] kafka::KafkaError),
-    #[error(transparent)]
-    Syslog(#[from] syslog::SyslogError),
-    #[error("output task failed: {0}")]
-    Task(String),
+    /// The output's config cannot be used (exit code 2).
+    #[error("outputs.{output}")]
+    Config {
+        output: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The output failed while running.
+    #[error("output {output} failed")]
+    Failed {
+        output: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The output's task panicked or was cancelled.
+    #[error("output task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 /// Batches queued in front of each output.
@@ -133,61 +215,38 @@ pub struct Outputs {
     pub sender: mpsc::Sender<Vec<Record>>,
     /// Ends when every output has drained (after `sender` and its clones are dropped).
     pub done: JoinHandle<Result<(), OutputError>>,
-    /// The Kafka output's health, when it runs.
-    pub kafka_health: Option<std::sync::Arc<kafka::KafkaHealth>>,
-    /// The syslog output's health, when it runs.
-    pub syslog_health: Option<std::sync::Arc<syslog::SyslogHealth>>,
+    /// Each output's readiness, by name.
+    pub health: Vec<(&'static str, Arc<dyn OutputHealth>)>,
 }
 
-/// Starts the outputs in force. `classes` are the (topic, days) of every retention class, for
-/// the Kafka output's topic checks; a config reload sends new ones.
-/// `shutdown` turns true when the service is stopping (outputs then drain what they hold).
-pub async fn start(
+/// Builds and starts the outputs in force. `classes` are the (topic, days) of every retention
+/// class; `shutdown` turning true starts every output's drain.
+pub fn start(
     config: &OutputsConfig,
-    classes: watch::Receiver<kafka::Classes>,
+    classes: watch::Receiver<Classes>,
     shutdown: watch::Receiver<bool>,
-    metrics: &crate::metrics::Metrics,
+    metrics: &Metrics,
 ) -> Result<Outputs, OutputError> {
     let config = config.effective();
     let mut senders = Vec::new();
-    let mut tasks: Vec<JoinHandle<Result<(), OutputError>>> = Vec::new();
-    let mut kafka_health = None;
-    let mut syslog_health = None;
-    let syslog_shutdown = shutdown.clone();
-    if let Some(kafka_config) = &config.kafka {
-        let output = kafka::start(kafka_config, metrics.outputs.for_output("kafka"))?;
-        kafka_health = Some(std::sync::Arc::clone(&output.health));
+    let mut tasks = Vec::new();
+    let mut health = Vec::new();
+    for (name, output) in config.slots() {
+        let Some(output) = output else { continue };
+        let output = output.build(Context {
+            metrics: metrics.outputs.for_output(name),
+            classes: classes.clone(),
+        })?;
+        health.push((name, output.health()));
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         senders.push(tx);
-        tasks.push(tokio::spawn(async move {
-            Ok(kafka::run(output, rx, shutdown, classes).await?)
-        }));
-    }
-    if let Some(syslog_config) = &config.syslog {
-        let output = syslog::SyslogOutput::new(syslog_config)?;
-        syslog_health = Some(std::sync::Arc::clone(&output.health));
-        let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
-        senders.push(tx);
-        let handles = metrics.outputs.for_output("syslog");
-        tasks.push(tokio::spawn(async move {
-            Ok(output.run(rx, handles, syslog_shutdown).await?)
-        }));
-    }
-    if config.stdout.is_some() {
-        let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
-        senders.push(tx);
-        let handles = metrics.outputs.for_output("stdout");
-        tasks.push(tokio::spawn(
-            async move { Ok(stdout::run(rx, handles).await?) },
-        ));
+        tasks.push(tokio::spawn(output.run(rx, Drain::new(shutdown.clone()))));
     }
     let (sender, done) = if senders.len() == 1 {
-        let sender = senders.remove(0);
-        let done = tokio::spawn(join_all(tasks));
-        (sender, done)
+        (senders.remove(0), tokio::spawn(join_all(tasks)))
     } else {
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
-        let fanout = tokio::spawn(fan_out(rx, senders));
+        let fanout = tokio::spawn(fanout::fan_out(rx, senders));
         let done = tokio::spawn(async move {
             let _ = fanout.await;
             join_all(tasks).await
@@ -197,8 +256,7 @@ pub async fn start(
     Ok(Outputs {
         sender,
         done,
-        kafka_health,
-        syslog_health,
+        health,
     })
 }
 
@@ -208,33 +266,8 @@ async fn join_all(tasks: Vec<JoinHandle<Result<(), OutputError>>>) -> Result<(),
         match task.await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => result = Err(e),
-            Err(e) => result = Err(OutputError::Task(e.to_string())),
+            Err(e) => result = Err(OutputError::Task(e)),
         }
     }
     result
-}
-
-/// Sends each record to every output its mask names; each copy carries its own share of the
-/// record's ack.
-async fn fan_out(mut rx: mpsc::Receiver<Vec<Record>>, outputs: Vec<mpsc::Sender<Vec<Record>>>) {
-    while let Some(batch) = rx.recv().await {
-        let mut per_output: Vec<Vec<Record>> = outputs.iter().map(|_| Vec::new()).collect();
-        for record in batch {
-            let mask = record.outputs;
-            let Some(last) = (0..per_output.len()).rev().find(|i| mask & (1 << i) != 0) else {
-                continue;
-            };
-            for (i, out) in per_output.iter_mut().enumerate().take(last) {
-                if mask & (1 << i) != 0 {
-                    out.push(record.duplicate());
-                }
-            }
-            per_output[last].push(record);
-        }
-        for (out, records) in outputs.iter().zip(per_output) {
-            if !records.is_empty() && out.send(records).await.is_err() {
-                return;
-            }
-        }
-    }
 }

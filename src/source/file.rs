@@ -29,7 +29,8 @@ use super::{fingerprint, Format, LineReader, ReadFrom, SourceConfig, SourceError
 use crate::ack::Progress;
 use crate::enrich::Enrichment;
 use crate::envelope::Record;
-use crate::pipeline::{SharedProcessor, Stats, StreamInfo};
+use crate::line::{Stats, StreamInfo};
+use crate::pipeline::SharedProcessor;
 
 /// Records per batch sent to the outputs.
 const BATCH_RECORDS: usize = 256;

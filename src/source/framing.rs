@@ -16,6 +16,8 @@ use std::borrow::Cow;
 
 use serde::Deserialize;
 
+use crate::line::{Framed, Line, Stream};
+
 /// `source.format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -25,56 +27,6 @@ pub enum Format {
     Raw,
     #[default]
     Auto,
-}
-
-/// Which output stream of the container a line came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
-    Stdout,
-    Stderr,
-}
-
-impl Stream {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    fn parse(s: &[u8]) -> Option<Stream> {
-        match s {
-            b"stdout" => Some(Stream::Stdout),
-            b"stderr" => Some(Stream::Stderr),
-            _ => None,
-        }
-    }
-}
-
-/// A logical line.
-#[derive(Debug, Clone, Copy)]
-pub struct Line<'a> {
-    pub text: &'a [u8],
-    pub stream: Option<Stream>,
-    /// The runtime's timestamp as written (CRI, docker), for the envelope's `source.time`.
-    pub time: Option<&'a str>,
-    /// Offset of the first byte of the line's first physical line.
-    pub offset: u64,
-}
-
-/// What the framer made of a physical line.
-#[derive(Debug)]
-pub enum Framed<'a> {
-    /// A complete logical line.
-    Line(Line<'a>),
-    /// A logical line that exceeded the limit, starting at this offset.
-    Oversize { offset: u64 },
-    /// A partial chunk was stored; nothing to process yet.
-    Pending,
 }
 
 /// A partial line being joined for one stream.

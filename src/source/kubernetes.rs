@@ -28,11 +28,12 @@ use kube::api::{Api, LogParams};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::{Framed, Line, LineReader, ReadFrom, SourceConfig, SourceError, Telemetry};
+use super::{LineReader, ReadFrom, SourceConfig, SourceError, Telemetry};
 use crate::ack::Progress;
 use crate::enrich::Enrichment;
 use crate::envelope::Record;
-use crate::pipeline::{SharedProcessor, Stats, StreamInfo};
+use crate::line::{Framed, Line, Stats, StreamInfo};
+use crate::pipeline::SharedProcessor;
 
 /// A line's place in the container's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

@@ -22,15 +22,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Problem, Purpose};
-pub use framing::{Format, Framed, Line, Stream};
+use crate::problem::{Problem, Purpose};
+pub use framing::Format;
 pub use reader::LineReader;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::line::Stats;
 use crate::metrics::{Health, Metrics};
-use crate::pipeline::Stats;
 
 /// How often metrics and readiness are brought up to date.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);

@@ -6,7 +6,8 @@
 
 use std::io::{self, Read};
 
-use super::framing::{Format, Framed, Framer};
+use super::framing::{Format, Framer};
+use crate::line::Framed;
 
 /// How much is read from the file at a time.
 const READ_CHUNK: usize = 128 * 1024;

@@ -1,14 +1,13 @@
 //! The delivery loop: produce, wait for acknowledgements, retry, dead-letter, hold.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rdkafka::admin::AdminClient;
-use rdkafka::client::ClientContext;
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -16,10 +15,12 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::topics::{self, Requirement};
+use super::health::{KafkaContext, KafkaHealth};
+use super::topics::{self, Classes};
 use super::KafkaConfig;
 use crate::envelope::Record;
 use crate::metrics::OutputHandles;
+use crate::output::Drain;
 
 /// Why the Kafka output could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -35,136 +36,28 @@ pub enum KafkaError {
     Client(#[from] RdKafkaError),
 }
 
-/// What an operator (and `/readyz`) needs to know about the Kafka output.
-#[derive(Debug, Default)]
-pub struct KafkaHealth {
-    inner: Mutex<HealthState>,
-}
-
-/// A snapshot of [`KafkaHealth`].
-#[derive(Debug, Default, Clone)]
-pub struct HealthState {
-    /// The broker answered recently (a delivery or a topic check succeeded).
-    pub connected: bool,
-    /// Class topics have been checked at least once.
-    pub topics_checked: bool,
-    /// Topic -> why records are not shipped there.
-    pub refused: BTreeMap<String, String>,
-    /// Records held because the broker rejected them for good and no dead-letter topic is set.
-    pub blocked: u64,
-    /// Records sent and not yet acknowledged.
-    pub in_flight: usize,
-    /// The last acknowledgement, or when records started waiting for one.
-    pub last_progress: Option<std::time::Instant>,
-}
-
-impl HealthState {
-    /// Why the Kafka output is not ready; empty when it is. `stall` is how long records may
-    /// wait for an acknowledgement before the broker counts as unresponsive.
-    pub fn reasons(&self, stall: Duration) -> Vec<String> {
-        let mut reasons = Vec::new();
-        if !self.connected {
-            reasons.push("kafka: the broker is unreachable".to_owned());
-        }
-        if !self.topics_checked {
-            reasons.push("kafka: class topics are not verified on the broker yet".to_owned());
-        }
-        for reason in self.refused.values() {
-            reasons.push(format!("kafka: {reason}"));
-        }
-        if self.blocked > 0 {
-            reasons.push(
-                "kafka: a record rejected by the broker holds progress (see the logs)".to_owned(),
-            );
-        }
-        if let Some(since) = self.last_progress {
-            if self.in_flight > 0 && since.elapsed() > stall {
-                reasons.push(format!(
-                    "kafka: {} records unacknowledged for {} s",
-                    self.in_flight,
-                    since.elapsed().as_secs()
-                ));
-            }
-        }
-        reasons
-    }
-}
-
-impl KafkaHealth {
-    fn update(&self, f: impl FnOnce(&mut HealthState)) {
-        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
-    }
-
-    pub fn snapshot(&self) -> HealthState {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// Routes librdkafka's own logs and errors into `tracing` and the health state.
-struct KafkaContext {
-    health: Arc<KafkaHealth>,
-}
-
-impl ClientContext for KafkaContext {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg
-            | RDKafkaLogLevel::Alert
-            | RDKafkaLogLevel::Critical
-            | RDKafkaLogLevel::Error => tracing::error!(facility = fac, "librdkafka: {message}"),
-            RDKafkaLogLevel::Warning => tracing::warn!(facility = fac, "librdkafka: {message}"),
-            _ => tracing::debug!(facility = fac, "librdkafka: {message}"),
-        }
-    }
-
-    fn error(&self, error: RdKafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.health.update(|h| h.connected = false);
-        }
-        tracing::warn!(error = %error, reason, "kafka client error");
-    }
-}
-
-/// A started Kafka output, not yet consuming records.
-pub struct KafkaOutput {
+/// A built Kafka output, not yet consuming records.
+pub(super) struct KafkaOutput {
     producer: FutureProducer<KafkaContext>,
     admin: AdminClient<KafkaContext>,
     config: KafkaConfig,
-    pub health: Arc<KafkaHealth>,
+    pub(super) health: Arc<KafkaHealth>,
     metrics: OutputHandles,
+    classes: watch::Receiver<Classes>,
 }
 
-/// The (topic, days) of every retention class; `None` days = forever.
-pub type Classes = Vec<(String, Option<u32>)>;
-
-/// What the broker must provide: each class topic's retention, and the dead-letter topic's
-/// (the longest of all, since it holds records of every class).
-fn requirements(classes: &Classes, dead_letter_topic: Option<&str>) -> Vec<Requirement> {
-    let mut requirements: Vec<Requirement> = Vec::new();
-    for (topic, days) in classes {
-        if !requirements.iter().any(|r| &r.topic == topic) {
-            requirements.push(Requirement {
-                topic: topic.clone(),
-                days: *days,
-            });
-        }
+impl KafkaOutput {
+    pub(super) fn drain_timeout(&self) -> Duration {
+        self.config.drain_timeout
     }
-    if let Some(dlq) = dead_letter_topic {
-        let days = if classes.iter().any(|(_, d)| d.is_none()) {
-            None
-        } else {
-            classes.iter().filter_map(|(_, d)| *d).max()
-        };
-        requirements.push(Requirement {
-            topic: dlq.to_owned(),
-            days,
-        });
-    }
-    requirements
 }
 
 /// Builds the producer and admin clients (no connection is made yet).
-pub fn start(config: &KafkaConfig, metrics: OutputHandles) -> Result<KafkaOutput, KafkaError> {
+pub(super) fn build(
+    config: &KafkaConfig,
+    metrics: OutputHandles,
+    classes: watch::Receiver<Classes>,
+) -> Result<KafkaOutput, KafkaError> {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", config.brokers.list().join(","))
@@ -203,6 +96,7 @@ pub fn start(config: &KafkaConfig, metrics: OutputHandles) -> Result<KafkaOutput
         config: config.clone(),
         health,
         metrics,
+        classes,
     })
 }
 
@@ -218,17 +112,15 @@ struct Item {
 
 type Delivery = Pin<Box<dyn std::future::Future<Output = (Item, Result<(), RdKafkaError>)> + Send>>;
 
-/// Delivers batches until the channel closes and every record is acknowledged (or
-/// `drain_timeout` passes after the close: the unconfirmed rest is read again at the next
-/// start).
+/// Delivers batches until the channel closes and every record is acknowledged (or the
+/// drain's timeout passes: the unconfirmed rest is read again at the next start).
 ///
-/// `shutdown` turning true starts the drain even before the channel closes: records still
-/// queued then are unconfirmed and will be read again, so nothing waits for them.
-pub async fn run(
+/// The drain may begin before the channel closes (shutdown): records still queued then are
+/// unconfirmed and will be read again, so nothing waits for them.
+pub(super) async fn run(
     output: KafkaOutput,
     mut batches: mpsc::Receiver<Vec<Record>>,
-    mut shutdown: watch::Receiver<bool>,
-    classes: watch::Receiver<Classes>,
+    mut drain: Drain,
 ) -> Result<(), KafkaError> {
     let KafkaOutput {
         producer,
@@ -236,9 +128,10 @@ pub async fn run(
         config,
         health,
         metrics,
+        classes,
     } = output;
     let (verified_tx, mut verified_rx) = watch::channel::<Arc<BTreeSet<String>>>(Arc::default());
-    let checker = tokio::spawn(check_topics(
+    let checker = tokio::spawn(topics::check_topics(
         admin,
         classes,
         config.clone(),
@@ -246,19 +139,17 @@ pub async fn run(
         metrics.clone(),
         verified_tx,
     ));
-    let drain_timeout = config.drain_timeout;
     let mut sink = Sink::new(producer, config, health, metrics);
-    let mut closed_at: Option<Instant> = None;
     let mut channel_open = true;
     let mut checker_alive = true;
 
     loop {
         sink.produce_ready();
-        if let Some(closed) = closed_at {
+        if drain.draining() {
             if sink.drained() {
                 break;
             }
-            if closed.elapsed() >= drain_timeout {
+            if drain.expired() {
                 tracing::warn!(
                     records = sink.unconfirmed(),
                     "drain timeout: records not acknowledged will be read again at the next start"
@@ -267,7 +158,6 @@ pub async fn run(
             }
         }
         let take = channel_open && sink.pending.is_empty() && sink.under_limits();
-        let drain_deadline = closed_at.map(|c| c + drain_timeout);
         let retry_at = sink.retry_at;
 
         tokio::select! {
@@ -278,14 +168,10 @@ pub async fn run(
                 Some(batch) => sink.take(batch),
                 None => {
                     channel_open = false;
-                    closed_at.get_or_insert_with(Instant::now);
+                    drain.begin();
                 }
             },
-            changed = shutdown.changed(), if closed_at.is_none() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    closed_at = Some(Instant::now());
-                }
-            }
+            () = drain.changed() => {}
             changed = verified_rx.changed(), if checker_alive => {
                 if changed.is_err() {
                     checker_alive = false;
@@ -295,7 +181,6 @@ pub async fn run(
                 sink.set_verified(verified);
             }
             _ = sleep_until(retry_at), if retry_at.is_some() => {}
-            _ = sleep_until(drain_deadline), if drain_deadline.is_some() => {}
         }
     }
     checker.abort();
@@ -608,132 +493,16 @@ fn is_permanent(code: Option<RDKafkaErrorCode>) -> bool {
     )
 }
 
-/// Checks class topics at startup, periodically, and whenever the classes change (a config
-/// reload); publishes the topics that are fit to ship to.
-async fn check_topics(
-    admin: AdminClient<KafkaContext>,
-    mut classes: watch::Receiver<Classes>,
-    config: KafkaConfig,
-    health: Arc<KafkaHealth>,
-    metrics: OutputHandles,
-    verified_tx: watch::Sender<Arc<BTreeSet<String>>>,
-) {
-    let create = config.create_topics.then_some(&config.topic_settings);
-    let mut last: Option<(Vec<Requirement>, BTreeMap<String, String>)> = None;
-    let mut classes_open = true;
-    loop {
-        let requirements = requirements(
-            &classes.borrow_and_update(),
-            config.dead_letter_topic.as_deref(),
-        );
-        let retry_soon =
-            match topics::check(&admin, &requirements, create, Duration::from_secs(10)).await {
-                Ok(refused) => {
-                    let verdict = (requirements.clone(), refused.clone());
-                    if last.as_ref() != Some(&verdict) {
-                        for (topic, reason) in &refused {
-                            tracing::error!(topic, reason, "refusing to ship to this topic");
-                        }
-                        if refused.is_empty() {
-                            tracing::info!(
-                                topics = requirements.len(),
-                                "class topics verified on the broker"
-                            );
-                        }
-                        for req in &requirements {
-                            metrics.topic_refused(&req.topic, refused.contains_key(&req.topic));
-                        }
-                        let verified: BTreeSet<String> = requirements
-                            .iter()
-                            .filter(|r| !refused.contains_key(&r.topic))
-                            .map(|r| r.topic.clone())
-                            .collect();
-                        let _ = verified_tx.send(Arc::new(verified));
-                        health.update(|h| {
-                            h.topics_checked = true;
-                            h.refused = refused.clone();
-                        });
-                        last = Some(verdict);
-                    }
-                    metrics.broker_up(true);
-                    health.update(|h| h.connected = true);
-                    !refused.is_empty()
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot check class topics on the broker; retrying");
-                    metrics.broker_up(false);
-                    health.update(|h| h.connected = false);
-                    true
-                }
-            };
-        let wait = if retry_soon {
-            config.topic_check_interval.min(Duration::from_secs(10))
-        } else {
-            config.topic_check_interval
-        };
-        // Sleep in short steps so that a broker lost in the meantime (seen by the client) is
-        // checked again soon, and a config reload is checked at once.
-        let deadline = Instant::now() + wait;
-        loop {
-            let step = deadline
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_secs(5));
-            let mut reloaded = false;
-            tokio::select! {
-                _ = tokio::time::sleep(step) => {}
-                changed = classes.changed(), if classes_open => {
-                    classes_open = changed.is_ok();
-                    reloaded = changed.is_ok();
-                }
-            }
-            if reloaded || Instant::now() >= deadline || !health.snapshot().connected {
-                break;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ack::{Ack, Progress};
-    use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, RetentionTag};
+    use crate::envelope::testing::record;
     use crate::metrics::Metrics;
 
     fn item(ack: Ack) -> Item {
-        let origin = LineOrigin {
-            file: "f",
-            identity: 1,
-            stream: None,
-            offset: 0,
-            time: None,
-        };
-        let format: Arc<str> = Arc::from("immuta");
-        let record = Record::build(
-            EnvelopeParts {
-                origin: &origin,
-                line: b"{}",
-                format: &format,
-                record_type: "spark",
-                time: None,
-                retention: RetentionTag {
-                    class: Arc::from("forever"),
-                    days: None,
-                    topic: Arc::from("audit"),
-                    expires_at: None,
-                },
-                kubernetes: None,
-                pod_uid: None,
-                prefix: "",
-                record: "{}",
-                suffix: "",
-                read_time: chrono::Utc::now(),
-            },
-            KeyStrategy::Id,
-            ack,
-        );
         Item {
-            record,
+            record: record("spark", 0, ack),
             dead_letter: None,
             stuck: false,
             attempts: 0,
@@ -748,7 +517,8 @@ mod tests {
             ..KafkaConfig::default()
         };
         let metrics = Metrics::new().outputs.for_output("kafka");
-        let output = start(&config, metrics.clone()).unwrap();
+        let (_classes_tx, classes) = watch::channel(Vec::new());
+        let output = build(&config, metrics.clone(), classes).unwrap();
         Sink::new(output.producer, config, output.health, metrics)
     }
 

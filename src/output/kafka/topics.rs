@@ -8,13 +8,18 @@
 //! right settings when `create_topics` is on, and refused otherwise.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::types::RDKafkaErrorCode;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
-use super::CreateTopics;
+use super::health::{KafkaContext, KafkaHealth};
+use super::{CreateTopics, KafkaConfig};
+use crate::metrics::OutputHandles;
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -205,6 +210,119 @@ async fn describe<C: ClientContext + 'static>(
             })
         })
         .collect())
+}
+
+/// The (topic, days) of every retention class; `None` days = forever.
+pub type Classes = Vec<(String, Option<u32>)>;
+
+/// What the broker must provide: each class topic's retention, and the dead-letter topic's
+/// (the longest of all, since it holds records of every class).
+fn requirements(classes: &Classes, dead_letter_topic: Option<&str>) -> Vec<Requirement> {
+    let mut requirements: Vec<Requirement> = Vec::new();
+    for (topic, days) in classes {
+        if !requirements.iter().any(|r| &r.topic == topic) {
+            requirements.push(Requirement {
+                topic: topic.clone(),
+                days: *days,
+            });
+        }
+    }
+    if let Some(dlq) = dead_letter_topic {
+        let days = if classes.iter().any(|(_, d)| d.is_none()) {
+            None
+        } else {
+            classes.iter().filter_map(|(_, d)| *d).max()
+        };
+        requirements.push(Requirement {
+            topic: dlq.to_owned(),
+            days,
+        });
+    }
+    requirements
+}
+
+/// Checks class topics at startup, periodically, and whenever the classes change (a config
+/// reload); publishes the topics that are fit to ship to.
+pub(super) async fn check_topics(
+    admin: AdminClient<KafkaContext>,
+    mut classes: watch::Receiver<Classes>,
+    config: KafkaConfig,
+    health: Arc<KafkaHealth>,
+    metrics: OutputHandles,
+    verified_tx: watch::Sender<Arc<BTreeSet<String>>>,
+) {
+    let create = config.create_topics.then_some(&config.topic_settings);
+    let mut last: Option<(Vec<Requirement>, BTreeMap<String, String>)> = None;
+    let mut classes_open = true;
+    loop {
+        let requirements = requirements(
+            &classes.borrow_and_update(),
+            config.dead_letter_topic.as_deref(),
+        );
+        let retry_soon = match check(&admin, &requirements, create, Duration::from_secs(10)).await {
+            Ok(refused) => {
+                let verdict = (requirements.clone(), refused.clone());
+                if last.as_ref() != Some(&verdict) {
+                    for (topic, reason) in &refused {
+                        tracing::error!(topic, reason, "refusing to ship to this topic");
+                    }
+                    if refused.is_empty() {
+                        tracing::info!(
+                            topics = requirements.len(),
+                            "class topics verified on the broker"
+                        );
+                    }
+                    for req in &requirements {
+                        metrics.topic_refused(&req.topic, refused.contains_key(&req.topic));
+                    }
+                    let verified: BTreeSet<String> = requirements
+                        .iter()
+                        .filter(|r| !refused.contains_key(&r.topic))
+                        .map(|r| r.topic.clone())
+                        .collect();
+                    let _ = verified_tx.send(Arc::new(verified));
+                    health.update(|h| {
+                        h.topics_checked = true;
+                        h.refused = refused.clone();
+                    });
+                    last = Some(verdict);
+                }
+                metrics.broker_up(true);
+                health.update(|h| h.connected = true);
+                !refused.is_empty()
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check class topics on the broker; retrying");
+                metrics.broker_up(false);
+                health.update(|h| h.connected = false);
+                true
+            }
+        };
+        let wait = if retry_soon {
+            config.topic_check_interval.min(Duration::from_secs(10))
+        } else {
+            config.topic_check_interval
+        };
+        // Sleep in short steps so that a broker lost in the meantime (seen by the client) is
+        // checked again soon, and a config reload is checked at once.
+        let deadline = Instant::now() + wait;
+        loop {
+            let step = deadline
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(5));
+            let mut reloaded = false;
+            tokio::select! {
+                _ = tokio::time::sleep(step) => {}
+                changed = classes.changed(), if classes_open => {
+                    classes_open = changed.is_ok();
+                    reloaded = changed.is_ok();
+                }
+            }
+            if reloaded || Instant::now() >= deadline || !health.snapshot().connected {
+                break;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
