@@ -7,31 +7,27 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 
-use crate::ack::Ack;
 use crate::config::Config;
 use crate::enrich::{self, Enrichment};
 use crate::line::{Stats, StreamInfo};
 use crate::pipeline::Processor;
-use crate::source::{fingerprint, fingerprint_head, read_head, LineReader};
+use crate::source::{fingerprint, fingerprint_head, read_head, StreamReader};
 
 /// Why `check` could not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
-    #[error("cannot read input {path}: {source}")]
+    #[error("cannot read input {path}")]
     Input {
         path: String,
         #[source]
         source: io::Error,
     },
-    #[error("cannot write output: {0}")]
+    #[error("cannot write output")]
     Output(#[source] io::Error),
 }
 
 /// Reads `input` (a path, or `-` for stdin) once, writes every record it would ship to `out`
 /// as one JSON line each, and returns the counts.
-///
-/// Pod metadata comes from the Downward API (environment and `enrich.podinfo_dir`) and the
-/// input's path; `check` never contacts the Kubernetes API.
 pub fn check(
     config: &Config,
     processor: &Processor,
@@ -42,7 +38,7 @@ pub fn check(
         path: input.to_owned(),
         source,
     };
-    let (mut reader, identity): (Box<dyn Read>, u64) = if input == "-" {
+    let (mut src, identity): (Box<dyn Read>, u64) = if input == "-" {
         // Identified by its first line, as a file is, so that a file piped in gives the same
         // record ids as the file read by path.
         let mut stdin = io::stdin().lock();
@@ -54,50 +50,47 @@ pub fn check(
         let identity = fingerprint(&mut file).map_err(input_error)?.unwrap_or(0);
         (Box::new(file), identity)
     };
-    let mut stream = StreamInfo::new(input, identity);
-    let enrichment = Enrichment::new(config.enrich.clone());
+    let mut info = StreamInfo::new(input, identity);
     if config.enrich.kubernetes != enrich::Mode::Off {
+        let enrichment = Enrichment::new(config.enrich.clone());
         let env = |name: &str| std::env::var(name).ok();
         enrichment.set_downward(enrich::downward(&env, &config.enrich.podinfo_dir));
         let path = (input != "-").then(|| Path::new(input));
         let meta = enrichment.for_stream(path, config.source.container.as_deref());
-        stream.kubernetes = meta.json;
-        stream.pod_uid = meta.pod_uid;
+        info.kubernetes = meta.json;
+        info.pod_uid = meta.pod_uid;
     }
-    let mut lines = LineReader::new(config.source.format, config.source.max_line_bytes, 0);
+    let mut reader = StreamReader::new(
+        config.source.format,
+        config.source.max_line_bytes,
+        0,
+        info,
+        None,
+    );
     let mut stats = Stats::default();
+    let mut records = Vec::new();
     let mut buf = Vec::with_capacity(64 * 1024);
-    let mut write_error = None;
     loop {
-        let n = lines.fill(&mut reader).map_err(input_error)?;
+        let n = reader.fill(&mut src).map_err(input_error)?;
         stats.bytes += n as u64;
         let at_end = n == 0;
         if at_end {
             // A last line without `\n` is complete once the input ends.
-            lines.finish_input();
+            reader.finish_input();
         }
-        lines.drain(|framed, _| {
-            if let Some(record) = processor.process(framed, &stream, &mut stats, |_, _| Ack::none())
-            {
-                record.write_json_line(&mut buf);
-            }
-        });
+        reader.process(processor, &mut stats, &mut records);
+        for record in records.drain(..) {
+            record.write_json_line(&mut buf);
+        }
         if buf.len() >= 32 * 1024 || at_end {
-            if let Err(e) = out.write_all(&buf) {
-                write_error = Some(e);
-                break;
-            }
+            out.write_all(&buf).map_err(CheckError::Output)?;
             buf.clear();
         }
         if at_end {
             break;
         }
     }
-    if let Some(e) = write_error {
-        return Err(CheckError::Output(e));
-    }
     out.flush().map_err(CheckError::Output)?;
-    stats.malformed = lines.framer.malformed;
-    stats.incomplete = lines.framer.pending();
+    stats.incomplete = reader.incomplete();
     Ok(stats)
 }

@@ -26,3 +26,20 @@ pub mod retention;
 pub mod run;
 pub mod source;
 pub mod yaml;
+
+/// An error and its causes, each printed once: `cannot read input x.log: No such file or
+/// directory`. Errors here keep their cause as `source`, never in their own message.
+pub fn report(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let message = e.to_string();
+        // A transparent wrapper shows its source's message as its own.
+        if !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = e.source();
+    }
+    text
+}

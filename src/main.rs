@@ -5,10 +5,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
-use auditrail::check;
+use auditrail::check::{self, CheckError};
 use auditrail::config::{Config, Purpose};
 use auditrail::pipeline::Processor;
+use auditrail::report;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -72,19 +72,19 @@ fn init_logging() {
     }
 }
 
-fn usage_error(message: impl std::fmt::Display) -> ExitCode {
-    eprintln!("auditrail: {message}");
-    ExitCode::from(USAGE)
+fn fail(code: u8, error: &dyn std::error::Error) -> ExitCode {
+    eprintln!("auditrail: {}", report(error));
+    ExitCode::from(code)
 }
 
 fn check(config_path: &Path, input: &str) -> ExitCode {
     let config = match Config::load(config_path, Purpose::Check) {
         Ok(c) => c,
-        Err(e) => return usage_error(e),
+        Err(e) => return fail(USAGE, &e),
     };
     let processor = match Processor::new(&config) {
         Ok(p) => p,
-        Err(e) => return usage_error(e),
+        Err(e) => return fail(USAGE, &e),
     };
     let mut out = std::io::stdout().lock();
     match check::check(&config, &processor, input, &mut out) {
@@ -93,11 +93,8 @@ fn check(config_path: &Path, input: &str) -> ExitCode {
             let _ = writeln!(std::io::stderr(), "{summary}");
             ExitCode::SUCCESS
         }
-        Err(e @ check::CheckError::Input { .. }) => usage_error(e),
-        Err(e) => {
-            eprintln!("auditrail: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e @ CheckError::Input { .. }) => fail(USAGE, &e),
+        Err(e) => fail(1, &e),
     }
 }
 
@@ -120,25 +117,21 @@ fn validate(config_path: &Path) -> ExitCode {
 fn run(config_path: &Path) -> ExitCode {
     let config = match Config::load(config_path, Purpose::Run) {
         Ok(c) => c,
-        Err(e) => return usage_error(e),
+        Err(e) => return fail(USAGE, &e),
     };
-    let result = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .context("cannot start the async runtime")
-        .and_then(|rt| {
-            rt.block_on(auditrail::run::run(config, config_path.to_path_buf()))
-                .map_err(anyhow::Error::from)
-        });
-    match result {
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(1, &e),
+    };
+    match runtime.block_on(auditrail::run::run(config, config_path.to_path_buf())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "auditrail stopped");
-            match e.downcast_ref::<auditrail::run::RunError>() {
-                Some(e) if e.is_usage() => ExitCode::from(USAGE),
-                _ => ExitCode::FAILURE,
-            }
+            tracing::error!(error = report(&e), "auditrail stopped");
+            ExitCode::from(if e.is_usage() { USAGE } else { 1 })
         }
     }
 }

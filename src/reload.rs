@@ -11,12 +11,42 @@
 //! are reported, not applied.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use notify::Watcher;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, ConfigError, Purpose};
+use crate::enrich::Enrichment;
+use crate::metrics::Metrics;
+use crate::output::Classes;
+use crate::pipeline::{Processor, SharedProcessor};
+
+/// What a reload changes in the running service.
+pub struct Targets {
+    /// The per-line stages the sources use.
+    pub processor: SharedProcessor,
+    /// The retention classes the outputs check topics for.
+    pub classes: watch::Sender<Classes>,
+    pub metrics: Arc<Metrics>,
+    pub enrichment: Arc<Enrichment>,
+}
+
+/// Starts following `path` for changes to `current`; stops when the task is aborted.
+pub fn start(current: Config, path: PathBuf, targets: Targets) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(apply_changes(current, path, targets))
+}
+
+/// The (topic, days) of every retention class of `config`, for the outputs.
+pub fn classes_of(config: &Config) -> Classes {
+    config
+        .retention
+        .classes
+        .values()
+        .map(|c| (c.topic.clone(), c.days))
+        .collect()
+}
 
 /// The sections of `new` that differ from `old` and only take effect after a restart.
 pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
@@ -133,6 +163,64 @@ pub async fn watch(path: PathBuf, tx: mpsc::Sender<()>) {
         if tx.send(()).await.is_err() {
             return;
         }
+    }
+}
+
+/// Applies config changes as they come: validated first, the per-record stages swapped in
+/// between two read turns, restart-only changes reported.
+async fn apply_changes(mut current: Config, path: PathBuf, targets: Targets) {
+    let Targets {
+        processor,
+        classes,
+        metrics,
+        enrichment,
+    } = targets;
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(watch(path.clone(), tx));
+    let reloads = &metrics.process.reloads;
+    while rx.recv().await.is_some() {
+        let new = match load(&path) {
+            Ok(new) => new,
+            Err(e) => {
+                reloads.with_label_values(&["failure"]).inc();
+                tracing::error!(problems = ?e.problems(), "new config refused; the running config stays");
+                continue;
+            }
+        };
+        let restart = needs_restart(&current, &new);
+        if !stages_changed(&current, &new) && restart.is_empty() {
+            continue;
+        }
+        if !restart.is_empty() {
+            tracing::warn!(sections = ?restart, "config changes that need a restart were not applied");
+        }
+        if stages_changed(&current, &new) {
+            let next = apply(&current, &new);
+            match Processor::new(&next) {
+                Ok(p) => {
+                    let p = Arc::new(p.with_metrics(Arc::clone(&metrics)));
+                    *processor.write().unwrap_or_else(|e| e.into_inner()) = p;
+                }
+                Err(e) => {
+                    reloads.with_label_values(&["failure"]).inc();
+                    tracing::error!(error = %e, "new config refused; the running config stays");
+                    continue;
+                }
+            }
+            if next.enrich != current.enrich {
+                enrichment.set_config(next.enrich.clone());
+            }
+            current = next;
+            let _ = classes.send(classes_of(&current));
+            tracing::info!(
+                detectors = ?current.audit.formats,
+                rules = current.audit.rules.len(),
+                types_include = ?current.types.include,
+                types_exclude = ?current.types.exclude,
+                "config reloaded"
+            );
+        }
+        reloads.with_label_values(&["success"]).inc();
     }
 }
 

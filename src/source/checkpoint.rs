@@ -1,24 +1,23 @@
-//! Checkpoints: the read position of every file, saved so that a restart resumes where it
-//! stopped.
+//! Checkpoints of the file source: the read position of every file, saved so that a restart
+//! resumes where it stopped.
 //!
 //! One JSON file, `checkpoints.json` in `source.checkpoint_dir`, with a version tag:
-//! `{"version":1,"files":[{"fingerprint":"…","path":"…","offset":123,"updated":"…"}]}`.
-//! It is written to a temporary file, fsynced, and renamed over the old one (then the
-//! directory is fsynced), so a crash leaves either the old or the new file, never a torn one.
+//! `{"version":1,"files":[{"fingerprint":"…","path":"…","offset":123,"updated":"…"}]}`,
+//! written through [`StateFile`] (atomic and durable).
 //!
 //! The saved offset of a file is [`Progress::committed`]: only lines whose records every
 //! output confirmed are behind it. Entries of files that are gone are kept for a day, so a
 //! file found again (a glob that also matches rotated names) is not read twice.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::store::{CheckpointError, StateFile};
+use super::Checkpoint;
 use crate::ack::Progress;
 
 /// The checkpoint format version this build writes and reads.
@@ -56,74 +55,36 @@ struct Slot {
 /// All checkpoints: those loaded at startup and those of the files being read.
 #[derive(Debug)]
 pub struct Checkpoints {
-    dir: PathBuf,
+    file: StateFile,
     slots: Mutex<HashMap<u64, Slot>>,
-    /// One save at a time: two writers of the temporary file would rename each other's away.
-    saving: Mutex<()>,
-}
-
-/// Why checkpoints could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("checkpoint directory {dir}: {source}")]
-    Io {
-        dir: PathBuf,
-        #[source]
-        source: io::Error,
-    },
 }
 
 impl Checkpoints {
-    /// Loads the checkpoints in `dir`, creating the directory if needed. An unreadable or
-    /// corrupt checkpoint file is moved aside with a warning: re-reading files may repeat
-    /// records (with the same ids) but never loses them.
+    /// Loads the checkpoints in `dir`, creating the directory if needed.
     pub fn load(dir: &Path) -> Result<Arc<Checkpoints>, CheckpointError> {
-        let io_err = |source| CheckpointError::Io {
-            dir: dir.to_path_buf(),
-            source,
-        };
-        fs::create_dir_all(dir).map_err(io_err)?;
-        let path = dir.join(FILE_NAME);
+        let file = StateFile::open(dir, FILE_NAME)?;
         let mut slots = HashMap::new();
-        match fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<CheckpointFile>(&bytes) {
-                Ok(file) if file.version == VERSION => {
-                    for e in file.files {
-                        let Ok(fp) = u64::from_str_radix(&e.fingerprint, 16) else {
-                            continue;
-                        };
-                        slots.insert(
-                            fp,
-                            Slot {
-                                path: e.path,
-                                offset: e.offset,
-                                updated: e.updated,
-                                progress: None,
-                                watched: false,
-                            },
-                        );
-                    }
-                }
-                Ok(file) => {
-                    tracing::warn!(version = file.version, path = %path.display(), "checkpoint file has an unknown version; starting without checkpoints");
-                    set_aside(&path);
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, path = %path.display(), "checkpoint file is corrupt; it is kept as checkpoints.json.corrupt and files are read from their start");
-                    set_aside(&path);
-                }
-            },
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(e)),
+        for e in file
+            .load::<CheckpointFile>(VERSION)?
+            .map_or_else(Vec::new, |f| f.files)
+        {
+            let Ok(fp) = u64::from_str_radix(&e.fingerprint, 16) else {
+                continue;
+            };
+            slots.insert(
+                fp,
+                Slot {
+                    path: e.path,
+                    offset: e.offset,
+                    updated: e.updated,
+                    progress: None,
+                    watched: false,
+                },
+            );
         }
-        // Fail now, not at the first save, when the directory is not writable.
-        let probe = dir.join(".write-test");
-        File::create(&probe).map_err(io_err)?;
-        let _ = fs::remove_file(&probe);
         Ok(Arc::new(Checkpoints {
-            dir: dir.to_path_buf(),
+            file,
             slots: Mutex::new(slots),
-            saving: Mutex::new(()),
         }))
     }
 
@@ -163,9 +124,11 @@ impl Checkpoints {
             slot.watched = false;
         }
     }
+}
 
+impl Checkpoint for Checkpoints {
     /// Records handed to outputs and not yet confirmed, over every file.
-    pub fn in_flight(&self) -> usize {
+    fn in_flight(&self) -> usize {
         self.lock()
             .values()
             .filter_map(|s| s.progress.as_ref())
@@ -174,8 +137,7 @@ impl Checkpoints {
     }
 
     /// Writes every checkpoint, atomically.
-    pub fn save(&self) -> Result<(), CheckpointError> {
-        let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
+    fn save(&self) -> Result<(), CheckpointError> {
         let now = Utc::now();
         let files = {
             let mut slots = self.lock();
@@ -206,37 +168,17 @@ impl Checkpoints {
             files.sort_by(|a, b| a.path.cmp(&b.path).then(a.fingerprint.cmp(&b.fingerprint)));
             files
         };
-        let body = serde_json::to_vec_pretty(&CheckpointFile {
+        self.file.save(&CheckpointFile {
             version: VERSION,
             files,
         })
-        .map_err(|e| self.io(io::Error::other(e)))?;
-        let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
-        let write = || -> io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            fs::rename(&tmp, self.dir.join(FILE_NAME))?;
-            // The rename is durable once the directory is.
-            File::open(&self.dir)?.sync_all()
-        };
-        write().map_err(|e| self.io(e))
     }
-
-    fn io(&self, source: io::Error) -> CheckpointError {
-        CheckpointError::Io {
-            dir: self.dir.clone(),
-            source,
-        }
-    }
-}
-
-fn set_aside(path: &Path) {
-    let _ = fs::rename(path, path.with_extension("json.corrupt"));
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     #[test]

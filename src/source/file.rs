@@ -16,21 +16,19 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use notify::Watcher;
-use tokio::sync::mpsc;
 
 use super::checkpoint::Checkpoints;
-use super::{fingerprint, Format, LineReader, ReadFrom, SourceConfig, SourceError, Telemetry};
+use super::identity::fingerprint;
+use super::stream::StreamReader;
+use super::{Context, ReadFrom, SourceConfig};
 use crate::ack::Progress;
-use crate::enrich::Enrichment;
 use crate::envelope::Record;
 use crate::line::{Stats, StreamInfo};
-use crate::pipeline::SharedProcessor;
 
 /// Records per batch sent to the outputs.
 const BATCH_RECORDS: usize = 256;
@@ -45,9 +43,8 @@ struct Watched {
     dev_ino: (u64, u64),
     /// `None` until the file has a complete first line.
     fingerprint: Option<u64>,
-    reader: LineReader,
-    progress: Option<Arc<Progress>>,
-    stream: StreamInfo,
+    /// `None` until the file is identified and positioned.
+    reader: Option<StreamReader>,
     /// Found at the first scan (so `read_from` applies to it).
     at_startup: bool,
     /// Read again from 0 after a truncation: its old checkpoint must not be used.
@@ -59,35 +56,31 @@ struct Watched {
     meta_version: Option<u64>,
 }
 
+impl Watched {
+    /// How far the file has been read (0 before it is positioned).
+    fn position(&self) -> u64 {
+        self.reader.as_ref().map_or(0, StreamReader::position)
+    }
+}
+
 /// Follows the configured files; see the module documentation.
-pub struct FileTailer {
+pub(super) struct FileTailer {
     config: SourceConfig,
     exclude: Vec<glob::Pattern>,
-    processor: SharedProcessor,
     checkpoints: Arc<Checkpoints>,
-    out: mpsc::Sender<Vec<Record>>,
-    stop: Arc<AtomicBool>,
-    stats: Arc<Mutex<Stats>>,
+    context: Context,
     watched: Vec<Watched>,
     batch: Vec<Record>,
     local: Stats,
     runtime: tokio::runtime::Handle,
-    telemetry: Telemetry,
-    enrichment: Arc<Enrichment>,
 }
 
 impl FileTailer {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(super) fn new(
         config: SourceConfig,
-        processor: SharedProcessor,
         checkpoints: Arc<Checkpoints>,
-        out: mpsc::Sender<Vec<Record>>,
-        stop: Arc<AtomicBool>,
-        stats: Arc<Mutex<Stats>>,
+        context: Context,
         runtime: tokio::runtime::Handle,
-        telemetry: Telemetry,
-        enrichment: Arc<Enrichment>,
     ) -> FileTailer {
         let exclude = config
             .exclude
@@ -97,28 +90,23 @@ impl FileTailer {
         FileTailer {
             config,
             exclude,
-            processor,
             checkpoints,
-            out,
-            stop,
-            stats,
+            context,
             watched: Vec::new(),
             batch: Vec::with_capacity(BATCH_RECORDS),
             local: Stats::default(),
             runtime,
-            telemetry,
-            enrichment,
         }
     }
 
     /// Follows the files until `stop` is set. Returns when stopped; the sender is dropped on
     /// return, which lets the outputs drain and finish.
-    pub fn run(mut self) -> Result<(), SourceError> {
+    pub(super) fn run(mut self) {
         let (wake_tx, wake_rx) = std_mpsc::sync_channel::<()>(1);
         let _watcher = self.watch_events(wake_tx);
         self.scan(true);
         let mut last_scan = Instant::now();
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.context.stopping() {
             if last_scan.elapsed() >= self.config.scan_interval {
                 self.scan(false);
                 last_scan = Instant::now();
@@ -126,7 +114,7 @@ impl FileTailer {
             let mut progressed = false;
             for i in 0..self.watched.len() {
                 progressed |= self.read_turn(i);
-                if self.stop.load(Ordering::Relaxed) {
+                if self.context.stopping() {
                     break;
                 }
             }
@@ -144,25 +132,29 @@ impl FileTailer {
         }
         self.flush_batch();
         self.publish(true);
-        Ok(())
     }
 
     /// Brings the shared stats, the metrics and the health up to date (at most once a second
     /// unless `now`): the hot path only counts in a local struct.
     fn publish(&mut self, now: bool) {
-        if !self.telemetry.publish_counts(&self.local, &self.stats, now) {
+        let context = &mut self.context;
+        if !context
+            .telemetry
+            .publish_counts(&self.local, &context.stats, now)
+        {
             return;
         }
-        let t = &self.telemetry;
+        let t = &context.telemetry;
         let src = &t.metrics.source;
         // Lag: what the files hold beyond what is acknowledged, and the oldest wait.
         let mut lag_bytes = 0u64;
         let mut oldest = Duration::ZERO;
         for w in &self.watched {
             let len = w.file.metadata().map(|m| m.len()).unwrap_or(0);
-            let committed = w.progress.as_ref().map_or(0, |p| p.committed());
+            let progress = w.reader.as_ref().and_then(StreamReader::progress);
+            let committed = progress.map_or(0, |p| p.committed());
             lag_bytes += len.saturating_sub(committed);
-            if let Some(wait) = w.progress.as_ref().and_then(|p| p.oldest_wait()) {
+            if let Some(wait) = progress.and_then(|p| p.oldest_wait()) {
                 oldest = oldest.max(wait);
             }
         }
@@ -239,9 +231,8 @@ impl FileTailer {
                         w.path = path;
                     }
                     w.rotated_at = None;
-                    let read = w.reader.offset() + w.reader.buffered() as u64;
-                    if len < read || first_line_changed(w) {
-                        truncate(w, &self.checkpoints, &mut self.local, self.config.format);
+                    if len < w.position() || first_line_changed(w) {
+                        truncate(w, &self.checkpoints, &mut self.local);
                     }
                 }
                 None => {
@@ -258,13 +249,11 @@ impl FileTailer {
                 Ok(file) => {
                     tracing::info!(path = %path.display(), "watching file");
                     self.watched.push(Watched {
-                        stream: StreamInfo::new(path.display().to_string(), 0),
                         path,
                         file,
                         dev_ino,
                         fingerprint: None,
-                        reader: LineReader::new(self.config.format, self.config.max_line_bytes, 0),
-                        progress: None,
+                        reader: None,
                         at_startup: startup,
                         truncated: false,
                         rotated_at: None,
@@ -279,35 +268,40 @@ impl FileTailer {
 
     /// Reads one turn of file `i`. Returns whether any byte was read.
     fn read_turn(&mut self, i: usize) -> bool {
-        if self.watched[i].progress.is_none() && !self.start_file(i) {
+        if self.watched[i].reader.is_none() && !self.start_file(i) {
             return false;
         }
         // A copy-truncate must be noticed before reading, not only at the next scan: reading
         // on from the old position would skip the start of the new content, or ship it twice.
         let w = &mut self.watched[i];
         if let Ok(meta) = w.file.metadata() {
-            let position = w.reader.offset() + w.reader.buffered() as u64;
-            let len = meta.len();
+            let (position, len) = (w.position(), meta.len());
             if len < position || (len > position && first_line_changed(w)) {
-                truncate(w, &self.checkpoints, &mut self.local, self.config.format);
+                truncate(w, &self.checkpoints, &mut self.local);
                 if !self.start_file(i) {
                     return false;
                 }
             }
         }
         // Pod metadata: built once per file and enrichment version, spliced into each record.
-        let version = self.enrichment.version();
+        let version = self.context.enrichment.version();
         let w = &mut self.watched[i];
+        let Some(reader) = w.reader.as_mut() else {
+            return false;
+        };
         if w.meta_version != Some(version) {
-            let meta = self.enrichment.for_stream(Some(&w.path), None);
-            w.stream.kubernetes = meta.json;
-            w.stream.pod_uid = meta.pod_uid;
+            let meta = self.context.enrichment.for_stream(Some(&w.path), None);
+            reader.info.kubernetes = meta.json;
+            reader.info.pod_uid = meta.pod_uid;
             w.meta_version = Some(meta.version);
         }
         let mut read = 0u64;
-        while read < TURN_BYTES && !self.stop.load(Ordering::Relaxed) {
+        while read < TURN_BYTES && !self.context.stopping() {
             let w = &mut self.watched[i];
-            let n = match w.reader.fill(&mut w.file) {
+            let Some(reader) = w.reader.as_mut() else {
+                break;
+            };
+            let n = match reader.fill(&mut w.file) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) => {
@@ -318,22 +312,9 @@ impl FileTailer {
             read += n as u64;
             w.last_data = Instant::now();
             self.local.bytes += n as u64;
-            let Some(progress) = w.progress.clone() else {
-                break;
-            };
             // The processor in force for this turn; a reload takes effect at the next one.
-            let processor = Arc::clone(&self.processor.read().unwrap_or_else(|e| e.into_inner()));
-            let (stats, batch) = (&mut self.local, &mut self.batch);
-            let stream = &w.stream;
-            w.reader.drain(|framed, _| {
-                if let Some(record) = processor.process(framed, stream, stats, |offset, outputs| {
-                    progress.register(offset, outputs)
-                }) {
-                    batch.push(record);
-                }
-            });
-            progress.set_read(w.reader.offset(), w.reader.floor());
-            self.local.malformed += std::mem::take(&mut w.reader.framer.malformed);
+            let processor = self.context.processor();
+            reader.process(&processor, &mut self.local, &mut self.batch);
             if self.batch.len() >= BATCH_RECORDS {
                 self.flush_batch();
             }
@@ -378,11 +359,16 @@ impl FileTailer {
             tracing::info!(path = %w.path.display(), offset, "resuming from checkpoint");
         }
         w.fingerprint = Some(fp);
-        w.stream.identity = fp;
-        w.reader = LineReader::new(self.config.format, self.config.max_line_bytes, offset);
         let progress = Progress::new(offset);
         self.checkpoints.watch(fp, &w.path, Arc::clone(&progress));
-        w.progress = Some(progress);
+        w.reader = Some(StreamReader::new(
+            self.config.format,
+            self.config.max_line_bytes,
+            offset,
+            StreamInfo::new(w.path.display().to_string(), fp),
+            Some(progress),
+        ));
+        w.meta_version = None;
         true
     }
 
@@ -393,24 +379,7 @@ impl FileTailer {
             return;
         }
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_RECORDS));
-        let out = self.out.clone();
-        let stop = Arc::clone(&self.stop);
-        let health = Arc::clone(&self.telemetry.health);
-        self.runtime.block_on(async move {
-            loop {
-                // Waiting for the outputs is not a stall: the loop is alive.
-                health.beat();
-                match tokio::time::timeout(Duration::from_millis(200), out.reserve()).await {
-                    Ok(Ok(permit)) => {
-                        permit.send(batch);
-                        return;
-                    }
-                    Ok(Err(_)) => return,
-                    Err(_) if stop.load(Ordering::Relaxed) => return,
-                    Err(_) => {}
-                }
-            }
-        });
+        self.runtime.block_on(self.context.send(batch));
     }
 
     /// Closes rotated files that have been read to their end and stayed quiet.
@@ -426,8 +395,7 @@ impl FileTailer {
             if !quiet {
                 return true;
             }
-            stats.malformed += w.reader.framer.malformed;
-            let pending = w.reader.framer.pending();
+            let pending = w.reader.as_ref().map_or(0, StreamReader::incomplete);
             if pending > 0 {
                 tracing::warn!(path = %w.path.display(), pending, "rotated file ended inside a partial line");
                 stats.incomplete += pending;
@@ -465,15 +433,14 @@ fn first_line_changed(w: &mut Watched) -> bool {
     }
 }
 
-fn truncate(w: &mut Watched, checkpoints: &Checkpoints, stats: &mut Stats, format: Format) {
+fn truncate(w: &mut Watched, checkpoints: &Checkpoints, stats: &mut Stats) {
     tracing::warn!(path = %w.path.display(), "file truncated; reading it again from the start");
     stats.truncations += 1;
     if let Some(fp) = w.fingerprint.take() {
         checkpoints.unwatch(fp);
     }
-    w.progress = None;
+    w.reader = None;
     w.truncated = true;
-    w.reader.reset(format);
     let _ = w.file.seek(SeekFrom::Start(0));
 }
 

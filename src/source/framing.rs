@@ -27,6 +27,10 @@ pub enum Format {
     Raw,
     #[default]
     Auto,
+    /// `<RFC3339Nano> <text>`: the Kubernetes API's `pods/log` with `timestamps=true`. Not a
+    /// `source.format` value: `source.kind: kubernetes` uses it.
+    #[serde(skip)]
+    Timestamped,
 }
 
 /// A partial line being joined for one stream.
@@ -87,6 +91,7 @@ impl Framer {
         match self.format {
             Format::Cri => self.cri(physical, offset),
             Format::Docker => self.docker(physical, offset),
+            Format::Timestamped => self.timestamped(physical, offset),
             Format::Raw | Format::Auto => self.raw(physical, offset),
         }
     }
@@ -103,13 +108,27 @@ impl Framer {
         })
     }
 
+    fn timestamped<'a>(&mut self, physical: &'a [u8], offset: u64) -> Framed<'a> {
+        let Some((time, text)) = split_timestamp(physical) else {
+            self.malformed += 1;
+            return self.raw(physical, offset);
+        };
+        if text.len() > self.max_line_bytes {
+            return Framed::Oversize { offset };
+        }
+        Framed::Line(Line {
+            text,
+            stream: None,
+            time: Some(time),
+            offset,
+        })
+    }
+
     fn cri<'a>(&'a mut self, physical: &'a [u8], offset: u64) -> Framed<'a> {
         let Some((time, stream, full, text)) = split_cri(physical) else {
             self.malformed += 1;
             return self.raw(physical, offset);
         };
-        // The timestamp is ASCII by construction of `split_cri`.
-        let time = std::str::from_utf8(time).unwrap_or_default();
         self.join(stream, full, text, time, offset)
     }
 
@@ -232,19 +251,21 @@ fn append(p: &mut Partial, text: &[u8], time: &str, offset: u64, max: usize) {
     p.buf.extend_from_slice(text);
 }
 
-/// Splits a CRI line into (timestamp, stream, is-full, text).
-fn split_cri(line: &[u8]) -> Option<(&[u8], Stream, bool, &[u8])> {
-    let sp1 = memchr::memchr(b' ', line)?;
-    let time = &line[..sp1];
-    // A cheap shape check: `2021-08-09T16:02:45.387977000Z` or with an offset.
-    if time.len() < 20
-        || time.get(4) != Some(&b'-')
-        || time.get(10) != Some(&b'T')
-        || !time.is_ascii()
-    {
+/// Splits `<timestamp> <rest>`, when the first word has the shape of an RFC 3339 timestamp
+/// (`2021-08-09T16:02:45.387977000Z`, or with an offset): a cheap check, not a parse.
+fn split_timestamp(line: &[u8]) -> Option<(&str, &[u8])> {
+    let sp = memchr::memchr(b' ', line)?;
+    let time = &line[..sp];
+    if time.len() < 20 || time.get(4) != Some(&b'-') || time.get(10) != Some(&b'T') {
         return None;
     }
-    let rest = &line[sp1 + 1..];
+    let time = std::str::from_utf8(time).ok().filter(|t| t.is_ascii())?;
+    Some((time, &line[sp + 1..]))
+}
+
+/// Splits a CRI line into (timestamp, stream, is-full, text).
+fn split_cri(line: &[u8]) -> Option<(&str, Stream, bool, &[u8])> {
+    let (time, rest) = split_timestamp(line)?;
     let sp2 = memchr::memchr(b' ', rest)?;
     let stream = Stream::parse(&rest[..sp2])?;
     let rest = &rest[sp2 + 1..];
@@ -373,6 +394,29 @@ mod tests {
                 "-@4000:{\"log\": broken",
             ]
         );
+    }
+
+    #[test]
+    fn kubernetes_api_lines_carry_their_timestamp() {
+        assert_eq!(
+            run(
+                Format::Timestamped,
+                100,
+                &[
+                    "2026-11-23T12:00:00.123456789Z {\"a\": 1}",
+                    "2026-11-23T12:00:00.123456789Z ",
+                    "no timestamp here",
+                ]
+            ),
+            vec!["-@0:{\"a\": 1}", "-@1000:", "-@2000:no timestamp here"]
+        );
+        let mut f = Framer::new(Format::Timestamped, 100);
+        let Framed::Line(line) = f.frame(b"2026-11-23T12:00:00.5Z x", 0) else {
+            panic!("not a line")
+        };
+        assert_eq!(line.time, Some("2026-11-23T12:00:00.5Z"));
+        f.frame(b"garbage", 1);
+        assert_eq!(f.malformed, 1);
     }
 
     #[test]

@@ -16,8 +16,8 @@
 //! `auditrail_source_gaps_total` with a warning, never hidden.
 
 use std::collections::VecDeque;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,14 +26,14 @@ use futures_util::AsyncReadExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, LogParams};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 
-use super::{LineReader, ReadFrom, SourceConfig, SourceError, Telemetry};
+use super::framing::Format;
+use super::store::{CheckpointError, StateFile};
+use super::stream::StreamReader;
+use super::{Checkpoint, Context, ReadFrom, SourceConfig, SourceError};
 use crate::ack::Progress;
-use crate::enrich::Enrichment;
 use crate::envelope::Record;
-use crate::line::{Framed, Line, Stats, StreamInfo};
-use crate::pipeline::SharedProcessor;
+use crate::line::{Line, Stats, StreamInfo};
 
 /// A line's place in the container's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -69,7 +69,7 @@ struct CheckpointFile {
 /// The acknowledged position of the log, saved to `kubernetes-<ns>_<pod>_<container>.json`.
 #[derive(Debug)]
 pub struct LogCheckpoint {
-    path: PathBuf,
+    file: StateFile,
     key: (String, String, String),
     progress: Arc<Progress>,
     state: Mutex<CheckpointState>,
@@ -77,11 +77,14 @@ pub struct LogCheckpoint {
 
 #[derive(Debug, Default)]
 struct CheckpointState {
-    /// Lines read, in order: (sequence number, position).
+    /// Lines read, in order: (offset in the stream of every connection's bytes, position).
     read: VecDeque<(u64, Position)>,
     /// The last saved position.
     saved: Option<Position>,
 }
+
+/// The version of the checkpoint format this build writes and reads.
+const VERSION: u32 = 1;
 
 impl LogCheckpoint {
     /// Loads the checkpoint of this container's log, if any.
@@ -90,24 +93,16 @@ impl LogCheckpoint {
         namespace: &str,
         pod: &str,
         container: &str,
-    ) -> Result<Arc<LogCheckpoint>, SourceError> {
-        std::fs::create_dir_all(dir).map_err(|source| SourceError::Checkpoint {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = dir.join(format!("kubernetes-{namespace}_{pod}_{container}.json"));
-        let saved = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<CheckpointFile>(&bytes) {
-                Ok(f) if f.version == 1 => f.position,
-                _ => {
-                    tracing::warn!(path = %path.display(), "unreadable checkpoint; following the log from its start");
-                    None
-                }
-            },
-            Err(_) => None,
-        };
+    ) -> Result<Arc<LogCheckpoint>, CheckpointError> {
+        let file = StateFile::open(
+            dir,
+            &format!("kubernetes-{namespace}_{pod}_{container}.json"),
+        )?;
+        let saved = file
+            .load::<CheckpointFile>(VERSION)?
+            .and_then(|f| f.position);
         Ok(Arc::new(LogCheckpoint {
-            path,
+            file,
             key: (namespace.into(), pod.into(), container.into()),
             progress: Progress::new(0),
             state: Mutex::new(CheckpointState {
@@ -121,73 +116,93 @@ impl LogCheckpoint {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).saved
     }
 
-    /// Writes the acknowledged position (temporary file, fsync, rename).
-    pub fn save(&self) -> Result<(), SourceError> {
+    /// The line at `offset` is at `position`.
+    fn read(&self, offset: u64, position: Position) {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read
+            .push_back((offset, position));
+    }
+}
+
+impl Checkpoint for LogCheckpoint {
+    /// Writes the acknowledged position.
+    fn save(&self) -> Result<(), CheckpointError> {
         let committed = self.progress.committed();
         let position = {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            while s.read.front().is_some_and(|(seq, _)| *seq < committed) {
-                let (_, position) = s.read.pop_front().unwrap_or((
-                    0,
-                    Position {
-                        time: DateTime::UNIX_EPOCH,
-                        nth: 0,
-                    },
-                ));
+            // A line that starts before the committed offset ends at or before it.
+            while let Some(&(offset, position)) = s.read.front() {
+                if offset >= committed {
+                    break;
+                }
+                s.read.pop_front();
                 s.saved = Some(position);
             }
             s.saved
         };
         let (namespace, pod, container) = self.key.clone();
-        let body = serde_json::to_vec_pretty(&CheckpointFile {
-            version: 1,
+        self.file.save(&CheckpointFile {
+            version: VERSION,
             namespace,
             pod,
             container,
             position,
         })
-        .map_err(|e| self.error(std::io::Error::other(e)))?;
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)
-        };
-        write().map_err(|e| self.error(e))
     }
 
-    fn error(&self, source: std::io::Error) -> SourceError {
-        SourceError::Checkpoint {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    fn read(&self, seq: u64, position: Position) {
-        self.state
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .read
-            .push_back((seq, position));
+    fn in_flight(&self) -> usize {
+        self.progress.in_flight()
     }
 }
 
+/// Finds the pod and container to follow, loads the checkpoint and starts following the log
+/// as a task.
+pub(super) fn start(
+    config: &SourceConfig,
+    context: Context,
+    client: Option<kube::Client>,
+) -> Result<(tokio::task::JoinHandle<()>, Arc<LogCheckpoint>), SourceError> {
+    let client = client.ok_or(SourceError::NoKubernetes)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let (namespace, pod) = match (&config.namespace, &config.pod) {
+        (Some(ns), Some(pod)) => (ns.clone(), pod.clone()),
+        (ns, pod) => {
+            let (own_ns, own_pod) =
+                crate::enrich::api::own_pod(&client, &env).ok_or(SourceError::NoKubernetes)?;
+            (ns.clone().unwrap_or(own_ns), pod.clone().unwrap_or(own_pod))
+        }
+    };
+    let container = config.container.clone().unwrap_or_default();
+    let checkpoint = LogCheckpoint::load(&config.checkpoint_dir, &namespace, &pod, &container)?;
+    tracing::info!(
+        namespace,
+        pod,
+        container,
+        "following the container log through the Kubernetes API"
+    );
+    let source = KubernetesLogSource {
+        config: config.clone(),
+        client,
+        namespace,
+        pod,
+        container,
+        checkpoint: Arc::clone(&checkpoint),
+        context,
+    };
+    Ok((tokio::spawn(source.run()), checkpoint))
+}
+
 /// Follows one container's log; see the module documentation.
-pub struct KubernetesLogSource {
-    pub config: SourceConfig,
-    pub client: kube::Client,
-    pub namespace: String,
-    pub pod: String,
-    pub container: String,
-    pub processor: SharedProcessor,
-    pub checkpoint: Arc<LogCheckpoint>,
-    pub out: mpsc::Sender<Vec<Record>>,
-    pub stop: Arc<AtomicBool>,
-    pub stats: Arc<Mutex<Stats>>,
-    pub telemetry: Telemetry,
-    pub enrichment: Arc<Enrichment>,
+struct KubernetesLogSource {
+    config: SourceConfig,
+    client: kube::Client,
+    namespace: String,
+    pod: String,
+    container: String,
+    checkpoint: Arc<LogCheckpoint>,
+    context: Context,
 }
 
 /// Records per batch sent to the outputs.
@@ -195,21 +210,20 @@ const BATCH_RECORDS: usize = 256;
 
 impl KubernetesLogSource {
     /// Follows the log until `stop` is set.
-    pub async fn run(mut self) -> Result<(), SourceError> {
+    async fn run(mut self) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut local = Stats::default();
-        let mut seq: u64 = 0;
         // Where to resume: the checkpoint at first, then the last line read.
         let mut resume = self.checkpoint.saved();
         let mut first_connect = true;
         let mut backoff = Duration::from_millis(500);
         let file = format!("k8s://{}/{}/{}", self.namespace, self.pod, self.container);
         let progress = Arc::clone(&self.checkpoint.progress);
-        let mut meta_version = None;
-        let mut stream_info =
-            StreamInfo::new(file.clone(), xxhash_rust::xxh3::xxh3_64(file.as_bytes()));
+        let info = StreamInfo::new(file.clone(), xxhash_rust::xxh3::xxh3_64(file.as_bytes()));
+        // Offsets count every connection's bytes, one after the other, so they only grow.
+        let mut base: u64 = 0;
 
-        while !self.stop.load(Ordering::Relaxed) {
+        while !self.stopping() {
             let mut params = LogParams {
                 container: Some(self.container.clone()),
                 follow: true,
@@ -225,41 +239,52 @@ impl KubernetesLogSource {
                 }
                 None => {}
             }
-            let reader = match pods.log_stream(&self.pod, &params).await {
+            let stream = match pods.log_stream(&self.pod, &params).await {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(error = %e, pod = %self.pod, container = %self.container, "cannot open the log stream; retrying");
-                    self.telemetry.metrics.source.reconnects.inc();
-                    self.telemetry.health.set(
+                    let telemetry = &mut self.context.telemetry;
+                    telemetry.metrics.source.reconnects.inc();
+                    telemetry.health.set(
                         "source",
                         vec![format!(
                             "source: cannot open the log of {}/{}: {e}",
                             self.pod, self.container
                         )],
                     );
-                    self.telemetry.publish_counts(&local, &self.stats, false);
+                    telemetry.publish_counts(&local, &self.context.stats, false);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                     continue;
                 }
             };
-            self.telemetry.health.set("source", Vec::new());
+            self.context.telemetry.health.set("source", Vec::new());
             if !first_connect {
-                self.telemetry.metrics.source.reconnects.inc();
+                self.context.telemetry.metrics.source.reconnects.inc();
             }
             first_connect = false;
-            let mut reader = std::pin::pin!(reader);
-            let mut lines = LineReader::new(super::Format::Raw, self.config.max_line_bytes, 0);
+            let mut stream = std::pin::pin!(stream);
+            let mut reader = StreamReader::new(
+                Format::Timestamped,
+                self.config.max_line_bytes,
+                base,
+                info.clone(),
+                Some(Arc::clone(&progress)),
+            );
+            let mut meta_version = None;
             let mut chunk = vec![0u8; 64 * 1024];
-            let mut checked_gap = resume.is_none();
-            let mut last: Option<Position> = None;
+            let mut gate = Gate {
+                resume,
+                checked_gap: resume.is_none(),
+                last: None,
+            };
             let mut batch: Vec<Record> = Vec::with_capacity(BATCH_RECORDS);
             loop {
                 let n = tokio::select! {
-                    n = reader.read(&mut chunk) => n,
+                    n = stream.read(&mut chunk) => n,
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {
-                        self.telemetry.publish_counts(&local, &self.stats, false);
-                        if self.stop.load(Ordering::Relaxed) { break; }
+                        self.context.telemetry.publish_counts(&local, &self.context.stats, false);
+                        if self.stopping() { break; }
                         continue;
                     }
                 };
@@ -273,110 +298,92 @@ impl KubernetesLogSource {
                 };
                 backoff = Duration::from_millis(500);
                 local.bytes += n as u64;
-                let version = self.enrichment.version();
+                let version = self.context.enrichment.version();
                 if meta_version != Some(version) {
-                    let meta = self.enrichment.for_stream(None, Some(&self.container));
-                    stream_info.kubernetes = meta.json;
-                    stream_info.pod_uid = meta.pod_uid;
+                    let meta = self
+                        .context
+                        .enrichment
+                        .for_stream(None, Some(&self.container));
+                    reader.info.kubernetes = meta.json;
+                    reader.info.pod_uid = meta.pod_uid;
                     meta_version = Some(meta.version);
                 }
-                let processor =
-                    Arc::clone(&self.processor.read().unwrap_or_else(|e| e.into_inner()));
+                let processor = self.context.processor();
                 let mut slice = &chunk[..n];
                 while !slice.is_empty() {
-                    if lines.fill(&mut slice).is_err() {
+                    if reader.fill(&mut slice).is_err() {
                         break;
                     }
-                    lines.drain(|framed, _| {
-                        let Framed::Line(line) = framed else {
-                            // Oversize: counted, and its position is unknown (no timestamp read).
-                            processor.process(framed, &stream_info, &mut local, |_, _| crate::ack::Ack::none());
-                            return;
-                        };
-                        let Some((time_text, text)) = split_timestamp(line.text) else {
-                            local.malformed += 1;
-                            let raw = Framed::Line(line);
-                            if let Some(r) = processor.process(raw, &stream_info, &mut local, |_, _| crate::ack::Ack::none()) {
-                                // No position to checkpoint: ship it, but it cannot hold the checkpoint.
-                                batch.push(r);
-                            }
-                            return;
-                        };
-                        let Some(time) = parse_time(time_text) else {
-                            local.malformed += 1;
-                            return;
-                        };
-                        let position = Position::next(last, time);
-                        last = Some(position);
-                        if let Some(r) = resume {
-                            if !checked_gap {
-                                checked_gap = true;
-                                if time.timestamp() > r.time.timestamp() {
-                                    self.telemetry.metrics.source.gaps.inc();
-                                    tracing::warn!(
-                                        checkpoint = %r.time.to_rfc3339_opts(SecondsFormat::Nanos, true),
-                                        resumed_at = %time.to_rfc3339_opts(SecondsFormat::Nanos, true),
-                                        "lines between the checkpoint and the first line the API still serves cannot be read again (rotated away or the container restarted)"
-                                    );
-                                }
-                            }
-                            if position <= r {
-                                return; // already handled before
-                            }
-                        }
-                        let this = seq;
-                        seq += 1;
-                        self.checkpoint.read(this, position);
-                        let line = Line {
-                            text,
-                            stream: None,
-                            time: std::str::from_utf8(time_text).ok(),
-                            offset: this,
-                        };
-                        if let Some(record) = processor.process(Framed::Line(line), &stream_info, &mut local, |_, outputs| {
-                            progress.register(this, outputs)
-                        }) {
-                            batch.push(record);
-                        }
-                        progress.set_read(seq, None);
+                    reader.process_admitted(&processor, &mut local, &mut batch, |line| {
+                        gate.admit(line, &self.checkpoint, &self.context)
                     });
                 }
                 // Replayed lines (up to the old resume position) must not move it back.
-                resume = resume.max(last);
+                resume = resume.max(gate.last);
                 if !batch.is_empty() {
                     let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_RECORDS));
-                    if !self.send(full).await {
-                        return Ok(());
+                    if !self.context.send(full).await {
+                        return;
                     }
                 }
-                self.telemetry.publish_counts(&local, &self.stats, false);
-                if self.stop.load(Ordering::Relaxed) {
+                self.context
+                    .telemetry
+                    .publish_counts(&local, &self.context.stats, false);
+                if self.stopping() {
                     break;
                 }
             }
-            if !self.stop.load(Ordering::Relaxed) {
+            base = reader.position();
+            if !self.stopping() {
                 tracing::info!(pod = %self.pod, container = %self.container, resume = ?resume, "log stream ended; reconnecting");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-        self.telemetry.publish_counts(&local, &self.stats, true);
-        Ok(())
+        self.context
+            .telemetry
+            .publish_counts(&local, &self.context.stats, true);
     }
 
-    /// Sends a batch, waiting while the outputs are busy (backpressure); false when stopping.
-    async fn send(&self, batch: Vec<Record>) -> bool {
-        loop {
-            self.telemetry.health.beat();
-            match tokio::time::timeout(Duration::from_millis(200), self.out.reserve()).await {
-                Ok(Ok(permit)) => {
-                    permit.send(batch);
-                    return true;
+    fn stopping(&self) -> bool {
+        self.context.stop.load(Ordering::Relaxed)
+    }
+}
+
+/// Which lines of a connection are new: those after the resume position. It also gives each
+/// line its position and notices a gap after a resume.
+struct Gate {
+    resume: Option<Position>,
+    checked_gap: bool,
+    last: Option<Position>,
+}
+
+impl Gate {
+    fn admit(&mut self, line: &Line<'_>, checkpoint: &LogCheckpoint, context: &Context) -> bool {
+        // Without a timestamp the line has no position: it is shipped, and its offset still
+        // holds the checkpoint until it is confirmed.
+        let Some(time) = line.time.and_then(parse_time) else {
+            return true;
+        };
+        let position = Position::next(self.last, time);
+        self.last = Some(position);
+        if let Some(r) = self.resume {
+            if !self.checked_gap {
+                self.checked_gap = true;
+                if time.timestamp() > r.time.timestamp() {
+                    context.telemetry.metrics.source.gaps.inc();
+                    tracing::warn!(
+                        checkpoint = %r.time.to_rfc3339_opts(SecondsFormat::Nanos, true),
+                        resumed_at = %time.to_rfc3339_opts(SecondsFormat::Nanos, true),
+                        "lines between the checkpoint and the first line the API still serves cannot be read again (rotated away or the container restarted)"
+                    );
                 }
-                Ok(Err(_)) => return false,
-                Err(_) if self.stop.load(Ordering::Relaxed) => return false,
-                Err(_) => {}
+            }
+            if position <= r {
+                return false; // already handled before
             }
         }
+        checkpoint.read(line.offset, position);
+        true
     }
 }
 
@@ -384,14 +391,7 @@ fn to_jiff(seconds: i64) -> Option<k8s_openapi::jiff::Timestamp> {
     k8s_openapi::jiff::Timestamp::from_second(seconds).ok()
 }
 
-/// Splits `<timestamp> <text>`.
-fn split_timestamp(line: &[u8]) -> Option<(&[u8], &[u8])> {
-    let space = memchr::memchr(b' ', line)?;
-    Some((&line[..space], &line[space + 1..]))
-}
-
-fn parse_time(text: &[u8]) -> Option<DateTime<Utc>> {
-    let text = std::str::from_utf8(text).ok()?;
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.with_timezone(&Utc))
@@ -412,9 +412,9 @@ mod tests {
     }
 
     #[test]
-    fn lines_split_into_timestamp_and_text() {
-        let (ts, text) = split_timestamp(b"2026-11-23T12:00:00.123456789Z {\"a\": 1}").unwrap();
-        assert_eq!(parse_time(ts).unwrap().timestamp_subsec_nanos(), 123456789);
-        assert_eq!(text, b"{\"a\": 1}");
+    fn timestamps_parse_to_the_nanosecond() {
+        let t = parse_time("2026-11-23T12:00:00.123456789Z").unwrap();
+        assert_eq!(t.timestamp_subsec_nanos(), 123456789);
+        assert_eq!(parse_time("yesterday"), None);
     }
 }

@@ -13,9 +13,11 @@
 //! partial_chunks`, and `records = filtered_out + acked + in_flight` for each output (a record
 //! is never dropped, so nothing else is possible).
 
+mod health;
+mod server;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +28,8 @@ use prometheus::{
 use serde::Deserialize;
 
 use crate::problem::Problem;
+pub use health::Health;
+pub use server::{start, ListenError};
 
 /// Distinct record types that get their own label value; the rest count as `other`.
 pub const MAX_TYPE_LABELS: usize = 100;
@@ -442,127 +446,6 @@ impl Metrics {
     }
 }
 
-// === health ===
-
-/// What `/healthz` and `/readyz` report; updated by the parts of the service.
-#[derive(Default)]
-pub struct Health {
-    /// Unix seconds of the reading loop's last turn.
-    pub heartbeat: AtomicI64,
-    state: Mutex<HealthState>,
-}
-
-#[derive(Default, Clone)]
-struct HealthState {
-    /// Reasons, keyed by the part that reports them; empty when that part is ready.
-    reasons: HashMap<&'static str, Vec<String>>,
-}
-
-impl Health {
-    pub fn new() -> Arc<Health> {
-        let h = Health::default();
-        h.beat();
-        Arc::new(h)
-    }
-
-    /// The reading loop is alive.
-    pub fn beat(&self) {
-        self.heartbeat
-            .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
-    }
-
-    /// Sets the readiness problems of one part (`source`, `kafka`, `backlog`); empty = ready.
-    pub fn set(&self, part: &'static str, reasons: Vec<String>) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.reasons.insert(part, reasons);
-    }
-
-    /// `Ok` when ready, else every reason.
-    pub fn readiness(&self) -> Result<(), Vec<String>> {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut reasons: Vec<String> = s.reasons.values().flatten().cloned().collect();
-        reasons.sort();
-        if reasons.is_empty() {
-            Ok(())
-        } else {
-            Err(reasons)
-        }
-    }
-
-    /// `Ok` while the reading loop turned within `stall`.
-    pub fn liveness(&self, stall: Duration) -> Result<(), String> {
-        let age = chrono::Utc::now().timestamp() - self.heartbeat.load(Ordering::Relaxed);
-        if age > stall.as_secs() as i64 {
-            Err(format!("the reading loop has not turned for {age} s"))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-/// Serves `/metrics`, `/healthz` and `/readyz` until the task is dropped.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-    stall: Duration,
-) -> std::io::Result<()> {
-    use axum::http::{header, StatusCode};
-    use axum::response::IntoResponse;
-    use axum::routing::get;
-
-    let m = Arc::clone(&metrics);
-    let live = Arc::clone(&health);
-    let ready = health;
-    let app = axum::Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let m = Arc::clone(&m);
-                async move {
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        m.encode(),
-                    )
-                }
-            }),
-        )
-        .route(
-            "/healthz",
-            get(move || {
-                let h = Arc::clone(&live);
-                async move {
-                    match h.liveness(stall) {
-                        Ok(()) => (StatusCode::OK, "ok\n".to_string()).into_response(),
-                        Err(why) => {
-                            (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
-                        }
-                    }
-                }
-            }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let h = Arc::clone(&ready);
-                async move {
-                    match h.readiness() {
-                        Ok(()) => (StatusCode::OK, "ready\n".to_string()).into_response(),
-                        Err(why) => (
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            format!("not ready:\n{}\n", why.join("\n")),
-                        )
-                            .into_response(),
-                    }
-                }
-            }),
-        );
-    axum::serve(listener, app).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -602,20 +485,5 @@ mod tests {
             .count();
         assert_eq!(series, MAX_TYPE_LABELS + 1, "the cap plus `other`");
         assert!(text.contains("type=\"other\"} 50"));
-    }
-
-    #[test]
-    fn readiness_lists_every_reason() {
-        let h = Health::new();
-        assert!(h.readiness().is_ok());
-        h.set("kafka", vec!["broker unreachable".into()]);
-        h.set("backlog", vec!["backlog too large".into()]);
-        assert_eq!(h.readiness().unwrap_err().len(), 2);
-        h.set("kafka", vec![]);
-        assert_eq!(
-            h.readiness().unwrap_err(),
-            vec!["backlog too large".to_string()]
-        );
-        assert!(h.liveness(Duration::from_secs(60)).is_ok());
     }
 }

@@ -27,6 +27,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::problem::Problem;
 
+pub mod api;
+mod downward;
+mod path;
+
+pub use downward::{downward, follow_downward, ENV_POD_NAME, ENV_POD_NAMESPACE};
+use path::from_path;
+
 /// `enrich.kubernetes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,117 +187,6 @@ struct KubernetesObject<'a> {
     owner: Option<&'a Owner>,
 }
 
-// === the Downward API ===
-
-/// The Downward API environment variables.
-pub const ENV_POD_NAME: &str = "POD_NAME";
-pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
-pub const ENV_POD_UID: &str = "POD_UID";
-pub const ENV_NODE_NAME: &str = "NODE_NAME";
-pub const ENV_POD_IP: &str = "POD_IP";
-
-/// Reads the Downward API: `env` looks a variable up (the process environment in production,
-/// a map in tests), `dir` holds the `labels` and `annotations` files.
-pub fn downward(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> PodInfo {
-    let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
-    PodInfo {
-        namespace: var(ENV_POD_NAMESPACE),
-        pod: var(ENV_POD_NAME),
-        pod_uid: var(ENV_POD_UID),
-        node: var(ENV_NODE_NAME),
-        pod_ip: var(ENV_POD_IP),
-        labels: read_key_values(&dir.join("labels")),
-        annotations: read_key_values(&dir.join("annotations")),
-        owner: None,
-    }
-}
-
-fn read_key_values(path: &Path) -> BTreeMap<String, String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse_key_values(&text),
-        Err(_) => BTreeMap::new(),
-    }
-}
-
-/// Parses a Downward API file: one `key="value"` per line, the value a Go-quoted string.
-/// A line that does not parse is skipped.
-pub fn parse_key_values(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|line| {
-            let (key, value) = line.split_once('=')?;
-            Some((key.trim().to_owned(), unquote(value.trim())?))
-        })
-        .collect()
-}
-
-/// Undoes Go's `strconv.Quote` for the escapes it produces in these files.
-fn unquote(s: &str) -> Option<String> {
-    let inner = s.strip_prefix('"')?.strip_suffix('"')?;
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        if c != '\\' {
-            out.push(c);
-            continue;
-        }
-        match chars.next()? {
-            'n' => out.push('\n'),
-            't' => out.push('\t'),
-            'r' => out.push('\r'),
-            '\\' => out.push('\\'),
-            '"' => out.push('"'),
-            'u' => {
-                let hex: String = chars.by_ref().take(4).collect();
-                out.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
-            }
-            other => {
-                out.push('\\');
-                out.push(other);
-            }
-        }
-    }
-    Some(out)
-}
-
-// === the log path ===
-
-/// What a kubelet log path tells: `/var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log`
-/// (or a path under a directory named like the pod's, as the Helm chart mounts it), or just
-/// `<container>/<n>.log` below a directory that is not.
-pub fn from_path(path: &Path) -> (PodInfo, Option<String>) {
-    let parts: Vec<&str> = path
-        .components()
-        .filter_map(|c| c.as_os_str().to_str())
-        .collect();
-    let mut info = PodInfo::default();
-    if parts.len() < 2 {
-        return (info, None);
-    }
-    // The kubelet names a container's logs `<restart count>.log` (and `.log.<timestamp>` once
-    // rotated); any other file is a shared file that says nothing about containers.
-    let file = parts[parts.len() - 1];
-    let kubelet_name = file
-        .split_once(".log")
-        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    if !kubelet_name {
-        return (info, None);
-    }
-    let container = parts[parts.len() - 2].to_owned();
-    if parts.len() >= 3 {
-        let pod_dir = parts[parts.len() - 3];
-        // Namespaces and pod names cannot contain `_`; the uid is 36 characters.
-        let fields: Vec<&str> = pod_dir.split('_').collect();
-        if let [namespace, pod, uid] = fields[..] {
-            if uid.len() == 36 && uid.chars().filter(|c| *c == '-').count() == 4 {
-                info.namespace = Some(namespace.to_owned());
-                info.pod = Some(pod.to_owned());
-                info.pod_uid = Some(uid.to_owned());
-            }
-        }
-    }
-    (info, Some(container))
-}
-
 // === the shared state ===
 
 /// The pod metadata in force; sources read it per stream and cache its serialisation by
@@ -425,59 +321,88 @@ impl Enrichment {
     }
 }
 
-/// Reads the Downward API now and then every `refresh_interval`, so label changes are seen
-/// without a restart. Runs until dropped.
-pub async fn follow_downward(enrichment: Arc<Enrichment>) {
-    let config = enrichment.config();
-    let dir = config.podinfo_dir.clone();
-    let env = |name: &str| std::env::var(name).ok();
-    let mut tick = tokio::time::interval(config.refresh_interval);
-    loop {
-        tick.tick().await;
-        let info = downward(&env, &dir);
-        if enrichment.set_downward(info) {
-            tracing::info!(dir = %dir.display(), "pod metadata from the Downward API changed");
+// === start ===
+
+/// Enrichment as `run` starts it: the shared state, the Kubernetes API client (also used by
+/// `source.kind: kubernetes`), and the tasks that keep the metadata current.
+pub struct Enricher {
+    pub enrichment: Arc<Enrichment>,
+    pub client: Option<kube::Client>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Enricher {
+    /// Stops following the pod's metadata.
+    pub fn stop(self) {
+        for task in self.tasks {
+            task.abort();
         }
     }
 }
 
-pub mod api;
+/// Starts following the pod's metadata as `enrich.kubernetes` asks: the Downward API, the
+/// Kubernetes API (when a client can be built: in a cluster, or with a kubeconfig), or both.
+/// `needs_client`: another part (the Kubernetes log source) needs the API client whatever the
+/// mode. Outside Kubernetes this warns once and records carry no `kubernetes` object.
+pub async fn start(config: &EnrichConfig, needs_client: bool) -> Enricher {
+    let enrichment = Enrichment::new(config.clone());
+    let mode = config.kubernetes;
+    let mut tasks = Vec::new();
+    let env = |name: &str| std::env::var(name).ok();
+    if matches!(mode, Mode::Auto | Mode::Downward) {
+        enrichment.set_downward(downward(&env, &config.podinfo_dir));
+        tasks.push(tokio::spawn(follow_downward(Arc::clone(&enrichment))));
+    }
+    let uses_api = matches!(mode, Mode::Auto | Mode::Api);
+    let client = if uses_api || needs_client {
+        match kube::Client::try_default().await {
+            Ok(client) => Some(client),
+            Err(e) if mode == Mode::Api || needs_client => {
+                tracing::warn!(error = %e, "no Kubernetes API client (not in a cluster, no kubeconfig)");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no Kubernetes API client; using the Downward API only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let (Some(client), true) = (&client, uses_api) {
+        match api::own_pod(client, &env) {
+            Some((namespace, name)) => tasks.push(tokio::spawn(api::follow_pod(
+                client.clone(),
+                namespace,
+                name,
+                Arc::clone(&enrichment),
+            ))),
+            None => tracing::warn!(
+                "cannot tell which pod this is (set POD_NAME through the Downward API)"
+            ),
+        }
+    }
+    if mode != Mode::Off {
+        // Give the API a moment, then say so once if nothing at all is known.
+        let e = Arc::clone(&enrichment);
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if !e.is_known() {
+                tracing::warn!("no pod metadata (Downward API variables and files absent, Kubernetes API unreachable): records carry no kubernetes object except what log paths tell");
+            }
+        }));
+    }
+    Enricher {
+        enrichment,
+        client,
+        tasks,
+    }
+}
 
 #[cfg(test)]
 mod tests {
+    use super::downward::ENV_NODE_NAME;
     use super::*;
-
-    #[test]
-    fn downward_files_are_go_quoted_key_values() {
-        let text = "app=\"shop\"\napp.kubernetes.io/name=\"shop-api\"\nnote=\"a \\\"b\\\"\\nc\"\nbroken line\n";
-        let kv = parse_key_values(text);
-        assert_eq!(kv["app"], "shop");
-        assert_eq!(kv["app.kubernetes.io/name"], "shop-api");
-        assert_eq!(kv["note"], "a \"b\"\nc");
-        assert_eq!(kv.len(), 3);
-    }
-
-    #[test]
-    fn the_kubelet_path_tells_namespace_pod_uid_and_container() {
-        let (info, container) = from_path(Path::new(
-            "/var/log/pods/shop_api-7d9f_0b1c2d3e-1111-2222-3333-444455556666/app/0.log",
-        ));
-        assert_eq!(info.namespace.as_deref(), Some("shop"));
-        assert_eq!(info.pod.as_deref(), Some("api-7d9f"));
-        assert_eq!(
-            info.pod_uid.as_deref(),
-            Some("0b1c2d3e-1111-2222-3333-444455556666")
-        );
-        assert_eq!(container.as_deref(), Some("app"));
-        let (info, container) = from_path(Path::new("/var/log/pod/app/0.log.20261123-120000"));
-        assert!(info.is_empty());
-        assert_eq!(container.as_deref(), Some("app"));
-        let (info, container) = from_path(Path::new("/data/shared/app.log"));
-        assert!(
-            info.is_empty() && container.is_none(),
-            "a shared file tells nothing"
-        );
-    }
 
     #[test]
     fn metadata_is_merged_selected_and_serialised_once() {

@@ -1,0 +1,83 @@
+//! What `/healthz` and `/readyz` report: the reading loop's heartbeat (liveness) and every
+//! part's reasons not to be ready (readiness), updated by the parts themselves.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What `/healthz` and `/readyz` report; updated by the parts of the service.
+#[derive(Default)]
+pub struct Health {
+    /// Unix seconds of the reading loop's last turn.
+    pub heartbeat: AtomicI64,
+    state: Mutex<HealthState>,
+}
+
+#[derive(Default, Clone)]
+struct HealthState {
+    /// Reasons, keyed by the part that reports them; empty when that part is ready.
+    reasons: HashMap<&'static str, Vec<String>>,
+}
+
+impl Health {
+    pub fn new() -> Arc<Health> {
+        let h = Health::default();
+        h.beat();
+        Arc::new(h)
+    }
+
+    /// The reading loop is alive.
+    pub fn beat(&self) {
+        self.heartbeat
+            .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+    }
+
+    /// Sets the readiness problems of one part (`source`, `kafka`, `backlog`); empty = ready.
+    pub fn set(&self, part: &'static str, reasons: Vec<String>) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.reasons.insert(part, reasons);
+    }
+
+    /// `Ok` when ready, else every reason.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reasons: Vec<String> = s.reasons.values().flatten().cloned().collect();
+        reasons.sort();
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
+    }
+
+    /// `Ok` while the reading loop turned within `stall`.
+    pub fn liveness(&self, stall: Duration) -> Result<(), String> {
+        let age = chrono::Utc::now().timestamp() - self.heartbeat.load(Ordering::Relaxed);
+        if age > stall.as_secs() as i64 {
+            Err(format!("the reading loop has not turned for {age} s"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_lists_every_reason() {
+        let h = Health::new();
+        assert!(h.readiness().is_ok());
+        h.set("kafka", vec!["broker unreachable".into()]);
+        h.set("backlog", vec!["backlog too large".into()]);
+        assert_eq!(h.readiness().unwrap_err().len(), 2);
+        h.set("kafka", vec![]);
+        assert_eq!(
+            h.readiness().unwrap_err(),
+            vec!["backlog too large".to_string()]
+        );
+        assert!(h.liveness(Duration::from_secs(60)).is_ok());
+    }
+}

@@ -1,0 +1,110 @@
+//! The HTTP server on `metrics.listen`: `/metrics` (Prometheus text format), `/healthz`
+//! (liveness) and `/readyz` (readiness, with the reasons when not ready).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::{Health, Metrics, MetricsConfig};
+
+/// The metrics address cannot be listened on.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot serve metrics on {listen}")]
+pub struct ListenError {
+    listen: String,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Listens on `metrics.listen` (unless it is turned off) and serves until the task is
+/// aborted.
+pub async fn start(
+    config: &MetricsConfig,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<Option<JoinHandle<std::io::Result<()>>>, ListenError> {
+    let Some(listen) = &config.listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ListenError {
+            listen: listen.clone(),
+            source,
+        })?;
+    let bound = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| listen.clone());
+    tracing::info!(listen = %bound, "serving /metrics, /healthz and /readyz");
+    Ok(Some(tokio::spawn(serve(
+        listener,
+        metrics,
+        health,
+        config.stall_timeout,
+    ))))
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` until the task is dropped.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    stall: Duration,
+) -> std::io::Result<()> {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    let m = Arc::clone(&metrics);
+    let live = Arc::clone(&health);
+    let ready = health;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let m = Arc::clone(&m);
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let h = Arc::clone(&live);
+                async move {
+                    match h.liveness(stall) {
+                        Ok(()) => (StatusCode::OK, "ok\n".to_string()).into_response(),
+                        Err(why) => {
+                            (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")).into_response()
+                        }
+                    }
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let h = Arc::clone(&ready);
+                async move {
+                    match h.readiness() {
+                        Ok(()) => (StatusCode::OK, "ready\n".to_string()).into_response(),
+                        Err(why) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("not ready:\n{}\n", why.join("\n")),
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        );
+    axum::serve(listener, app).await
+}
