@@ -50,7 +50,7 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The YAML does not fit the schema (the message from serde_yaml names the path, line and column).
+    /// The YAML does not fit the schema (the message names the YAML path, line and column).
     #[error("config {path}: {message}")]
     Syntax { path: PathBuf, message: String },
     /// The YAML fits the schema but its values do not make sense together.
@@ -107,7 +107,7 @@ impl Config {
         let config: Config = if text.trim().is_empty() || is_only_comments(text) {
             Config::default()
         } else {
-            serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+            crate::yaml::from_str(text).map_err(|e| ConfigError::Syntax {
                 path: PathBuf::from("<text>"),
                 message: e.to_string(),
             })?

@@ -237,7 +237,7 @@ classes:
 types:
   forever: [blobFetch, sqlQuery, events.all]
 "#;
-        let config: RetentionConfig = serde_yaml::from_str(yaml).unwrap();
+        let config: RetentionConfig = crate::yaml::from_str(yaml).unwrap();
         let mut problems = Vec::new();
         config.validate("retention", &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
@@ -267,14 +267,14 @@ types:
 
     #[test]
     fn days_is_required() {
-        let err = serde_yaml::from_str::<RetentionConfig>("classes: {a: {topic: t}}\ndefault: a")
+        let err = crate::yaml::from_str::<RetentionConfig>("classes: {a: {topic: t}}\ndefault: a")
             .unwrap_err();
         assert!(err.to_string().contains("missing field `days`"), "{err}");
     }
 
     #[test]
     fn one_topic_cannot_carry_two_retentions() {
-        let config: RetentionConfig = serde_yaml::from_str(
+        let config: RetentionConfig = crate::yaml::from_str(
             "default: a\nclasses: {a: {days: 1, topic: t}, b: {days: 2, topic: t}}",
         )
         .unwrap();

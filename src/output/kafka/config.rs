@@ -216,7 +216,7 @@ mod tests {
     use super::*;
 
     fn problems(yaml: &str) -> Vec<String> {
-        let c: KafkaConfig = serde_yaml::from_str(yaml).unwrap();
+        let c: KafkaConfig = crate::yaml::from_str(yaml).unwrap();
         let mut p = Vec::new();
         c.validate("outputs.kafka", &mut p);
         p.into_iter().map(|p| p.to_string()).collect()
@@ -226,7 +226,7 @@ mod tests {
     fn the_smallest_config_works_with_a_string_or_a_list() {
         assert!(problems("brokers: 127.0.0.1:9092").is_empty());
         assert!(problems("brokers: [a:1, b:2]").is_empty());
-        let c: KafkaConfig = serde_yaml::from_str("brokers: a:1,b:2").unwrap();
+        let c: KafkaConfig = crate::yaml::from_str("brokers: a:1,b:2").unwrap();
         assert_eq!(c.brokers.list(), vec!["a:1", "b:2"]);
     }
 
