@@ -8,8 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value as Json;
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::render::{
     config_text, container_env, defaults_and, objects, of_kind, pods, render, scenarios, seq,
@@ -37,7 +36,7 @@ fn accepted_scenarios() -> Vec<(String, PathBuf)> {
 }
 
 /// The summary `auditrail check` prints: the last JSON line of its stderr.
-fn summary(what: &str, stderr: &str) -> Json {
+fn summary(what: &str, stderr: &str) -> Value {
     stderr
         .lines()
         .rev()
@@ -152,7 +151,7 @@ pub fn the_demo_application_writes_records_in_every_seed_format() {
     let formats: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
-            let r: Json = serde_json::from_str(l).unwrap();
+            let r: Value = serde_json::from_str(l).unwrap();
             r["headers"]["format"].as_str().unwrap().to_string()
         })
         .collect();

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::process::Command;
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::objects::check_objects;
 use crate::render::{

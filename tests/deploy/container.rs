@@ -12,8 +12,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use serde_json::Value as Json;
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::render::{config, config_text, container_env, objects, of_kind, render, seq, sidecar};
 use crate::tools::{chart, repo, run};
@@ -118,7 +117,7 @@ pub fn the_sidecar_runs_with_the_rendered_config_mounts_and_env() {
     );
     assert!(status.success(), "auditrail stopped with {status}:\n{err}");
     for r in &records {
-        let r: Json = serde_json::from_str(r).unwrap();
+        let r: Value = serde_json::from_str(r).unwrap();
         let file = r["value"]["source"]["file"].as_str().unwrap();
         assert!(file.starts_with(log_dir.to_str().unwrap()), "{file}");
     }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::render::{is_subset, of_kind, pods, port_names, seq, sidecar, str_map};
 

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::monitors::check_monitors;
 use crate::render::{

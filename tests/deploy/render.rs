@@ -1,14 +1,17 @@
 //! `helm template` of the chart, and the rendered objects read back: the YAML parsed as data,
 //! and accessors for what the checks look at (kinds, names, pods, the sidecar container, the
 //! config in the ConfigMap, the container's environment as a kubelet resolves it).
+//!
+//! YAML is read with serde-saphyr into `serde_json::Value`, with the YAML 1.2 core schema
+//! the binary's own reader (serde_yaml) applies, so that a value means here what it means to
+//! auditrail: see [`yaml_options`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Deserialize;
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::tools::{chart, run, tool};
 
@@ -71,17 +74,31 @@ pub fn render(values: Option<&Path>, extra: &[&str]) -> String {
 
 // === YAML ===
 
-/// The objects of a multi-document YAML stream.
+/// How the tests read YAML: like serde_yaml 0.9, which auditrail reads its config with and
+/// these tests used before. serde-saphyr's defaults differ from it on plain scalars the
+/// YAML 1.2 core schema leaves as strings: `yes`/`on`/`y` (booleans in YAML 1.1), numbers with
+/// a leading zero (the chart renders `defaultMode: 0444`) or with underscores; and on `<<`,
+/// which serde_yaml keeps as an ordinary key instead of merging.
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+        merge_keys: serde_saphyr::MergeKeyPolicy::AsOrdinary,
+    }
+}
+
+/// The objects of a multi-document YAML stream; empty and null documents (helm's comment-only
+/// ones) are left out.
 pub fn objects(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
-        .map(|doc| Value::deserialize(doc).expect("rendered YAML parses"))
-        .filter(|v| !v.is_null())
-        .collect()
+    serde_saphyr::from_multiple_with_options(yaml, yaml_options())
+        .unwrap_or_else(|e| panic!("rendered YAML parses: {e}"))
 }
 
 /// One YAML document (`what` names it when it does not parse).
 pub fn yaml(what: &str, text: &str) -> Value {
-    serde_yaml::from_str(text).unwrap_or_else(|e| panic!("{what} is YAML: {e}"))
+    serde_saphyr::from_str_with_options(text, yaml_options())
+        .unwrap_or_else(|e| panic!("{what} is YAML: {e}"))
 }
 
 // === accessors ===
@@ -107,17 +124,19 @@ pub fn names_of(objs: &[Value], k: &str) -> BTreeSet<String> {
 }
 
 /// A mapping of strings (labels, annotations, selectors), a scalar that is not a string
-/// written as YAML writes it (`true`, `60`, `null`); empty when `v` is not a mapping.
+/// written as YAML writes it (`true`, `60`, `null`); empty when `v` is not a mapping. (A key
+/// that is not a string in the YAML, `1:` or `true:`, arrives here as its text: the objects
+/// are JSON values, whose keys are strings.)
 pub fn str_map(v: &Value) -> BTreeMap<String, String> {
-    v.as_mapping()
+    v.as_object()
         .map(|m| {
             m.iter()
                 .map(|(k, v)| {
                     let v = match v {
                         Value::String(s) => s.clone(),
-                        other => serde_yaml::to_string(other).unwrap().trim().to_string(),
+                        other => other.to_string(),
                     };
-                    (k.as_str().unwrap().to_string(), v)
+                    (k.clone(), v)
                 })
                 .collect()
         })
@@ -126,7 +145,7 @@ pub fn str_map(v: &Value) -> BTreeMap<String, String> {
 
 /// A sequence's items; empty when `v` is not a sequence.
 pub fn seq(v: &Value) -> Vec<Value> {
-    v.as_sequence().cloned().unwrap_or_default()
+    v.as_array().cloned().unwrap_or_default()
 }
 
 /// Whether the non-empty selector `small` matches the labels `big`.

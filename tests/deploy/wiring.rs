@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 use crate::render::{container_env, port_names, seq, source_kind, str_map};
 
