@@ -14,7 +14,8 @@ use crate::render::{
     config_text, container_env, defaults_and, objects, of_kind, pods, render, scenarios, seq,
     sidecar,
 };
-use crate::tools::{chart, repo, run};
+use crate::support::{bin, parse_line, sample, tempdir};
+use crate::tools::{chart, run};
 
 /// Scenarios whose config the binary does not accept yet: `source.kind: kubernetes`, `enrich`
 /// and `metrics` are being added (issues 4 and 7). Their rendering is still fully checked; move
@@ -45,7 +46,7 @@ fn summary(what: &str, stderr: &str) -> Value {
 }
 
 pub fn the_binary_validates_and_checks_with_every_rendered_config_and_env() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     for (scenario, values) in defaults_and(accepted_scenarios()) {
         let objs = objects(&render(values.as_deref(), &[]));
         let file = dir.path().join(format!("{scenario}.auditrail.yaml"));
@@ -71,7 +72,7 @@ fn sidecar_env(values: Option<&Path>, objs: &[Value]) -> Vec<(String, String)> {
 
 /// `auditrail validate` accepts the config `file` in the environment `env` (and no other).
 fn validates(scenario: &str, file: &Path, env: &[(String, String)]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_auditrail"))
+    let out = Command::new(bin())
         .arg("validate")
         .arg("--config")
         .arg(file)
@@ -90,12 +91,12 @@ fn validates(scenario: &str, file: &Path, env: &[(String, String)]) {
 /// `auditrail check` with the config `file` in the environment `env` finds the sample's audit
 /// records, and prints one line per record it ships.
 fn checks_the_sample(scenario: &str, file: &Path, env: &[(String, String)]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_auditrail"))
+    let out = Command::new(bin())
         .arg("check")
         .arg("--config")
         .arg(file)
         .arg("--input")
-        .arg(repo().join("tests/samples/cri-immuta.log"))
+        .arg(sample("cri-immuta.log"))
         .env_clear()
         .envs(env.iter().cloned())
         .output()
@@ -133,12 +134,12 @@ pub fn the_demo_application_writes_records_in_every_seed_format() {
         .args(&command[1..])
         .env("ROUNDS", "2")
         .env("INTERVAL", "0"));
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let input = dir.path().join("demo.log");
     fs::write(&input, &lines).unwrap();
     let config = dir.path().join("auditrail.yaml");
     fs::write(&config, config_text(&objs)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_auditrail"))
+    let out = Command::new(bin())
         .arg("check")
         .arg("--config")
         .arg(&config)
@@ -151,8 +152,10 @@ pub fn the_demo_application_writes_records_in_every_seed_format() {
     let formats: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
-            let r: Value = serde_json::from_str(l).unwrap();
-            r["headers"]["format"].as_str().unwrap().to_string()
+            parse_line(l)["headers"]["format"]
+                .as_str()
+                .unwrap()
+                .to_string()
         })
         .collect();
     assert_eq!(

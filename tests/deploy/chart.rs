@@ -12,6 +12,7 @@ use crate::objects::check_objects;
 use crate::render::{
     defaults_and, kind, name, objects, of_kind, pods, render, scenarios, seq, sidecar, str_map,
 };
+use crate::support::tempdir;
 use crate::tools::{chart, kubernetes_validate, run, tool};
 
 pub fn chart_lints_strictly_with_the_defaults_and_every_scenario() {
@@ -30,7 +31,7 @@ pub fn chart_lints_strictly_with_the_defaults_and_every_scenario() {
 }
 
 pub fn every_scenario_renders_objects_that_kubernetes_accepts_and_that_fit_together() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     for (scenario, values) in defaults_and(scenarios()) {
         let yaml = render(values.as_deref(), &[]);
         let file = dir.path().join(format!("{scenario}.rendered.yaml"));

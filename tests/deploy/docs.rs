@@ -6,12 +6,13 @@ use std::fs;
 use std::process::Command;
 
 use crate::render::{defaults_and, scenarios};
+use crate::support::tempdir;
 use crate::tools::{chart, copy_dir, run, tool};
 
 pub fn notes_render_for_every_scenario() {
     // `helm template` does not render NOTES.txt and `helm install --dry-run` needs a cluster:
     // render it through `tpl` from a template in a copy of the chart.
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     let copy = dir.path().join("auditrail");
     copy_dir(&chart(), &copy);
     fs::copy(copy.join("templates/NOTES.txt"), copy.join("NOTES.copy")).unwrap();

@@ -10,10 +10,11 @@ use serde_json::Value;
 
 use crate::objects::check_objects;
 use crate::render::{name, objects, of_kind, sidecar, yaml};
+use crate::support::tempdir;
 use crate::tools::{chart, copy_dir, kubernetes_validate, repo, run, tool};
 
 pub fn an_application_chart_adds_the_sidecar_with_three_lines() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     copy_dir(&chart(), &dir.path().join("helm/auditrail"));
     let app = dir.path().join("helm/example-app");
     copy_dir(&repo().join("helm/example-app"), &app);

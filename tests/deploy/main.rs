@@ -27,6 +27,9 @@
 //! `<name>` rather than `<module>::<name>` (`cargo test --test deploy <name> -- --exact`); its
 //! body is the function of the same name in the module of its concern.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod binary;
 mod chart;
 mod container;

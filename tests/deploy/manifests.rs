@@ -13,6 +13,7 @@ use std::process::Command;
 
 use crate::objects::check_objects;
 use crate::render::{objects, seq, yaml};
+use crate::support::tempdir;
 use crate::tools::{kubernetes_validate, repo, run, tool};
 
 /// The file names in `dir`.
@@ -24,7 +25,7 @@ fn listing(dir: &Path) -> BTreeSet<String> {
 }
 
 pub fn deploy_manifests_are_a_fresh_render_of_the_chart_and_valid() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempdir();
     run(Command::new("bash")
         .arg(repo().join("scripts/render-deploy.sh"))
         .arg(dir.path())
