@@ -449,11 +449,19 @@ impl Daemon {
             command.env_remove(var);
         }
         command.envs(env.iter().copied());
-        let mut child = command
+        command
             .arg("run")
             .arg("--config")
             .arg(config)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", "info");
+        Daemon::spawn(command)
+    }
+
+    /// Starts `command`, an `auditrail run` whose arguments and environment the caller set
+    /// (a container's rendered args and env), with stdin closed and both outputs read line by
+    /// line.
+    pub fn spawn(mut command: Command) -> Daemon {
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

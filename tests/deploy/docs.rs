@@ -1,0 +1,113 @@
+//! What the chart tells the people who install it: NOTES.txt renders for every scenario
+//! without a missing value, and every leaf of values.yaml has a `# key -- what it does` line
+//! (the format helm-docs reads).
+
+use std::fs;
+use std::process::Command;
+
+use crate::render::{defaults_and, scenarios};
+use crate::support::tempdir;
+use crate::tools::{chart, copy_dir, run, tool};
+
+pub fn notes_render_for_every_scenario() {
+    // `helm template` does not render NOTES.txt and `helm install --dry-run` needs a cluster:
+    // render it through `tpl` from a template in a copy of the chart.
+    let dir = tempdir();
+    let copy = dir.path().join("auditrail");
+    copy_dir(&chart(), &copy);
+    fs::copy(copy.join("templates/NOTES.txt"), copy.join("NOTES.copy")).unwrap();
+    fs::write(
+        copy.join("templates/zz-notes.yaml"),
+        "{{- $notes := tpl (.Files.Get \"NOTES.copy\") . }}\n# {{ $notes | replace \"\\n\" \"\\n# \" }}\n",
+    )
+    .unwrap();
+    for (_, values) in defaults_and(scenarios()) {
+        let mut cmd = Command::new(tool("helm"));
+        cmd.args([
+            "template",
+            "audit",
+            "--show-only",
+            "templates/zz-notes.yaml",
+        ])
+        .arg(&copy);
+        if let Some(v) = &values {
+            cmd.arg("--values").arg(v);
+        }
+        let notes = run(&mut cmd);
+        assert!(
+            notes.contains("Config: ConfigMap ")
+                && notes.contains("Source: ")
+                && !notes.contains("<no value>"),
+            "{values:?}:\n{notes}"
+        );
+    }
+}
+
+/// Keys inside free-form blocks: auditrail's config, resources and securityContexts are
+/// documented by their own references.
+const FREE_FORM: &[&str] = &[
+    "config.",
+    "resources.",
+    "securityContext.",
+    "podSecurityContext.",
+    "demo.resources.",
+];
+
+pub fn values_are_documented_line_by_line() {
+    // Every leaf key of values.yaml has a `# <path> -- <what it does>` comment above it, except
+    // inside the FREE_FORM blocks.
+    let text = fs::read_to_string(chart().join("values.yaml")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut stack: Vec<(usize, String)> = Vec::new();
+    let mut undocumented = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some((path, is_leaf)) = key_path(line, &mut stack) else {
+            continue;
+        };
+        if !is_leaf || FREE_FORM.iter().any(|f| path.starts_with(f)) {
+            continue;
+        }
+        let comment: Vec<&str> = lines[..i]
+            .iter()
+            .rev()
+            .take_while(|l| l.trim_start().starts_with('#'))
+            .copied()
+            .collect();
+        if !comment
+            .iter()
+            .any(|c| c.trim_start().starts_with(&format!("# {path} -- ")))
+        {
+            undocumented.push(path);
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "values.yaml keys without a `# key -- what it does` line: {undocumented:?}"
+    );
+}
+
+/// The dotted path of the key `line` of values.yaml sets, and whether it is a leaf (has a
+/// value on its line); `None` for blank lines, comments, sequence items and continuations.
+/// `stack` holds the (indent, key) of the enclosing keys, and is updated.
+fn key_path(line: &str, stack: &mut Vec<(usize, String)>) -> Option<(String, bool)> {
+    let trimmed = line.trim_start();
+    if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('-') {
+        return None;
+    }
+    let indent = line.len() - trimmed.len();
+    let (key, rest) = trimmed.split_once(':')?;
+    if key.contains(' ') || key.contains('[') {
+        return None; // a continuation line of a flow sequence
+    }
+    while stack.last().is_some_and(|(d, _)| *d >= indent) {
+        stack.pop();
+    }
+    let path = stack
+        .iter()
+        .map(|(_, k)| k.as_str())
+        .chain([key])
+        .collect::<Vec<_>>()
+        .join(".");
+    stack.push((indent, key.to_string()));
+    Some((path, !rest.trim().is_empty()))
+}

@@ -1,0 +1,116 @@
+//! The Helm chart (`helm/auditrail`), the plain manifests rendered from it (`deploy/`), an
+//! application chart that includes the sidecar (`helm/example-app`) and the `Dockerfile`,
+//! checked with the real tools.
+//!
+//! There is no Kubernetes cluster and no container engine on our machines; these stand in
+//! ([`tools`]):
+//! - `helm lint --strict` and `helm template` for the defaults and every `ci/*-values.yaml`
+//!   ([`chart`], [`docs`], [`library`]; the renders are read back by [`render`]);
+//! - `kubernetes-validate --strict` (Kubernetes' own OpenAPI schemas, offline) on every rendered
+//!   object and on `deploy/`, against the oldest Kubernetes the chart supports and the newest
+//!   the tool knows. It has no schema for the prometheus-operator CRDs (ServiceMonitor,
+//!   PodMonitor): those are checked field by field against the Service and pods they select
+//!   ([`monitors`]), like every cross-reference a schema cannot see: volume names, ConfigMap
+//!   and ServiceAccount names, probe ports, RBAC against what the config needs ([`objects`],
+//!   [`wiring`]);
+//! - `hadolint` on the Dockerfile ([`manifests`]);
+//! - the real `auditrail` binary with the rendered ConfigMap and the environment the chart
+//!   gives the container: `validate` and `check` ([`binary`]), and `run` in a directory laid
+//!   out like the container's mounts ([`container`]);
+//! - `deploy/` compared with a fresh `scripts/render-deploy.sh`, so the two never drift
+//!   ([`manifests`]).
+//!
+//! The tools come from `bash scripts/deploy-tools.sh` (into `$HOME/.local/auditrail-tools/bin`
+//! or `$AUDITRAIL_TOOLS/bin`; PATH is searched last). A missing tool fails the test and says so.
+//!
+//! Every test is declared here, at the root of the test binary, so that its name stays
+//! `<name>` rather than `<module>::<name>` (`cargo test --test deploy <name> -- --exact`); its
+//! body is the function of the same name in the module of its concern.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod binary;
+mod chart;
+mod container;
+mod docs;
+mod library;
+mod manifests;
+mod monitors;
+mod objects;
+mod render;
+mod tools;
+mod wiring;
+
+// === the chart ===
+
+#[test]
+fn chart_lints_strictly_with_the_defaults_and_every_scenario() {
+    chart::chart_lints_strictly_with_the_defaults_and_every_scenario();
+}
+
+#[test]
+fn every_scenario_renders_objects_that_kubernetes_accepts_and_that_fit_together() {
+    chart::every_scenario_renders_objects_that_kubernetes_accepts_and_that_fit_together();
+}
+
+#[test]
+fn scenarios_render_what_they_promise() {
+    chart::scenarios_render_what_they_promise();
+}
+
+#[test]
+fn config_changes_roll_the_pods_unless_hot_reload_applies_them() {
+    chart::config_changes_roll_the_pods_unless_hot_reload_applies_them();
+}
+
+#[test]
+fn names_and_labels_are_cut_to_63_characters() {
+    chart::names_and_labels_are_cut_to_63_characters();
+}
+
+#[test]
+fn notes_render_for_every_scenario() {
+    docs::notes_render_for_every_scenario();
+}
+
+#[test]
+fn values_are_documented_line_by_line() {
+    docs::values_are_documented_line_by_line();
+}
+
+// === the sidecar library, as an application's chart uses it ===
+
+#[test]
+fn an_application_chart_adds_the_sidecar_with_three_lines() {
+    library::an_application_chart_adds_the_sidecar_with_three_lines();
+}
+
+// === deploy/ and the Dockerfile ===
+
+#[test]
+fn deploy_manifests_are_a_fresh_render_of_the_chart_and_valid() {
+    manifests::deploy_manifests_are_a_fresh_render_of_the_chart_and_valid();
+}
+
+#[test]
+fn dockerfile_passes_hadolint_and_its_context_holds_every_declared_target() {
+    manifests::dockerfile_passes_hadolint_and_its_context_holds_every_declared_target();
+}
+
+// === the rendered config in the real binary ===
+
+#[test]
+fn the_binary_validates_and_checks_with_every_rendered_config_and_env() {
+    binary::the_binary_validates_and_checks_with_every_rendered_config_and_env();
+}
+
+#[test]
+fn the_demo_application_writes_records_in_every_seed_format() {
+    binary::the_demo_application_writes_records_in_every_seed_format();
+}
+
+#[test]
+fn the_sidecar_runs_with_the_rendered_config_mounts_and_env() {
+    container::the_sidecar_runs_with_the_rendered_config_mounts_and_env();
+}
