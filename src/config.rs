@@ -20,6 +20,7 @@ use crate::output::OutputsConfig;
 pub use crate::problem::{Problem, Purpose};
 use crate::retention::RetentionConfig;
 use crate::source::SourceConfig;
+use crate::yaml::YamlError;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -44,15 +45,19 @@ pub struct Config {
 /// Why a config could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    #[error("cannot read config {path}")]
     Read {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    /// The YAML does not fit the schema (the message names the YAML path, line and column).
-    #[error("config {path}: {message}")]
-    Syntax { path: PathBuf, message: String },
+    /// The YAML does not fit the schema (the source names the YAML path, line and column).
+    #[error("config {path}")]
+    Syntax {
+        path: PathBuf,
+        #[source]
+        source: YamlError,
+    },
     /// The YAML fits the schema but its values do not make sense together.
     #[error("config {path} has {} problem(s): {}", problems.len(), join(problems))]
     Invalid {
@@ -76,7 +81,7 @@ impl ConfigError {
             ConfigError::Invalid { problems, .. } => {
                 problems.iter().map(ToString::to_string).collect()
             }
-            other => vec![other.to_string()],
+            other => vec![crate::report(other)],
         }
     }
 }
@@ -89,9 +94,9 @@ impl Config {
             source,
         })?;
         Config::from_yaml(&text, purpose).map_err(|e| match e {
-            ConfigError::Syntax { message, .. } => ConfigError::Syntax {
+            ConfigError::Syntax { source, .. } => ConfigError::Syntax {
                 path: path.to_path_buf(),
-                message,
+                source,
             },
             ConfigError::Invalid { problems, .. } => ConfigError::Invalid {
                 path: path.to_path_buf(),
@@ -107,9 +112,9 @@ impl Config {
         let config: Config = if text.trim().is_empty() || is_only_comments(text) {
             Config::default()
         } else {
-            crate::yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+            crate::yaml::from_str(text).map_err(|source| ConfigError::Syntax {
                 path: PathBuf::from("<text>"),
-                message: e.to_string(),
+                source,
             })?
         };
         let problems = config.problems(purpose);
@@ -168,7 +173,7 @@ mod tests {
     #[test]
     fn unknown_keys_are_errors_with_their_path() {
         let err = Config::from_yaml("source:\n  pathz: [a]\n", Purpose::Check).unwrap_err();
-        let text = err.to_string();
+        let text = crate::report(&err);
         assert!(text.contains("unknown field `pathz`"), "{text}");
         assert!(text.contains("source"), "{text}");
     }

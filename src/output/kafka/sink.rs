@@ -25,14 +25,14 @@ use crate::output::Drain;
 /// Why the Kafka output could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaError {
-    #[error("kafka secret file for {property} ({path}): {source}")]
+    #[error("kafka secret file for {property} ({path})")]
     SecretFile {
         property: String,
         path: std::path::PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("kafka client: {0}")]
+    #[error("kafka client")]
     Client(#[from] RdKafkaError),
 }
 
