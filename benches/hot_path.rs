@@ -135,7 +135,7 @@ retention:
         Purpose::Check,
     )
     .unwrap();
-    let processor = Processor::new(&config).unwrap();
+    let processor = Processor::new(config.stages()).unwrap();
     let stream = StreamInfo::new("/var/log/pods/shop_api/app/0.log", 42);
     // Every tenth line an audit record, as in the standard workload.
     let lines: Vec<&[u8]> = (0..1000)

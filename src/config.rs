@@ -17,9 +17,10 @@ use crate::extract::AuditConfig;
 use crate::filter::TypesConfig;
 use crate::metrics::MetricsConfig;
 use crate::output::OutputsConfig;
+use crate::pipeline::Stages;
 pub use crate::problem::{Problem, Purpose};
 use crate::retention::RetentionConfig;
-use crate::source::SourceConfig;
+use crate::source::config::SourceConfig;
 use crate::yaml::YamlError;
 
 /// The whole configuration file.
@@ -125,6 +126,16 @@ impl Config {
                 path: PathBuf::from("<text>"),
                 problems,
             })
+        }
+    }
+
+    /// The sections the per-line stages are built from.
+    pub fn stages(&self) -> Stages<'_> {
+        Stages {
+            audit: &self.audit,
+            types: &self.types,
+            retention: &self.retention,
+            outputs: &self.outputs,
         }
     }
 

@@ -82,7 +82,7 @@ fn check(config_path: &Path, input: &str) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(USAGE, &e),
     };
-    let processor = match Processor::new(&config) {
+    let processor = match Processor::new(config.stages()) {
         Ok(p) => p,
         Err(e) => return fail(USAGE, &e),
     };

@@ -13,13 +13,13 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::ack::Ack;
-use crate::config::Config;
 use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record};
-use crate::extract::{parse_time_text, Extraction, Extractor, InvalidReason};
-use crate::filter::TypeFilter;
+use crate::extract::{parse_time_text, AuditConfig, Extraction, Extractor, InvalidReason};
+use crate::filter::{TypeFilter, TypesConfig};
 use crate::line::{Framed, Stats, Stream, StreamInfo};
 use crate::metrics::Metrics;
-use crate::retention::RetentionPolicy;
+use crate::output::OutputsConfig;
+use crate::retention::{RetentionConfig, RetentionPolicy};
 
 /// The per-line stages, built once from the config and shared by every source.
 #[derive(Debug)]
@@ -41,17 +41,26 @@ pub enum BuildError {
     Extract(String),
 }
 
+/// The config sections the per-line stages are built from.
+#[derive(Debug, Clone, Copy)]
+pub struct Stages<'a> {
+    pub audit: &'a AuditConfig,
+    pub types: &'a TypesConfig,
+    pub retention: &'a RetentionConfig,
+    pub outputs: &'a OutputsConfig,
+}
+
 impl Processor {
-    pub fn new(config: &Config) -> Result<Processor, BuildError> {
+    pub fn new(config: Stages<'_>) -> Result<Processor, BuildError> {
         Ok(Processor {
-            extractor: Extractor::new(&config.audit).map_err(BuildError::Extract)?,
+            extractor: Extractor::new(config.audit).map_err(BuildError::Extract)?,
             routes: config
                 .outputs
                 .enabled()
                 .into_iter()
-                .map(|(_, own)| TypeFilter::new(own.unwrap_or(&config.types)))
+                .map(|(_, own)| TypeFilter::new(own.unwrap_or(config.types)))
                 .collect(),
-            retention: RetentionPolicy::new(&config.retention),
+            retention: RetentionPolicy::new(config.retention),
             key: config.outputs.key(),
             metrics: None,
         })

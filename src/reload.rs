@@ -196,7 +196,7 @@ async fn apply_changes(mut current: Config, path: PathBuf, targets: Targets) {
         }
         if stages_changed(&current, &new) {
             let next = apply(&current, &new);
-            match Processor::new(&next) {
+            match Processor::new(next.stages()) {
                 Ok(p) => {
                     let p = Arc::new(p.with_metrics(Arc::clone(&metrics)));
                     *processor.write().unwrap_or_else(|e| e.into_inner()) = p;

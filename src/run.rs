@@ -63,7 +63,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     let needs_client = config.source.kind == SourceKind::Kubernetes;
     let enricher = enrich::start(&config.enrich, needs_client).await;
     let processor: SharedProcessor = Arc::new(RwLock::new(Arc::new(
-        Processor::new(&config)?.with_metrics(Arc::clone(&metrics)),
+        Processor::new(config.stages())?.with_metrics(Arc::clone(&metrics)),
     )));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -15,7 +15,7 @@
 //! through the one store in [`store`].
 
 mod checkpoint;
-mod config;
+pub mod config;
 mod file;
 pub mod framing;
 mod identity;
