@@ -14,6 +14,8 @@ pub mod check;
 pub mod config;
 pub mod enrich;
 pub mod envelope;
+#[cfg(test)]
+mod extending;
 pub mod extract;
 pub mod filter;
 pub mod line;

@@ -147,7 +147,10 @@ fn floors(graph: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<String, usize>
 fn the_module_graph_of_src_has_no_cycle() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let graph = imports(&src);
-    assert!(graph.len() > 10, "the modules of src/ were found: {graph:?}");
+    assert!(
+        graph.len() > 10,
+        "the modules of src/ were found: {graph:?}"
+    );
     if let Some(cycle) = find_cycle(&graph) {
         panic!("import cycle: {}", cycle.join(" -> "));
     }

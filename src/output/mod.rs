@@ -21,6 +21,8 @@ mod fanout;
 pub mod kafka;
 pub mod stdout;
 pub mod syslog;
+#[cfg(test)]
+pub(crate) mod toy;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,22 +42,32 @@ pub use kafka::Classes;
 /// Declares the outputs auditrail knows: the `outputs` section (one optional key per output)
 /// and the list this module iterates. The order is the order of the records' `outputs` mask.
 macro_rules! registry {
-    ($( $(#[$doc:meta])* $name:ident : $config:ty, )+) => {
+    ($( $(#[doc = $doc:literal])* $(#[cfg($cfg:meta)])? $name:ident : $config:ty, )+) => {
         /// The `outputs` section.
         #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
         #[serde(deny_unknown_fields, default)]
         pub struct OutputsConfig {
-            $( $(#[$doc])* pub $name: Option<$config>, )+
+            $( $(#[doc = $doc])* $(#[cfg($cfg)])? pub $name: Option<$config>, )+
         }
 
         impl OutputsConfig {
             /// Every output kind, configured or not, in registry order.
             fn slots(&self) -> Vec<(&'static str, Option<&dyn OutputConfig>)> {
-                vec![$( (stringify!($name), self.$name.as_ref().map(|c| c as &dyn OutputConfig)), )+]
+                let mut slots: Vec<(&'static str, Option<&dyn OutputConfig>)> = Vec::new();
+                $(
+                    $(#[cfg($cfg)])?
+                    slots.push((stringify!($name), self.$name.as_ref().map(|c| c as &dyn OutputConfig)));
+                )+
+                slots
             }
 
             fn slots_mut(&mut self) -> Vec<(&'static str, Option<&mut dyn OutputConfig>)> {
-                vec![$( (stringify!($name), self.$name.as_mut().map(|c| c as &mut dyn OutputConfig)), )+]
+                let mut slots: Vec<(&'static str, Option<&mut dyn OutputConfig>)> = Vec::new();
+                $(
+                    $(#[cfg($cfg)])?
+                    slots.push((stringify!($name), self.$name.as_mut().map(|c| c as &mut dyn OutputConfig)));
+                )+
+                slots
             }
         }
     };
@@ -68,6 +80,9 @@ registry! {
     syslog: syslog::SyslogConfig,
     /// Print each record as a JSON line (the same lines as `auditrail check`).
     stdout: stdout::StdoutConfig,
+    /// A toy output for the test that shows what adding an output takes.
+    #[cfg(test)]
+    toy: toy::ToyConfig,
 }
 
 /// One kind of output, seen from its config section: everything the rest of auditrail does
