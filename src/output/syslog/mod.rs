@@ -28,9 +28,12 @@
 //! app name, the process id and (RFC 5424) the record type as MSGID.
 
 mod config;
+mod health;
 mod message;
 mod sink;
 pub mod template;
+#[cfg(test)]
+mod tests;
 mod transport;
 
 use std::sync::Arc;
@@ -43,7 +46,7 @@ use crate::envelope::Record;
 use crate::filter::TypesConfig;
 use crate::problem::Problem;
 pub use config::{Address, Facility, Protocol, Severity, SocketKind, SyslogConfig};
-pub use sink::SyslogHealth;
+pub use health::SyslogHealth;
 pub use template::{Template, TemplateError};
 
 const NAME: &str = "syslog";
