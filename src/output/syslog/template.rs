@@ -44,10 +44,38 @@ enum Part {
 
 /// Why a template was refused; `column` counts characters from 1.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("column {column}: {message}")]
+#[error("column {column}: {problem}")]
 pub struct TemplateError {
     pub column: usize,
-    pub message: String,
+    pub problem: TemplateProblem,
+}
+
+/// What is wrong at that column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateProblem {
+    #[error("a lone `}}` (write `}}}}` for a literal brace)")]
+    LoneBrace,
+    #[error("`{{` inside the placeholder opened at column {opened}")]
+    NestedBrace { opened: usize },
+    #[error("the placeholder is not closed by `}}` (write `{{{{` for a literal brace)")]
+    Unclosed,
+    #[error("an empty placeholder `{{}}` (write `{{{{}}}}` for literal braces)")]
+    Empty,
+    #[error("{{{name}}} is not a placeholder: name an envelope field by its dotted path ({FIELD_LIST}) or a member of the record by a JSON pointer ({{/userId}})")]
+    Malformed { name: String },
+    #[error("{{{name}}} is not an envelope field ({FIELD_LIST}){}", pointer_hint(.name))]
+    UnknownField { name: String },
+    #[error("{{{text}}} is not a JSON pointer: `~` must be followed by 0 or 1")]
+    BadPointer { text: String },
+}
+
+/// For a single word that is not a field: how to name a member of the record instead.
+fn pointer_hint(name: &str) -> String {
+    if name.contains('.') {
+        String::new()
+    } else {
+        format!("; a member of the record is named by a JSON pointer: {{/{name}}}")
+    }
 }
 
 /// Envelope fields a placeholder may name, with the members of the fixed objects.
@@ -91,7 +119,7 @@ impl Template {
                 '}' => {
                     return Err(TemplateError {
                         column: i + 1,
-                        message: "a lone `}` (write `}}` for a literal brace)".into(),
+                        problem: TemplateProblem::LoneBrace,
                     })
                 }
                 '{' => {
@@ -107,9 +135,7 @@ impl Template {
                             '{' => {
                                 return Err(TemplateError {
                                     column: j + 1,
-                                    message: format!(
-                                        "`{{` inside the placeholder opened at column {column}"
-                                    ),
+                                    problem: TemplateProblem::NestedBrace { opened: column },
                                 })
                             }
                             c => name.push(c),
@@ -118,11 +144,11 @@ impl Template {
                     if !closed {
                         return Err(TemplateError {
                             column,
-                            message: "the placeholder is not closed by `}` (write `{{` for a literal brace)".into(),
+                            problem: TemplateProblem::Unclosed,
                         });
                     }
                     let part =
-                        placeholder(&name).map_err(|message| TemplateError { column, message })?;
+                        placeholder(&name).map_err(|problem| TemplateError { column, problem })?;
                     if !literal.is_empty() {
                         parts.push(Part::Literal(std::mem::take(&mut literal)));
                     }
@@ -174,9 +200,9 @@ impl Template {
 }
 
 /// The part a placeholder's text names, or why it names none.
-fn placeholder(name: &str) -> Result<Part, String> {
+fn placeholder(name: &str) -> Result<Part, TemplateProblem> {
     if name.is_empty() {
-        return Err("an empty placeholder `{}` (write `{{}}` for literal braces)".into());
+        return Err(TemplateProblem::Empty);
     }
     if name.starts_with('/') {
         return pointer(name).map(Part::Pointer);
@@ -191,9 +217,9 @@ fn placeholder(name: &str) -> Result<Part, String> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
     });
     if !well_formed {
-        return Err(format!(
-            "{{{name}}} is not a placeholder: name an envelope field by its dotted path ({FIELD_LIST}) or a member of the record by a JSON pointer ({{/userId}})"
-        ));
+        return Err(TemplateProblem::Malformed {
+            name: name.to_owned(),
+        });
     }
     let known = match segments[..] {
         [top] => TOP_FIELDS.contains(&top),
@@ -204,14 +230,9 @@ fn placeholder(name: &str) -> Result<Part, String> {
         _ => false,
     };
     if !known {
-        let hint = if segments.len() == 1 {
-            format!("; a member of the record is named by a JSON pointer: {{/{name}}}")
-        } else {
-            String::new()
-        };
-        return Err(format!(
-            "{{{name}}} is not an envelope field ({FIELD_LIST}){hint}"
-        ));
+        return Err(TemplateProblem::UnknownField {
+            name: name.to_owned(),
+        });
     }
     Ok(Part::Field(
         segments.into_iter().map(str::to_owned).collect(),
@@ -219,7 +240,7 @@ fn placeholder(name: &str) -> Result<Part, String> {
 }
 
 /// The reference tokens of an RFC 6901 pointer (which starts with `/`).
-fn pointer(text: &str) -> Result<Vec<String>, String> {
+fn pointer(text: &str) -> Result<Vec<String>, TemplateProblem> {
     let mut tokens = Vec::new();
     for raw in text[1..].split('/') {
         let mut token = String::with_capacity(raw.len());
@@ -230,9 +251,9 @@ fn pointer(text: &str) -> Result<Vec<String>, String> {
                     Some('0') => token.push('~'),
                     Some('1') => token.push('/'),
                     _ => {
-                        return Err(format!(
-                            "{{{text}}} is not a JSON pointer: `~` must be followed by 0 or 1"
-                        ))
+                        return Err(TemplateProblem::BadPointer {
+                            text: text.to_owned(),
+                        })
                     }
                 }
             } else {
@@ -432,10 +453,12 @@ mod tests {
         let e = error("{userid} {type} createdBy:{createdBy}");
         assert_eq!(e.column, 1);
         assert!(
-            e.message.contains("{userid} is not an envelope field"),
+            e.problem
+                .to_string()
+                .contains("{userid} is not an envelope field"),
             "{e}"
         );
-        assert!(e.message.contains("{/userid}"), "{e}");
+        assert!(e.problem.to_string().contains("{/userid}"), "{e}");
         assert_eq!(error("{type} createdBy:{createdBy}").column, 18);
         assert_eq!(error("ab {retention.nope}").column, 4);
         assert_eq!(error("ab {source.file.x}").column, 4);
