@@ -14,6 +14,8 @@
 //! cargo bench --bench hot_path
 //! cargo bench --bench hot_path -- extract/   # one group
 //! ```
+// Test code: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -24,6 +24,8 @@
 //! the Kafka record timestamp − the CRI timestamp (with CreateTime, which auditrail sets to the
 //! moment it read the line, this is the time to read; with LogAppendTime it would be the time
 //! to reach the broker's log).
+// A benchmark tool: any failure ends the measurement, with the reason.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;

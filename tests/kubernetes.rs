@@ -4,6 +4,8 @@
 //! There is no Kubernetes API server on the machines that run these tests: the API paths are
 //! tested against `support::fake_api`, a local HTTP server that stands in for a cluster by
 //! speaking the few endpoints used, in the API's exact shapes, to the real `kube` client.
+// Test code: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -3,6 +3,8 @@
 //! what a real `auditrail run` sends. What is asserted is the exact text of each message,
 //! where each record goes under per-output filters, that a receiver that goes away and comes
 //! back loses nothing, and that a bad template is refused with its position.
+// Test code: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

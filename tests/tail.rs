@@ -1,6 +1,8 @@
 //! `auditrail run` following real files while they are written, rotated, truncated, and while
 //! auditrail itself is stopped or killed. Every test compares what was written with what was
 //! printed on stdout (the default output), record by record.
+// Test code: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -52,6 +52,8 @@ macro_rules! registry {
 
         impl OutputsConfig {
             /// Every output kind, configured or not, in registry order.
+            // Pushed one by one: an entry may be compiled out (`cfg`).
+            #[allow(clippy::vec_init_then_push)]
             fn slots(&self) -> Vec<(&'static str, Option<&dyn OutputConfig>)> {
                 let mut slots: Vec<(&'static str, Option<&dyn OutputConfig>)> = Vec::new();
                 $(
@@ -61,6 +63,7 @@ macro_rules! registry {
                 slots
             }
 
+            #[allow(clippy::vec_init_then_push)]
             fn slots_mut(&mut self) -> Vec<(&'static str, Option<&mut dyn OutputConfig>)> {
                 let mut slots: Vec<(&'static str, Option<&mut dyn OutputConfig>)> = Vec::new();
                 $(

@@ -26,6 +26,8 @@
 //! Every test is declared here, at the root of the test binary, so that its name stays
 //! `<name>` rather than `<module>::<name>` (`cargo test --test deploy <name> -- --exact`); its
 //! body is the function of the same name in the module of its concern.
+// Test code: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../support/mod.rs"]
 mod support;
