@@ -1,12 +1,15 @@
 //! Extract: decide which lines are audit records, and find the record's JSON inside the line.
 //!
 //! Most lines in a real pod are ordinary logs, so the decision is made in two steps:
-//! 1. a cheap pre-check: one Aho-Corasick pass looks for each enabled detector's *signature*
-//!    (for Immuta, `"level"` followed by `:` and `"audit"`, whitespace allowed). A line without
-//!    any signature is ordinary and costs nothing more: no UTF-8 validation, no parse, no
-//!    allocation.
+//! 1. a cheap pre-check (`prefilter.rs`): one pass of a packed multi-needle searcher looks for
+//!    each enabled detector's *signature* (for Immuta, `"level"` followed by `:` and `"audit"`,
+//!    whitespace allowed). A line without any signature is ordinary and costs nothing more: no
+//!    UTF-8 validation, no parse, no allocation.
 //! 2. for the few candidates, the line's JSON objects are parsed (top-level members only, as
-//!    borrowed raw text) and each enabled detector, in configured order, looks at them.
+//!    borrowed raw text) and each candidate detector, in configured order, looks at them.
+//!
+//! A detector is a `Format` (`format.rs`): a built-in format, one file each (`immuta.rs`,
+//! `sym.rs`, `monolog.rs`, `pryv.rs`), or a custom rule from the config (`rule.rs`).
 //!
 //! Guarantees:
 //! - the record is the object's exact text, never a re-serialisation;
@@ -15,18 +18,27 @@
 //! - a line that carries a signature that no valid JSON object accounts for (truncated JSON,
 //!   invalid UTF-8) is reported as [`Extraction::Invalid`], never shipped half-parsed.
 
-mod detect;
+mod extractor;
+mod format;
 pub mod json;
+mod prefilter;
+mod rule;
 mod time;
 
-use std::collections::BTreeMap;
+mod immuta;
+mod monolog;
+mod pryv;
+mod sym;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use crate::problem::Problem;
-pub use detect::Extractor;
+pub use extractor::Extractor;
+use format::Format;
+pub use rule::RuleConfig;
 pub use time::parse_time_text;
 
 /// The built-in detectors, from the seed documents.
@@ -55,26 +67,15 @@ impl BuiltinFormat {
             BuiltinFormat::Pryv => "pryv",
         }
     }
-}
 
-/// A custom detector.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// The detector's name; it becomes the record's `format`.
-    pub name: String,
-    /// JSON pointer -> value; all must hold for a line to be this rule's record.
-    #[serde(rename = "match")]
-    pub matches: BTreeMap<String, serde_json::Value>,
-    /// JSON pointer to the record type (a string).
-    #[serde(rename = "type")]
-    pub type_pointer: String,
-    /// JSON pointer to the record's time (epoch seconds or milliseconds, or ISO-8601 text).
-    #[serde(default)]
-    pub time: Option<String>,
-    /// Whether the object may follow a text prefix (`2021-08-09 INFO {...}`).
-    #[serde(default)]
-    pub embedded: bool,
+    fn format(self) -> &'static dyn Format {
+        match self {
+            BuiltinFormat::Immuta => &immuta::Immuta,
+            BuiltinFormat::Sym => &sym::Sym,
+            BuiltinFormat::Monolog => &monolog::Monolog,
+            BuiltinFormat::Pryv => &pryv::Pryv,
+        }
+    }
 }
 
 /// The `audit` section.
@@ -130,23 +131,7 @@ impl AuditConfig {
                     format!("`{}` is already the name of another detector", rule.name),
                 ));
             }
-            if rule.matches.is_empty() {
-                problems.push(Problem::new(
-                    format!("{at}.match"),
-                    "needs at least one `pointer: value` to recognise the record",
-                ));
-            }
-            for pointer in rule.matches.keys() {
-                if let Err(e) = json::parse_pointer(pointer) {
-                    problems.push(Problem::new(format!("{at}.match"), e));
-                }
-            }
-            if let Err(e) = json::parse_pointer(&rule.type_pointer) {
-                problems.push(Problem::new(format!("{at}.type"), e));
-            }
-            if let Some(Err(e)) = rule.time.as_deref().map(json::parse_pointer) {
-                problems.push(Problem::new(format!("{at}.time"), e));
-            }
+            rule.validate(&at, problems);
         }
     }
 }
