@@ -124,7 +124,6 @@ impl Extractor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::extract::BuiltinFormat;
 
     fn extractor() -> Extractor {
         Extractor::new(&AuditConfig::default()).unwrap()
@@ -301,7 +300,7 @@ mod tests {
     #[test]
     fn detectors_can_be_disabled_and_ordered() {
         let only_sym = AuditConfig {
-            formats: vec![BuiltinFormat::Sym],
+            formats: vec!["sym".parse().unwrap()],
             rules: vec![],
         };
         let x = Extractor::new(&only_sym).unwrap();

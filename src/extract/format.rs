@@ -7,6 +7,11 @@
 //!   pre-check in `prefilter.rs` before anything is parsed);
 //! - whether a JSON object found in a candidate line is one of its records, and if so the
 //!   record's type and time.
+//!
+//! Adding a built-in format: write `extract/<name>.rs` with a unit struct implementing
+//! [`Format`], declare the module in `extract/mod.rs` and add one entry to its `BUILTIN` list.
+//! The list is the only place that names the formats: `audit.formats`, the default, the names
+//! a custom rule may not take and [`super::builtin_names`] all come from it.
 
 use std::borrow::Cow;
 
