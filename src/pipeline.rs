@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::ack::Ack;
 use crate::config::Config;
 use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record};
-use crate::extract::{parse_time_text, Extraction, Extractor, InvalidReason};
+use crate::extract::{parse_time_text, ExtractError, Extraction, Extractor, InvalidReason};
 use crate::filter::TypeFilter;
 use crate::line::{Framed, Stats, Stream, StreamInfo};
 use crate::metrics::Metrics;
@@ -37,8 +37,8 @@ pub struct Processor {
 /// Why a processor could not be built from a config.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("audit detectors: {0}")]
-    Extract(String),
+    #[error(transparent)]
+    Extract(ExtractError),
 }
 
 impl Processor {

@@ -11,7 +11,7 @@ use super::format::Format;
 use super::json::Objects;
 use super::prefilter::{Prefilter, MAX_DETECTORS, MAX_HITS};
 use super::rule::Rule;
-use super::{AuditConfig, AuditRecord, Extraction, InvalidReason};
+use super::{AuditConfig, AuditRecord, ExtractError, Extraction, InvalidReason};
 
 /// Recognises audit records; built once from the config, shared by every source.
 #[derive(Debug)]
@@ -51,7 +51,7 @@ impl Kind {
 }
 
 impl Extractor {
-    pub fn new(config: &AuditConfig) -> Result<Extractor, String> {
+    pub fn new(config: &AuditConfig) -> Result<Extractor, ExtractError> {
         let mut detectors = Vec::new();
         for format in &config.formats {
             detectors.push(Detector::new(Kind::Builtin(format.format())));
@@ -60,7 +60,10 @@ impl Extractor {
             detectors.push(Detector::new(Kind::Rule(Rule::new(rule)?)));
         }
         if detectors.len() > MAX_DETECTORS {
-            return Err(format!("at most {MAX_DETECTORS} detectors are supported"));
+            return Err(ExtractError::TooMany {
+                count: detectors.len(),
+                max: MAX_DETECTORS,
+            });
         }
         let signatures = detectors
             .iter()
@@ -70,8 +73,7 @@ impl Extractor {
                 format.signatures().into_iter().map(move |s| (d, s))
             })
             .collect();
-        let prefilter = Prefilter::new(signatures)
-            .map_err(|e| format!("cannot build the audit pre-check: {e}"))?;
+        let prefilter = Prefilter::new(signatures).map_err(ExtractError::Prefilter)?;
         Ok(Extractor {
             detectors,
             prefilter,
@@ -308,5 +310,27 @@ mod tests {
             x.extract(br#"{"level":"audit"}"#),
             Extraction::Ordinary
         ));
+    }
+
+    #[test]
+    fn more_detectors_than_the_pre_check_can_track_are_refused() {
+        let rule = |i| crate::extract::RuleConfig {
+            name: format!("r{i}"),
+            matches: [(format!("/k{i}"), serde_json::json!("audit"))].into(),
+            type_pointer: "/t".into(),
+            time: None,
+            embedded: false,
+        };
+        let mut config = AuditConfig {
+            formats: vec![],
+            rules: (0..MAX_DETECTORS).map(rule).collect(),
+        };
+        assert!(Extractor::new(&config).is_ok());
+        config.rules.push(rule(MAX_DETECTORS));
+        let err = Extractor::new(&config).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "65 audit detectors are enabled, at most 64 are supported"
+        );
     }
 }

@@ -181,6 +181,20 @@ impl AuditConfig {
     }
 }
 
+/// Why an [`Extractor`] could not be built from an `audit` section. A config that passed
+/// [`AuditConfig::validate`] can fail only with `TooMany`.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("audit rule `{rule}`: {message}")]
+    Pointer { rule: String, message: String },
+    #[error("audit rule `{rule}` has no `match`")]
+    NoMatch { rule: String },
+    #[error("{count} audit detectors are enabled, at most {max} are supported")]
+    TooMany { count: usize, max: usize },
+    #[error("cannot build the audit pre-check")]
+    Prefilter(#[source] aho_corasick::BuildError),
+}
+
 /// What a line turned out to be.
 #[derive(Debug)]
 pub enum Extraction<'a> {

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use super::format::{string_or_unknown, Detected, Format, Signature, Tail};
 use super::json::{self, Located};
 use super::time::parse_time_value;
+use super::ExtractError;
 use crate::problem::Problem;
 
 /// A custom detector.
@@ -79,23 +80,27 @@ pub(crate) struct Rule {
 }
 
 impl Rule {
-    pub(crate) fn new(config: &RuleConfig) -> Result<Rule, String> {
+    pub(crate) fn new(config: &RuleConfig) -> Result<Rule, ExtractError> {
+        let pointer = |p: &str| {
+            json::parse_pointer(p).map_err(|message| ExtractError::Pointer {
+                rule: config.name.clone(),
+                message,
+            })
+        };
         let mut matches = Vec::new();
-        for (pointer, value) in &config.matches {
-            matches.push((json::parse_pointer(pointer)?, value.clone()));
+        for (p, value) in &config.matches {
+            matches.push((pointer(p)?, value.clone()));
         }
         if matches.is_empty() {
-            return Err(format!("rule {} has no `match`", config.name));
+            return Err(ExtractError::NoMatch {
+                rule: config.name.clone(),
+            });
         }
         Ok(Rule {
             name: config.name.clone(),
             matches,
-            type_pointer: json::parse_pointer(&config.type_pointer)?,
-            time_pointer: config
-                .time
-                .as_deref()
-                .map(json::parse_pointer)
-                .transpose()?,
+            type_pointer: pointer(&config.type_pointer)?,
+            time_pointer: config.time.as_deref().map(pointer).transpose()?,
             embedded: config.embedded,
         })
     }
