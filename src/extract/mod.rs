@@ -32,6 +32,8 @@ mod immuta;
 mod monolog;
 mod pryv;
 mod sym;
+#[cfg(test)]
+mod toy;
 
 use std::fmt;
 use std::str::FromStr;
@@ -49,7 +51,14 @@ pub use time::parse_time_text;
 /// The built-in formats, in their default order. This list is the only place that names them:
 /// `audit.formats` accepts these names, the default enables all of them in this order, and no
 /// custom rule may take one of them.
-const BUILTIN: &[&dyn Format] = &[&immuta::Immuta, &sym::Sym, &monolog::Monolog, &pryv::Pryv];
+const BUILTIN: &[&dyn Format] = &[
+    &immuta::Immuta,
+    &sym::Sym,
+    &monolog::Monolog,
+    &pryv::Pryv,
+    #[cfg(test)]
+    &toy::Toy,
+];
 
 /// The names of the built-in formats, in their default order.
 pub fn builtin_names() -> impl Iterator<Item = &'static str> {
