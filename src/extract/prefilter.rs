@@ -104,7 +104,7 @@ impl Prefilter {
             hits: [0; MAX_HITS],
             nhits: 0,
         };
-        for m in self.finder.find_iter(line) {
+        self.finder.for_each_match(line, |m| {
             let (detector, tail) = &self.patterns[m.pattern().as_usize()];
             if tail.matches(&line[..m.start()], &line[m.end()..]) {
                 found.detectors |= 1 << detector;
@@ -113,7 +113,7 @@ impl Prefilter {
                     found.nhits += 1;
                 }
             }
-        }
+        });
         found
     }
 }
@@ -140,13 +140,13 @@ impl Finder {
         AhoCorasick::new(needles).map(Finder::Automaton)
     }
 
-    fn find_iter<'a>(
-        &'a self,
-        haystack: &'a [u8],
-    ) -> Box<dyn Iterator<Item = aho_corasick::Match> + 'a> {
+    /// Calls `each` for every needle found, left to right. The searcher is chosen once per
+    /// line and the loop under it is generic over `each`: no boxed iterator to allocate and
+    /// no virtual call per match.
+    fn for_each_match(&self, haystack: &[u8], each: impl FnMut(aho_corasick::Match)) {
         match self {
-            Finder::Packed(s) => Box::new(s.find_iter(haystack)),
-            Finder::Automaton(a) => Box::new(a.find_iter(haystack)),
+            Finder::Packed(s) => s.find_iter(haystack).for_each(each),
+            Finder::Automaton(a) => a.find_iter(haystack).for_each(each),
         }
     }
 }
@@ -182,6 +182,48 @@ impl Tail {
                 Some((b':', rest)) => skip_ws(rest).starts_with(value),
                 _ => false,
             },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signatures() -> Vec<(usize, Signature)> {
+        vec![
+            (
+                0,
+                Signature::new(r#""audit""#, Tail::KeyBefore(r#""level""#.into())),
+            ),
+            (1, Signature::new(r#""message_slug""#, Tail::Colon)),
+            (
+                1,
+                Signature::new(r#""kind""#, Tail::ColonThen(r#""audit""#.into())),
+            ),
+            (2, Signature::new("pryv-audit[", Tail::Nothing)),
+        ]
+    }
+
+    #[test]
+    fn the_fallback_automaton_finds_what_the_packed_searcher_finds() {
+        let packed = Prefilter::new(signatures()).unwrap();
+        let mut automaton = Prefilter::new(signatures()).unwrap();
+        let needles: Vec<Vec<u8>> = signatures().into_iter().map(|(_, s)| s.needle).collect();
+        automaton.finder = Finder::Automaton(AhoCorasick::new(needles).unwrap());
+        for (line, detectors, hits) in [
+            ("just a log line", 0, vec![]),
+            (r#"{"level" : "audit"}"#, 0b001, vec![11]),
+            (r#"{"note": "audit"}"#, 0, vec![]),
+            (r#"{"message_slug": 1, "kind":"audit"}"#, 0b010, vec![1, 20]),
+            (r#"{"kind": "other"}"#, 0, vec![]),
+            (r#"x pryv-audit[1]: {"level":"audit"}"#, 0b101, vec![2, 26]),
+        ] {
+            for (name, prefilter) in [("packed", &packed), ("automaton", &automaton)] {
+                let found = prefilter.scan(line.as_bytes());
+                assert_eq!(found.detectors, detectors, "{name}: {line}");
+                assert_eq!(found.hits(), hits, "{name}: {line}");
+            }
         }
     }
 }
