@@ -14,7 +14,9 @@ use chrono::{DateTime, Utc};
 
 use crate::ack::Ack;
 use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record};
-use crate::extract::{parse_time_text, AuditConfig, Extraction, Extractor, InvalidReason};
+use crate::extract::{
+    parse_time_text, AuditConfig, ExtractError, Extraction, Extractor, InvalidReason,
+};
 use crate::filter::{TypeFilter, TypesConfig};
 use crate::line::{Framed, Stats, Stream, StreamInfo};
 use crate::metrics::Metrics;
@@ -37,8 +39,8 @@ pub struct Processor {
 /// Why a processor could not be built from a config.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("audit detectors: {0}")]
-    Extract(String),
+    #[error(transparent)]
+    Extract(ExtractError),
 }
 
 /// The config sections the per-line stages are built from.

@@ -1,12 +1,17 @@
 //! Extract: decide which lines are audit records, and find the record's JSON inside the line.
 //!
 //! Most lines in a real pod are ordinary logs, so the decision is made in two steps:
-//! 1. a cheap pre-check: one Aho-Corasick pass looks for each enabled detector's *signature*
-//!    (for Immuta, `"level"` followed by `:` and `"audit"`, whitespace allowed). A line without
-//!    any signature is ordinary and costs nothing more: no UTF-8 validation, no parse, no
-//!    allocation.
+//! 1. a cheap pre-check (`prefilter.rs`): one pass of a packed multi-needle searcher looks for
+//!    each enabled detector's *signature* (for Immuta, `"level"` followed by `:` and `"audit"`,
+//!    whitespace allowed). A line without any signature is ordinary and costs nothing more: no
+//!    UTF-8 validation, no parse, no allocation.
 //! 2. for the few candidates, the line's JSON objects are parsed (top-level members only, as
-//!    borrowed raw text) and each enabled detector, in configured order, looks at them.
+//!    borrowed raw text) and each candidate detector, in configured order, looks at them.
+//!
+//! A detector is a `Format` (`format.rs`): a built-in format, one file each (`immuta.rs`,
+//! `sym.rs`, `monolog.rs`, `pryv.rs`), or a custom rule from the config (`rule.rs`).
+//! `BUILTIN` below is the one list of built-in formats: adding one is its own file, its `mod`
+//! line and its entry there (and the Helm chart's `values.schema.json` enum).
 //!
 //! Guarantees:
 //! - the record is the object's exact text, never a re-serialisation;
@@ -15,66 +20,119 @@
 //! - a line that carries a signature that no valid JSON object accounts for (truncated JSON,
 //!   invalid UTF-8) is reported as [`Extraction::Invalid`], never shipped half-parsed.
 
-mod detect;
+mod extractor;
+mod format;
 pub mod json;
+mod prefilter;
+mod rule;
 mod time;
 
-use std::collections::BTreeMap;
+// The built-in formats: one module each, and one entry each in `BUILTIN`.
+mod immuta;
+mod monolog;
+mod pryv;
+mod sym;
+#[cfg(test)]
+mod toy;
+
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{de, Deserialize, Deserializer};
 
 use crate::problem::Problem;
-pub use detect::Extractor;
+pub use extractor::Extractor;
+use format::Format;
+pub use rule::RuleConfig;
 pub use time::parse_time_text;
 
-/// The built-in detectors, from the seed documents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BuiltinFormat {
-    /// Immuta: top-level `"level": "audit"`; type `/recordType`; time `/dateTime`, else `/timestamp`.
-    Immuta,
-    /// Sym LogEntry: top-level `"type": "event"` and a string `/event/type` (the type);
-    /// time `/event/timestamp`.
-    Sym,
-    /// Laravel/monolog: a JSON object with string `/channel` and `/message_slug` (the type),
-    /// time `/timestamp`; or a LineFormatter line `[ts] channel.LEVEL: message {context} [extra]`
-    /// whose context has `log_event_type` (the type).
-    Monolog,
-    /// Pryv.io audit syslog line: a `pryv-audit[pid]:` tag and a JSON object with `/action`.
-    Pryv,
+/// The built-in formats, in their default order. This list is the only place that names them:
+/// `audit.formats` accepts these names, the default enables all of them in this order, and no
+/// custom rule may take one of them.
+const BUILTIN: &[&dyn Format] = &[
+    &immuta::Immuta,
+    &sym::Sym,
+    &monolog::Monolog,
+    &pryv::Pryv,
+    #[cfg(test)]
+    &toy::Toy,
+];
+
+/// The names of the built-in formats, in their default order.
+pub fn builtin_names() -> impl Iterator<Item = &'static str> {
+    BUILTIN.iter().map(|f| f.name())
 }
+
+/// A built-in format, as named in `audit.formats`: one of [`builtin_names`].
+#[derive(Clone, Copy)]
+pub struct BuiltinFormat(&'static dyn Format);
 
 impl BuiltinFormat {
     pub fn name(self) -> &'static str {
-        match self {
-            BuiltinFormat::Immuta => "immuta",
-            BuiltinFormat::Sym => "sym",
-            BuiltinFormat::Monolog => "monolog",
-            BuiltinFormat::Pryv => "pryv",
-        }
+        self.0.name()
+    }
+
+    fn format(self) -> &'static dyn Format {
+        self.0
     }
 }
 
-/// A custom detector.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RuleConfig {
-    /// The detector's name; it becomes the record's `format`.
-    pub name: String,
-    /// JSON pointer -> value; all must hold for a line to be this rule's record.
-    #[serde(rename = "match")]
-    pub matches: BTreeMap<String, serde_json::Value>,
-    /// JSON pointer to the record type (a string).
-    #[serde(rename = "type")]
-    pub type_pointer: String,
-    /// JSON pointer to the record's time (epoch seconds or milliseconds, or ISO-8601 text).
-    #[serde(default)]
-    pub time: Option<String>,
-    /// Whether the object may follow a text prefix (`2021-08-09 INFO {...}`).
-    #[serde(default)]
-    pub embedded: bool,
+/// A name in `audit.formats` that is not a built-in format.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown format `{0}`, expected one of {known}", known = known_names())]
+pub struct UnknownFormat(String);
+
+fn known_names() -> String {
+    builtin_names()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl FromStr for BuiltinFormat {
+    type Err = UnknownFormat;
+
+    fn from_str(name: &str) -> Result<BuiltinFormat, UnknownFormat> {
+        BUILTIN
+            .iter()
+            .find(|f| f.name() == name)
+            .map(|f| BuiltinFormat(*f))
+            .ok_or_else(|| UnknownFormat(name.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for BuiltinFormat {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A visitor, not `String::deserialize` then a lookup: an error raised while the name
+        // is read carries the name's own YAML path (`audit.formats[1]`) and position.
+        struct Name;
+        impl de::Visitor<'_> for Name {
+            type Value = BuiltinFormat;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("the name of a built-in format")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<BuiltinFormat, E> {
+                name.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
+}
+
+impl PartialEq for BuiltinFormat {
+    fn eq(&self, other: &Self) -> bool {
+        self.name() == other.name()
+    }
+}
+
+impl Eq for BuiltinFormat {}
+
+impl fmt::Debug for BuiltinFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The `audit` section.
@@ -90,12 +148,7 @@ pub struct AuditConfig {
 impl Default for AuditConfig {
     fn default() -> Self {
         AuditConfig {
-            formats: vec![
-                BuiltinFormat::Immuta,
-                BuiltinFormat::Sym,
-                BuiltinFormat::Monolog,
-                BuiltinFormat::Pryv,
-            ],
+            formats: BUILTIN.iter().map(|f| BuiltinFormat(*f)).collect(),
             rules: Vec::new(),
         }
     }
@@ -122,7 +175,9 @@ impl AuditConfig {
             if rule.name.trim().is_empty() {
                 problems.push(Problem::new(format!("{at}.name"), "must not be empty"));
             }
-            let builtin = ["immuta", "sym", "monolog", "pryv"].contains(&rule.name.as_str());
+            // Every built-in name is taken, enabled or not, so enabling one later cannot
+            // make two detectors share a name.
+            let builtin = builtin_names().any(|n| n == rule.name);
             let twice = self.rules[..i].iter().any(|r| r.name == rule.name);
             if builtin || twice {
                 problems.push(Problem::new(
@@ -130,25 +185,23 @@ impl AuditConfig {
                     format!("`{}` is already the name of another detector", rule.name),
                 ));
             }
-            if rule.matches.is_empty() {
-                problems.push(Problem::new(
-                    format!("{at}.match"),
-                    "needs at least one `pointer: value` to recognise the record",
-                ));
-            }
-            for pointer in rule.matches.keys() {
-                if let Err(e) = json::parse_pointer(pointer) {
-                    problems.push(Problem::new(format!("{at}.match"), e));
-                }
-            }
-            if let Err(e) = json::parse_pointer(&rule.type_pointer) {
-                problems.push(Problem::new(format!("{at}.type"), e));
-            }
-            if let Some(Err(e)) = rule.time.as_deref().map(json::parse_pointer) {
-                problems.push(Problem::new(format!("{at}.time"), e));
-            }
+            rule.validate(&at, problems);
         }
     }
+}
+
+/// Why an [`Extractor`] could not be built from an `audit` section. A config that passed
+/// [`AuditConfig::validate`] can fail only with `TooMany`.
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("audit rule `{rule}`: {message}")]
+    Pointer { rule: String, message: String },
+    #[error("audit rule `{rule}` has no `match`")]
+    NoMatch { rule: String },
+    #[error("{count} audit detectors are enabled, at most {max} are supported")]
+    TooMany { count: usize, max: usize },
+    #[error("cannot build the audit pre-check")]
+    Prefilter(#[source] aho_corasick::BuildError),
 }
 
 /// What a line turned out to be.
@@ -200,3 +253,62 @@ pub struct AuditRecord<'a> {
 
 /// The type given to an audit record whose type field is missing or not a string.
 pub const UNKNOWN_TYPE: &str = "unknown";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, Purpose};
+
+    fn problems(yaml: &str) -> Vec<String> {
+        match Config::from_yaml(yaml, Purpose::Check) {
+            Ok(_) => vec![],
+            Err(e) => e.problems(),
+        }
+    }
+
+    #[test]
+    fn the_default_enables_every_builtin_format_in_list_order() {
+        let names: Vec<&str> = AuditConfig::default()
+            .formats
+            .iter()
+            .map(|f| f.name())
+            .collect();
+        assert_eq!(names, builtin_names().collect::<Vec<_>>());
+        assert_eq!(names[..4], ["immuta", "sym", "monolog", "pryv"]);
+    }
+
+    #[test]
+    fn an_unknown_format_is_refused_at_its_path_with_the_known_names() {
+        let problems = problems("audit:\n  formats: [immuta, foo]\n");
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let want = "audit.formats[1]: unknown format `foo`, expected one of `immuta`, `sym`, `monolog`, `pryv`";
+        assert!(problems[0].contains(want), "{problems:?}");
+    }
+
+    #[test]
+    fn a_format_listed_twice_is_refused() {
+        assert_eq!(
+            problems("audit:\n  formats: [immuta, sym, immuta]\n"),
+            vec!["audit.formats[2]: `immuta` is listed twice"]
+        );
+    }
+
+    #[test]
+    fn a_rule_may_not_take_a_builtin_name_or_another_rules_name() {
+        let yaml = r#"
+audit:
+  formats: [immuta]
+  rules:
+    - {name: pryv, match: {/kind: audit}, type: /t}
+    - {name: mine, match: {/kind: audit}, type: /t}
+    - {name: mine, match: {/kind: audit}, type: /t}
+"#;
+        assert_eq!(
+            problems(yaml),
+            vec![
+                "audit.rules[0].name: `pryv` is already the name of another detector",
+                "audit.rules[2].name: `mine` is already the name of another detector",
+            ]
+        );
+    }
+}

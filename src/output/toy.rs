@@ -3,7 +3,7 @@
 //!
 //! It keeps the ids of the records it is given (by its configured `name`, so tests running at
 //! the same time do not share), confirms each at once, reports not ready when `unready` is
-//! set, and notes when its drain began.
+//! set, and notes `drained` when it ends in a drain.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -110,10 +110,16 @@ impl Output for Toy {
                             deliver(&name, record.id.clone());
                             record.ack.confirm();
                         },
-                        None => break,
+                        None => {
+                            drain.begin();
+                            break;
+                        }
                     },
-                    () = drain.changed(), if !drain.draining() => deliver(&name, "drained".into()),
+                    () = drain.changed() => {}
                 }
+            }
+            if drain.draining() {
+                deliver(&name, "drained".into());
             }
             Ok(())
         })
