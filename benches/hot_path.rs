@@ -15,7 +15,7 @@
 //! cargo bench --bench hot_path -- extract/   # one group
 //! ```
 // Test code: a panic is a failed assertion.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -24,9 +24,9 @@ use auditrail::ack::Ack;
 use auditrail::config::{Config, Purpose};
 use auditrail::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record, RetentionTag};
 use auditrail::extract::{AuditConfig, Extraction, Extractor};
+use auditrail::framing::{Format, Framer};
 use auditrail::line::{Framed, Stats, StreamInfo};
 use auditrail::pipeline::Processor;
-use auditrail::source::framing::{Format, Framer};
 use chrono::{DateTime, Utc};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

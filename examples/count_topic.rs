@@ -25,7 +25,7 @@
 //! moment it read the line, this is the time to read; with LogAppendTime it would be the time
 //! to reach the broker's log).
 // A benchmark tool: any failure ends the measurement, with the reason.
-#![allow(clippy::expect_used, clippy::unwrap_used)]
+#![allow(clippy::expect_used, clippy::unwrap_used, unreachable_pub)]
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;

@@ -49,7 +49,7 @@ impl TypesConfig {
 
 /// Whether `pattern` matches `record_type`: exactly, `all`, or `resource.all` for any type
 /// that starts with `resource.`.
-pub fn pattern_matches(pattern: &str, record_type: &str) -> bool {
+pub(crate) fn pattern_matches(pattern: &str, record_type: &str) -> bool {
     if pattern == "all" || pattern == record_type {
         return true;
     }
@@ -63,13 +63,13 @@ pub fn pattern_matches(pattern: &str, record_type: &str) -> bool {
 
 /// A compiled type filter.
 #[derive(Debug, Clone)]
-pub struct TypeFilter {
+pub(crate) struct TypeFilter {
     include: Vec<String>,
     exclude: Vec<String>,
 }
 
 impl TypeFilter {
-    pub fn new(config: &TypesConfig) -> TypeFilter {
+    pub(crate) fn new(config: &TypesConfig) -> TypeFilter {
         TypeFilter {
             include: config.include.clone(),
             exclude: config.exclude.clone(),
@@ -77,7 +77,7 @@ impl TypeFilter {
     }
 
     /// Whether a record of this type is shipped.
-    pub fn accepts(&self, record_type: &str) -> bool {
+    pub(crate) fn accepts(&self, record_type: &str) -> bool {
         if self.exclude.iter().any(|p| pattern_matches(p, record_type)) {
             return false;
         }

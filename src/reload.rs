@@ -24,7 +24,7 @@ use crate::output::Classes;
 use crate::pipeline::{Processor, SharedProcessor};
 
 /// What a reload changes in the running service.
-pub struct Targets {
+pub(crate) struct Targets {
     /// The per-line stages the sources use.
     pub processor: SharedProcessor,
     /// The retention classes the outputs check topics for.
@@ -34,12 +34,16 @@ pub struct Targets {
 }
 
 /// Starts following `path` for changes to `current`; stops when the task is aborted.
-pub fn start(current: Config, path: PathBuf, targets: Targets) -> tokio::task::JoinHandle<()> {
+pub(crate) fn start(
+    current: Config,
+    path: PathBuf,
+    targets: Targets,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(apply_changes(current, path, targets))
 }
 
 /// The (topic, days) of every retention class of `config`, for the outputs.
-pub fn classes_of(config: &Config) -> Classes {
+pub(crate) fn classes_of(config: &Config) -> Classes {
     config
         .retention
         .classes
@@ -49,7 +53,7 @@ pub fn classes_of(config: &Config) -> Classes {
 }
 
 /// The sections of `new` that differ from `old` and only take effect after a restart.
-pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+pub(crate) fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut sections = Vec::new();
     if old.source != new.source {
         sections.push("source");
@@ -76,7 +80,7 @@ pub fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
 
 /// Whether the per-record stages differ (what a reload applies): detectors, the global and
 /// per-output type filters, retention.
-pub fn stages_changed(old: &Config, new: &Config) -> bool {
+pub(crate) fn stages_changed(old: &Config, new: &Config) -> bool {
     old.audit != new.audit
         || old.types != new.types
         || old.retention != new.retention
@@ -102,7 +106,7 @@ fn filters_changed(old: &Config, new: &Config) -> bool {
 
 /// `current` with the per-record stages of `new`: what runs after a reload (sections that need
 /// a restart keep their running values).
-pub fn apply(current: &Config, new: &Config) -> Config {
+pub(crate) fn apply(current: &Config, new: &Config) -> Config {
     let mut next = current.clone();
     next.audit = new.audit.clone();
     next.types = new.types.clone();
@@ -115,13 +119,13 @@ pub fn apply(current: &Config, new: &Config) -> Config {
 }
 
 /// Reads and validates the config at `path` for a reload.
-pub fn load(path: &Path) -> Result<Config, ConfigError> {
+pub(crate) fn load(path: &Path) -> Result<Config, ConfigError> {
     Config::load(path, Purpose::Run)
 }
 
 /// Sends a message on `tx` whenever the config may have changed: a filesystem event in the
 /// config's directory (debounced) or SIGHUP. Runs until `tx` closes.
-pub async fn watch(path: PathBuf, tx: mpsc::Sender<()>) {
+pub(crate) async fn watch(path: PathBuf, tx: mpsc::Sender<()>) {
     let (event_tx, mut event_rx) = mpsc::channel::<()>(1);
     let dir = path
         .parent()

@@ -67,7 +67,7 @@ impl Default for RetentionConfig {
 }
 
 /// Kafka's rule for topic names.
-pub fn topic_problem(topic: &str) -> Option<String> {
+pub(crate) fn topic_problem(topic: &str) -> Option<String> {
     if topic.is_empty() || topic.len() > 249 {
         return Some(format!("topic {topic:?} must be 1 to 249 characters"));
     }

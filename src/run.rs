@@ -22,9 +22,21 @@ use crate::pipeline::{BuildError, Processor, SharedProcessor};
 use crate::reload;
 use crate::source::{self, Checkpoint, CheckpointError, SourceError, SourceKind, Telemetry};
 
-/// Why `run` stopped with an error.
+/// Why `run` stopped with an error; [`RunError::is_usage`] tells a config problem (exit code
+/// 2) from a failure while running (exit code 1).
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+#[error(transparent)]
+pub struct RunError(Fail);
+
+impl RunError {
+    /// Caused by the config or the environment it names (exit code 2).
+    pub fn is_usage(&self) -> bool {
+        self.0.is_usage()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Fail {
     #[error(transparent)]
     Build(#[from] BuildError),
     #[error(transparent)]
@@ -41,21 +53,24 @@ pub enum RunError {
     Signal(#[source] std::io::Error),
 }
 
-impl RunError {
-    /// Errors caused by the config or the environment it names (exit code 2).
-    pub fn is_usage(&self) -> bool {
+impl Fail {
+    fn is_usage(&self) -> bool {
         matches!(
             self,
-            RunError::Build(_)
-                | RunError::Listen(_)
-                | RunError::Output(OutputError::Config { .. })
-                | RunError::Source(SourceError::Checkpoint(_) | SourceError::NoKubernetes)
+            Fail::Build(_)
+                | Fail::Listen(_)
+                | Fail::Output(OutputError::Config { .. })
+                | Fail::Source(SourceError::Checkpoint(_) | SourceError::NoKubernetes)
         )
     }
 }
 
 /// Runs until SIGTERM/SIGINT. `config_path` is watched for hot reloads.
 pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
+    serve(config, config_path).await.map_err(RunError)
+}
+
+async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
     log_start(&config);
     let metrics = Metrics::new();
     let health = Health::new();
@@ -101,7 +116,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
         },
     );
 
-    wait_for_shutdown().await.map_err(RunError::Signal)?;
+    wait_for_shutdown().await.map_err(Fail::Signal)?;
     tracing::info!("shutting down: draining outputs");
     reloader.abort();
     let _ = shutdown_tx.send(true);
@@ -116,7 +131,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
     }
     let stats = stopped?;
     log_stop(&stats, checkpoint.in_flight());
-    saved.map_err(RunError::Checkpoint)?;
+    saved.map_err(Fail::Checkpoint)?;
     match drained {
         Ok(result) => Ok(result?),
         Err(e) => Err(OutputError::Task(e).into()),

@@ -14,7 +14,7 @@ pub struct YamlError {
 }
 
 /// Reads `text` (one YAML document) into a `T`.
-pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
+pub(crate) fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
     let mut path = None;
     let options = serde_saphyr::options! { strict_booleans: true };
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {

@@ -1,7 +1,7 @@
 //! `auditrail check`, `auditrail validate` and exit codes, on the samples and on generated
 //! nasty inputs written to real files.
 // Test code: a panic is a failed assertion.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod support;
 

@@ -1,7 +1,7 @@
 //! The Kafka output against a real Kafka-protocol broker over TCP (`tansu`, see
 //! `support::broker`). What is asserted is what a consumer reads back from the topics.
 // Test code: a panic is a failed assertion.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod support;
 

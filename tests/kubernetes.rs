@@ -5,7 +5,7 @@
 //! tested against `support::fake_api`, a local HTTP server that stands in for a cluster by
 //! speaking the few endpoints used, in the API's exact shapes, to the real `kube` client.
 // Test code: a panic is a failed assertion.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod support;
 

@@ -5,7 +5,7 @@
 //! Prometheus and promtool come from Debian's `prometheus` package (`scripts/test.sh` installs
 //! it); without them the tests that need them fail with a message saying so.
 // Test code: a panic is a failed assertion.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod support;
 

@@ -6,7 +6,7 @@
 //! test fails on the first cycle it finds and prints it; it also prints the floors (each module
 //! above everything it imports), the picture the README's layout section describes.
 // Test code: a panic is a failed assertion.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

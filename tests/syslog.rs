@@ -4,7 +4,7 @@
 //! where each record goes under per-output filters, that a receiver that goes away and comes
 //! back loses nothing, and that a bad template is refused with its position.
 // Test code: a panic is a failed assertion.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod support;
 

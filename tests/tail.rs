@@ -2,7 +2,7 @@
 //! auditrail itself is stopped or killed. Every test compares what was written with what was
 //! printed on stdout (the default output), record by record.
 // Test code: a panic is a failed assertion.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 mod support;
 

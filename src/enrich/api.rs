@@ -12,7 +12,7 @@ use super::{Enrichment, Owner, PodInfo};
 
 /// Which pod this is: `POD_NAME` / `POD_NAMESPACE` from the Downward API, else the hostname
 /// (a pod's hostname is its name) and the client's default namespace (the service account's).
-pub fn own_pod(
+pub(crate) fn own_pod(
     client: &kube::Client,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Option<(String, String)> {
@@ -23,7 +23,7 @@ pub fn own_pod(
 }
 
 /// What the pod object says.
-pub fn info_from(pod: &Pod) -> PodInfo {
+pub(crate) fn info_from(pod: &Pod) -> PodInfo {
     let meta = &pod.metadata;
     let labels = meta.labels.clone().unwrap_or_default();
     let owner = meta
@@ -66,7 +66,7 @@ fn resolve_owner(kind: &str, name: &str, template_hash: Option<&String>) -> Owne
 
 /// Gets the pod, then watches it, updating `enrichment`; reconnects with backoff when the
 /// watch ends or fails. Runs until dropped.
-pub async fn follow_pod(
+pub(crate) async fn follow_pod(
     client: kube::Client,
     namespace: String,
     name: String,

@@ -9,15 +9,15 @@ use std::sync::Arc;
 use super::{Enrichment, PodInfo};
 
 /// The Downward API environment variables.
-pub const ENV_POD_NAME: &str = "POD_NAME";
-pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
-pub const ENV_POD_UID: &str = "POD_UID";
-pub const ENV_NODE_NAME: &str = "NODE_NAME";
-pub const ENV_POD_IP: &str = "POD_IP";
+pub(crate) const ENV_POD_NAME: &str = "POD_NAME";
+pub(crate) const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
+pub(super) const ENV_POD_UID: &str = "POD_UID";
+pub(super) const ENV_NODE_NAME: &str = "NODE_NAME";
+pub(super) const ENV_POD_IP: &str = "POD_IP";
 
 /// Reads the Downward API: `env` looks a variable up (the process environment in production,
 /// a map in tests), `dir` holds the `labels` and `annotations` files.
-pub fn downward(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> PodInfo {
+pub(crate) fn downward(env: &dyn Fn(&str) -> Option<String>, dir: &Path) -> PodInfo {
     let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
     PodInfo {
         namespace: var(ENV_POD_NAMESPACE),
@@ -40,7 +40,7 @@ fn read_key_values(path: &Path) -> BTreeMap<String, String> {
 
 /// Parses a Downward API file: one `key="value"` per line, the value a Go-quoted string.
 /// A line that does not parse is skipped.
-pub fn parse_key_values(text: &str) -> BTreeMap<String, String> {
+pub(super) fn parse_key_values(text: &str) -> BTreeMap<String, String> {
     text.lines()
         .filter_map(|line| {
             let (key, value) = line.split_once('=')?;
@@ -80,7 +80,7 @@ fn unquote(s: &str) -> Option<String> {
 
 /// Reads the Downward API now and then every `refresh_interval`, so label changes are seen
 /// without a restart. Runs until dropped.
-pub async fn follow_downward(enrichment: Arc<Enrichment>) {
+pub(crate) async fn follow_downward(enrichment: Arc<Enrichment>) {
     let config = enrichment.config();
     let dir = config.podinfo_dir.clone();
     let env = |name: &str| std::env::var(name).ok();

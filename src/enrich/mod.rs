@@ -27,11 +27,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::problem::Problem;
 
-pub mod api;
+pub(crate) mod api;
 mod downward;
 mod path;
 
-pub use downward::{downward, follow_downward, ENV_POD_NAME, ENV_POD_NAMESPACE};
+pub(crate) use downward::{downward, follow_downward, ENV_POD_NAME, ENV_POD_NAMESPACE};
 use path::from_path;
 
 /// `enrich.kubernetes`.
@@ -123,14 +123,14 @@ impl EnrichConfig {
 
 /// The owning workload.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
+pub(crate) struct Owner {
     pub kind: String,
     pub name: String,
 }
 
 /// What is known about the pod, from every source, before selection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PodInfo {
+pub(crate) struct PodInfo {
     pub namespace: Option<String>,
     pub pod: Option<String>,
     pub pod_uid: Option<String>,
@@ -192,7 +192,7 @@ struct KubernetesObject<'a> {
 /// The pod metadata in force; sources read it per stream and cache its serialisation by
 /// `version`.
 #[derive(Debug)]
-pub struct Enrichment {
+pub(crate) struct Enrichment {
     config: RwLock<EnrichConfig>,
     state: RwLock<State>,
 }
@@ -206,21 +206,21 @@ struct State {
 
 /// The serialised `kubernetes` object for one stream, and the pod uid.
 #[derive(Debug, Clone, Default)]
-pub struct StreamMeta {
+pub(crate) struct StreamMeta {
     pub version: u64,
     pub json: Option<Arc<str>>,
     pub pod_uid: Option<Arc<str>>,
 }
 
 impl Enrichment {
-    pub fn new(config: EnrichConfig) -> Arc<Enrichment> {
+    pub(crate) fn new(config: EnrichConfig) -> Arc<Enrichment> {
         Arc::new(Enrichment {
             config: RwLock::new(config),
             state: RwLock::new(State::default()),
         })
     }
 
-    pub fn config(&self) -> EnrichConfig {
+    pub(crate) fn config(&self) -> EnrichConfig {
         self.config
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -228,7 +228,7 @@ impl Enrichment {
     }
 
     /// A reload: what is selected (labels, annotations, cluster) changes for the next records.
-    pub fn set_config(&self, config: EnrichConfig) {
+    pub(crate) fn set_config(&self, config: EnrichConfig) {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
         self.state
             .write()
@@ -237,12 +237,12 @@ impl Enrichment {
     }
 
     /// Changes whenever the metadata does.
-    pub fn version(&self) -> u64 {
+    pub(crate) fn version(&self) -> u64 {
         self.state.read().unwrap_or_else(|e| e.into_inner()).version
     }
 
     /// Replaces what the Downward API says; returns whether it changed.
-    pub fn set_downward(&self, info: PodInfo) -> bool {
+    pub(crate) fn set_downward(&self, info: PodInfo) -> bool {
         let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
         if s.downward == info {
             return false;
@@ -253,7 +253,7 @@ impl Enrichment {
     }
 
     /// Replaces what the API says; returns whether it changed.
-    pub fn set_api(&self, info: PodInfo) -> bool {
+    pub(crate) fn set_api(&self, info: PodInfo) -> bool {
         let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
         if s.api == info {
             return false;
@@ -265,7 +265,7 @@ impl Enrichment {
 
     /// The metadata for a stream read from `path` (for a file source) or of `container`
     /// (for the API source): Downward API first, then the API, then the path.
-    pub fn for_stream(&self, path: Option<&Path>, container: Option<&str>) -> StreamMeta {
+    pub(crate) fn for_stream(&self, path: Option<&Path>, container: Option<&str>) -> StreamMeta {
         let config = self.config();
         if config.kubernetes == Mode::Off {
             return StreamMeta::default();
@@ -315,7 +315,7 @@ impl Enrichment {
     }
 
     /// Whether any metadata at all is known (for the startup warning).
-    pub fn is_known(&self) -> bool {
+    pub(crate) fn is_known(&self) -> bool {
         let s = self.state.read().unwrap_or_else(|e| e.into_inner());
         !s.downward.is_empty() || !s.api.is_empty()
     }
@@ -325,7 +325,7 @@ impl Enrichment {
 
 /// Enrichment as `run` starts it: the shared state, the Kubernetes API client (also used by
 /// `source.kind: kubernetes`), and the tasks that keep the metadata current.
-pub struct Enricher {
+pub(crate) struct Enricher {
     pub enrichment: Arc<Enrichment>,
     pub client: Option<kube::Client>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -333,7 +333,7 @@ pub struct Enricher {
 
 impl Enricher {
     /// Stops following the pod's metadata.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         for task in self.tasks {
             task.abort();
         }
@@ -344,7 +344,7 @@ impl Enricher {
 /// Kubernetes API (when a client can be built: in a cluster, or with a kubeconfig), or both.
 /// `needs_client`: another part (the Kubernetes log source) needs the API client whatever the
 /// mode. Outside Kubernetes this warns once and records carry no `kubernetes` object.
-pub async fn start(config: &EnrichConfig, needs_client: bool) -> Enricher {
+pub(crate) async fn start(config: &EnrichConfig, needs_client: bool) -> Enricher {
     let enrichment = Enrichment::new(config.clone());
     let mode = config.kubernetes;
     let mut tasks = Vec::new();

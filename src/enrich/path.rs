@@ -7,7 +7,7 @@ use super::PodInfo;
 /// What a kubelet log path tells: `/var/log/pods/<namespace>_<pod>_<uid>/<container>/<n>.log`
 /// (or a path under a directory named like the pod's, as the Helm chart mounts it), or just
 /// `<container>/<n>.log` below a directory that is not.
-pub fn from_path(path: &Path) -> (PodInfo, Option<String>) {
+pub(super) fn from_path(path: &Path) -> (PodInfo, Option<String>) {
     let parts: Vec<&str> = path
         .components()
         .filter_map(|c| c.as_os_str().to_str())

@@ -12,7 +12,7 @@ use super::json::as_str;
 const SECONDS_LIMIT: f64 = 1e11;
 
 /// The time in a raw JSON value, when it is one.
-pub fn parse_time_value(raw: &RawValue) -> Option<DateTime<Utc>> {
+pub(super) fn parse_time_value(raw: &RawValue) -> Option<DateTime<Utc>> {
     let text = raw.get();
     if text.starts_with('"') {
         return parse_time_text(&as_str(raw)?);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 /// What `/healthz` and `/readyz` report; updated by the parts of the service.
 #[derive(Default)]
-pub struct Health {
+pub(crate) struct Health {
     /// Unix seconds of the reading loop's last turn.
     pub heartbeat: AtomicI64,
     state: Mutex<HealthState>,
@@ -21,26 +21,26 @@ struct HealthState {
 }
 
 impl Health {
-    pub fn new() -> Arc<Health> {
+    pub(crate) fn new() -> Arc<Health> {
         let h = Health::default();
         h.beat();
         Arc::new(h)
     }
 
     /// The reading loop is alive.
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         self.heartbeat
             .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
     }
 
     /// Sets the readiness problems of one part (`source`, `kafka`, `backlog`); empty = ready.
-    pub fn set(&self, part: &'static str, reasons: Vec<String>) {
+    pub(crate) fn set(&self, part: &'static str, reasons: Vec<String>) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.reasons.insert(part, reasons);
     }
 
     /// `Ok` when ready, else every reason.
-    pub fn readiness(&self) -> Result<(), Vec<String>> {
+    pub(crate) fn readiness(&self) -> Result<(), Vec<String>> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut reasons: Vec<String> = s.reasons.values().flatten().cloned().collect();
         reasons.sort();
@@ -52,7 +52,7 @@ impl Health {
     }
 
     /// `Ok` while the reading loop turned within `stall`.
-    pub fn liveness(&self, stall: Duration) -> Result<(), String> {
+    pub(crate) fn liveness(&self, stall: Duration) -> Result<(), String> {
         let age = chrono::Utc::now().timestamp() - self.heartbeat.load(Ordering::Relaxed);
         if age > stall.as_secs() as i64 {
             Err(format!("the reading loop has not turned for {age} s"))

@@ -28,11 +28,11 @@ use prometheus::{
 use serde::Deserialize;
 
 use crate::problem::Problem;
-pub use health::Health;
-pub use server::{start, ListenError};
+pub(crate) use health::Health;
+pub(crate) use server::{start, ListenError};
 
 /// Distinct record types that get their own label value; the rest count as `other`.
-pub const MAX_TYPE_LABELS: usize = 100;
+pub(crate) const MAX_TYPE_LABELS: usize = 100;
 
 /// The `metrics` section.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -48,7 +48,7 @@ pub struct MetricsConfig {
 }
 
 /// The default metrics port.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
+pub(crate) const DEFAULT_LISTEN: &str = "0.0.0.0:9464";
 
 impl Default for MetricsConfig {
     fn default() -> Self {

@@ -11,7 +11,7 @@ use super::{Health, Metrics, MetricsConfig};
 /// The metrics address cannot be listened on.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serve metrics on {listen}")]
-pub struct ListenError {
+pub(crate) struct ListenError {
     listen: String,
     #[source]
     source: std::io::Error,
@@ -19,7 +19,7 @@ pub struct ListenError {
 
 /// Listens on `metrics.listen` (unless it is turned off) and serves until the task is
 /// aborted.
-pub async fn start(
+pub(crate) async fn start(
     config: &MetricsConfig,
     metrics: Arc<Metrics>,
     health: Arc<Health>,

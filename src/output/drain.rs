@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 /// An output's shutdown: whether it began, and when it must end.
 #[derive(Debug)]
-pub struct Drain {
+pub(crate) struct Drain {
     shutdown: watch::Receiver<bool>,
     timeout: Duration,
     since: Option<Instant>,
@@ -19,7 +19,7 @@ pub struct Drain {
 
 impl Drain {
     /// A drain that begins when `shutdown` turns true (or its sender goes away).
-    pub fn new(shutdown: watch::Receiver<bool>) -> Drain {
+    pub(crate) fn new(shutdown: watch::Receiver<bool>) -> Drain {
         let since = (*shutdown.borrow()).then(Instant::now);
         Drain {
             shutdown,
@@ -29,23 +29,23 @@ impl Drain {
     }
 
     /// How long the output may deliver what it holds once the drain began.
-    pub fn with_timeout(mut self, timeout: Duration) -> Drain {
+    pub(crate) fn with_timeout(mut self, timeout: Duration) -> Drain {
         self.timeout = timeout;
         self
     }
 
     /// Begins the drain now (the channel closed), unless it already began.
-    pub fn begin(&mut self) {
+    pub(crate) fn begin(&mut self) {
         self.since.get_or_insert_with(Instant::now);
     }
 
     /// Whether the drain began.
-    pub fn draining(&self) -> bool {
+    pub(crate) fn draining(&self) -> bool {
         self.since.is_some()
     }
 
     /// Whether the drain's time is up.
-    pub fn expired(&self) -> bool {
+    pub(crate) fn expired(&self) -> bool {
         self.deadline().is_some_and(|d| Instant::now() >= d)
     }
 
@@ -56,7 +56,7 @@ impl Drain {
     /// Completes when something changes: the shutdown begins the drain, or the drain's
     /// deadline passes. Pending forever once both happened; for `tokio::select!` loops, which
     /// then look at [`Drain::draining`] and [`Drain::expired`].
-    pub async fn changed(&mut self) {
+    pub(crate) async fn changed(&mut self) {
         if self.since.is_none() {
             let begun = match self.shutdown.changed().await {
                 Ok(()) => *self.shutdown.borrow(),

@@ -18,9 +18,9 @@
 
 mod drain;
 mod fanout;
-pub mod kafka;
-pub mod stdout;
-pub mod syslog;
+pub(crate) mod kafka;
+pub(crate) mod stdout;
+pub(crate) mod syslog;
 #[cfg(test)]
 pub(crate) mod toy;
 
@@ -36,8 +36,8 @@ use crate::envelope::{KeyStrategy, Record};
 use crate::filter::TypesConfig;
 use crate::metrics::{Metrics, OutputHandles};
 use crate::problem::Problem;
-pub use drain::Drain;
-pub use kafka::Classes;
+pub(crate) use drain::Drain;
+pub(crate) use kafka::Classes;
 
 /// Declares the outputs auditrail knows: the `outputs` section (one optional key per output)
 /// and the list this module iterates. The order is the order of the records' `outputs` mask.
@@ -90,7 +90,7 @@ registry! {
 
 /// One kind of output, seen from its config section: everything the rest of auditrail does
 /// with an output goes through here.
-pub trait OutputConfig: std::fmt::Debug + Send + Sync {
+pub(crate) trait OutputConfig: std::fmt::Debug + Send + Sync {
     /// This output's own type filter; without one it takes the global `types`.
     fn types(&self) -> Option<&TypesConfig>;
     /// The same, to replace on a reload.
@@ -102,7 +102,7 @@ pub trait OutputConfig: std::fmt::Debug + Send + Sync {
 }
 
 /// What an output is given when it is built.
-pub struct Context {
+pub(crate) struct Context {
     /// Its metric handles (labelled with its name).
     pub metrics: OutputHandles,
     /// The (topic, days) of every retention class; a config reload sends new ones.
@@ -110,7 +110,7 @@ pub struct Context {
 }
 
 /// A built output: it delivers the batches it is given and confirms each record once durable.
-pub trait Output: Send {
+pub(crate) trait Output: Send {
     /// What `/readyz` says about this output.
     fn health(&self) -> Arc<dyn OutputHealth>;
     /// Delivers batches until the channel closes or `drain` ends it: then it delivers what it
@@ -124,14 +124,14 @@ pub trait Output: Send {
 }
 
 /// The readiness of one output.
-pub trait OutputHealth: Send + Sync {
+pub(crate) trait OutputHealth: Send + Sync {
     /// Why the output is not ready; empty when it is.
     fn not_ready(&self) -> Vec<String>;
 }
 
 /// How long records may wait for an output's acknowledgement, or deliveries keep failing,
 /// before readiness fails.
-pub const STALL: Duration = Duration::from_secs(10);
+pub(crate) const STALL: Duration = Duration::from_secs(10);
 
 impl OutputsConfig {
     pub fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
@@ -204,7 +204,7 @@ impl OutputsConfig {
 
 /// Why an output could not start, or stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum OutputError {
+pub(crate) enum OutputError {
     /// The output's config cannot be used (exit code 2).
     #[error("outputs.{output}")]
     Config {
@@ -228,7 +228,7 @@ pub enum OutputError {
 const QUEUED_BATCHES: usize = 8;
 
 /// The running outputs.
-pub struct Outputs {
+pub(crate) struct Outputs {
     /// Where the source sends its batches.
     pub sender: mpsc::Sender<Vec<Record>>,
     /// Ends when every output has drained (after `sender` and its clones are dropped).
@@ -239,7 +239,7 @@ pub struct Outputs {
 
 /// Builds and starts the outputs in force. `classes` are the (topic, days) of every retention
 /// class; `shutdown` turning true starts every output's drain.
-pub fn start(
+pub(crate) fn start(
     config: &OutputsConfig,
     classes: watch::Receiver<Classes>,
     shutdown: watch::Receiver<bool>,

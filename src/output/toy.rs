@@ -32,7 +32,7 @@ pub struct ToyConfig {
 /// What each toy output delivered, by name: record ids, then `drained` once its drain began.
 static DELIVERED: Mutex<BTreeMap<String, Vec<String>>> = Mutex::new(BTreeMap::new());
 
-pub fn delivered(name: &str) -> Vec<String> {
+pub(crate) fn delivered(name: &str) -> Vec<String> {
     let all = DELIVERED.lock().unwrap_or_else(|e| e.into_inner());
     all.get(name).cloned().unwrap_or_default()
 }

@@ -54,14 +54,14 @@ struct Slot {
 
 /// All checkpoints: those loaded at startup and those of the files being read.
 #[derive(Debug)]
-pub struct Checkpoints {
+pub(crate) struct Checkpoints {
     file: StateFile,
     slots: Mutex<HashMap<u64, Slot>>,
 }
 
 impl Checkpoints {
     /// Loads the checkpoints in `dir`, creating the directory if needed.
-    pub fn load(dir: &Path) -> Result<Arc<Checkpoints>, CheckpointError> {
+    pub(crate) fn load(dir: &Path) -> Result<Arc<Checkpoints>, CheckpointError> {
         let file = StateFile::open(dir, FILE_NAME)?;
         let mut slots = HashMap::new();
         for e in file
@@ -93,12 +93,12 @@ impl Checkpoints {
     }
 
     /// The saved offset of a file, if it has one.
-    pub fn resume(&self, fingerprint: u64) -> Option<u64> {
+    pub(crate) fn resume(&self, fingerprint: u64) -> Option<u64> {
         self.lock().get(&fingerprint).map(|s| s.offset)
     }
 
     /// Starts tracking a file being read.
-    pub fn watch(&self, fingerprint: u64, path: &Path, progress: Arc<Progress>) {
+    pub(crate) fn watch(&self, fingerprint: u64, path: &Path, progress: Arc<Progress>) {
         self.lock().insert(
             fingerprint,
             Slot {
@@ -112,14 +112,14 @@ impl Checkpoints {
     }
 
     /// The file was renamed.
-    pub fn rename(&self, fingerprint: u64, path: &Path) {
+    pub(crate) fn rename(&self, fingerprint: u64, path: &Path) {
         if let Some(slot) = self.lock().get_mut(&fingerprint) {
             slot.path = path.display().to_string();
         }
     }
 
     /// The file is no longer read; its entry stays while records are in flight and for a day.
-    pub fn unwatch(&self, fingerprint: u64) {
+    pub(crate) fn unwatch(&self, fingerprint: u64) {
         if let Some(slot) = self.lock().get_mut(&fingerprint) {
             slot.watched = false;
         }

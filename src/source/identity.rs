@@ -4,12 +4,12 @@
 use std::io::{self, Read, Seek, SeekFrom};
 
 /// How many leading bytes identify a file, at most.
-pub const FINGERPRINT_MAX: usize = 1024;
+pub(super) const FINGERPRINT_MAX: usize = 1024;
 
 /// A file's identity: XXH3 of its first line (up to [`FINGERPRINT_MAX`] bytes). `None` while
 /// the file has neither a complete first line nor that many bytes. The file position is
 /// restored afterwards.
-pub fn fingerprint(file: &mut (impl Read + Seek)) -> io::Result<Option<u64>> {
+pub(crate) fn fingerprint(file: &mut (impl Read + Seek)) -> io::Result<Option<u64>> {
     let position = file.stream_position()?;
     file.seek(SeekFrom::Start(0))?;
     let head = read_head(file)?;
@@ -19,7 +19,7 @@ pub fn fingerprint(file: &mut (impl Read + Seek)) -> io::Result<Option<u64>> {
 
 /// Reads the start of a stream: up to its first `\n`, [`FINGERPRINT_MAX`] bytes, or its end.
 /// For a stream that cannot seek (stdin), the bytes read must be put back in front of it.
-pub fn read_head(src: &mut impl Read) -> io::Result<Vec<u8>> {
+pub(crate) fn read_head(src: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut head = vec![0u8; FINGERPRINT_MAX];
     let mut len = 0;
     while len < head.len() && memchr::memchr(b'\n', &head[..len]).is_none() {
@@ -35,7 +35,7 @@ pub fn read_head(src: &mut impl Read) -> io::Result<Vec<u8>> {
 }
 
 /// The identity of a stream that starts with `head` (see [`fingerprint`]).
-pub fn fingerprint_head(head: &[u8]) -> Option<u64> {
+pub(crate) fn fingerprint_head(head: &[u8]) -> Option<u64> {
     let head = &head[..head.len().min(FINGERPRINT_MAX)];
     let end = match memchr::memchr(b'\n', head) {
         Some(nl) => nl + 1,

@@ -37,7 +37,7 @@ use crate::line::{Line, Stats, StreamInfo};
 
 /// A line's place in the container's log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Position {
+pub(crate) struct Position {
     pub time: DateTime<Utc>,
     /// How many earlier lines carried the same timestamp.
     pub nth: u32,
@@ -68,7 +68,7 @@ struct CheckpointFile {
 
 /// The acknowledged position of the log, saved to `kubernetes-<ns>_<pod>_<container>.json`.
 #[derive(Debug)]
-pub struct LogCheckpoint {
+pub(crate) struct LogCheckpoint {
     file: StateFile,
     key: (String, String, String),
     progress: Arc<Progress>,
@@ -88,7 +88,7 @@ const VERSION: u32 = 1;
 
 impl LogCheckpoint {
     /// Loads the checkpoint of this container's log, if any.
-    pub fn load(
+    pub(crate) fn load(
         dir: &Path,
         namespace: &str,
         pod: &str,
@@ -112,7 +112,7 @@ impl LogCheckpoint {
         }))
     }
 
-    pub fn saved(&self) -> Option<Position> {
+    pub(crate) fn saved(&self) -> Option<Position> {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).saved
     }
 

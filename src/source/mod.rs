@@ -15,7 +15,7 @@
 //! through the one store in [`store`].
 
 mod checkpoint;
-pub mod config;
+pub(crate) mod config;
 mod file;
 pub mod framing;
 mod identity;
@@ -35,19 +35,16 @@ use crate::enrich::Enrichment;
 use crate::envelope::Record;
 use crate::line::Stats;
 use crate::pipeline::{Processor, SharedProcessor};
-pub use checkpoint::Checkpoints;
-pub use config::{ReadFrom, SourceConfig, SourceKind};
-pub use framing::Format;
-pub use identity::{fingerprint, fingerprint_head, read_head};
-pub use kubernetes::{LogCheckpoint, Position};
-pub use reader::LineReader;
-pub use store::CheckpointError;
-pub use stream::StreamReader;
-pub use telemetry::Telemetry;
+pub(crate) use checkpoint::Checkpoints;
+pub(crate) use config::{ReadFrom, SourceConfig, SourceKind};
+pub(crate) use identity::{fingerprint, fingerprint_head, read_head};
+pub(crate) use store::CheckpointError;
+pub(crate) use stream::StreamReader;
+pub(crate) use telemetry::Telemetry;
 
 /// Why a source could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum SourceError {
+pub(crate) enum SourceError {
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
     #[error("cannot start the file tailer thread")]
@@ -57,7 +54,7 @@ pub enum SourceError {
 }
 
 /// The checkpoints of a running source, saved every `checkpoint_interval` and at shutdown.
-pub trait Checkpoint: Send + Sync {
+pub(crate) trait Checkpoint: Send + Sync {
     /// Writes what every output confirmed, atomically.
     fn save(&self) -> Result<(), CheckpointError>;
     /// Records handed to the outputs and not yet confirmed.
@@ -65,7 +62,7 @@ pub trait Checkpoint: Send + Sync {
 }
 
 /// What a source is given: the stages it drives, where records go, what it reports to.
-pub struct Context {
+pub(crate) struct Context {
     /// The per-line stages in force; a reload swaps them between two read turns.
     pub processor: SharedProcessor,
     /// The outputs' channel.
@@ -109,7 +106,7 @@ impl Context {
 }
 
 /// A started source.
-pub struct SourceHandle {
+pub(crate) struct SourceHandle {
     task: Task,
     checkpoint: Arc<dyn Checkpoint>,
     stop: Arc<AtomicBool>,
@@ -124,7 +121,7 @@ enum Task {
 }
 
 /// Starts the source `config` names. `kube` is the Kubernetes API client, when there is one.
-pub fn start(
+pub(crate) fn start(
     config: &SourceConfig,
     context: Context,
     kube: Option<kube::Client>,
@@ -160,13 +157,13 @@ pub fn start(
 
 impl SourceHandle {
     /// The source's checkpoints, for the saver.
-    pub fn checkpoint(&self) -> Arc<dyn Checkpoint> {
+    pub(crate) fn checkpoint(&self) -> Arc<dyn Checkpoint> {
         Arc::clone(&self.checkpoint)
     }
 
     /// Stops reading and waits for the source to finish its turn; returns its counts. The
     /// outputs' channel closes when it is done, which lets them drain.
-    pub async fn stop(self) -> Result<Stats, SourceStopped> {
+    pub(crate) async fn stop(self) -> Result<Stats, SourceStopped> {
         self.stop.store(true, Ordering::Relaxed);
         let finished = match self.task {
             Task::File(thread) => tokio::task::spawn_blocking(move || thread.join().is_ok())
@@ -186,4 +183,4 @@ impl SourceHandle {
 /// The source panicked instead of stopping.
 #[derive(Debug, thiserror::Error)]
 #[error("the source stopped abnormally (panicked)")]
-pub struct SourceStopped;
+pub(crate) struct SourceStopped;

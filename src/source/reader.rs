@@ -16,7 +16,7 @@ const FRAMING_ALLOWANCE: usize = 4096;
 
 /// Reads one stream (a file or stdin).
 #[derive(Debug)]
-pub struct LineReader {
+pub(crate) struct LineReader {
     buf: Vec<u8>,
     /// Bytes before this index have been processed.
     start: usize,
@@ -29,7 +29,7 @@ pub struct LineReader {
 }
 
 impl LineReader {
-    pub fn new(format: Format, max_line_bytes: usize, offset: u64) -> LineReader {
+    pub(crate) fn new(format: Format, max_line_bytes: usize, offset: u64) -> LineReader {
         LineReader {
             buf: Vec::with_capacity(READ_CHUNK),
             start: 0,
@@ -41,13 +41,13 @@ impl LineReader {
     }
 
     /// The offset up to which every physical line has been processed.
-    pub fn offset(&self) -> u64 {
+    pub(crate) fn offset(&self) -> u64 {
         self.base + self.start as u64
     }
 
     /// The offset a checkpoint may move to: processed lines, less any partial line waiting for
     /// its end (a CRI `P` chunk, or a line without `\n` yet).
-    pub fn floor(&self) -> Option<u64> {
+    pub(crate) fn floor(&self) -> Option<u64> {
         match (self.framer.floor(), self.discarding) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -55,12 +55,12 @@ impl LineReader {
     }
 
     /// Bytes read but not yet processed (a partial last line).
-    pub fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         self.buf.len() - self.start
     }
 
     /// Reads once from `src`. Returns the number of bytes read; 0 at end of input.
-    pub fn fill(&mut self, src: &mut impl Read) -> io::Result<usize> {
+    pub(crate) fn fill(&mut self, src: &mut impl Read) -> io::Result<usize> {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.base += self.start as u64;
@@ -84,7 +84,7 @@ impl LineReader {
 
     /// Frames every complete line in the buffer. `f` gets each framing result and the offset
     /// just past the physical line it came from.
-    pub fn drain(&mut self, mut f: impl FnMut(Framed<'_>, u64)) {
+    pub(crate) fn drain(&mut self, mut f: impl FnMut(Framed<'_>, u64)) {
         let LineReader {
             buf,
             start,
@@ -120,24 +120,10 @@ impl LineReader {
     }
 
     /// The input has ended: a last line without `\n` is complete after all.
-    pub fn finish_input(&mut self) {
+    pub(crate) fn finish_input(&mut self) {
         if self.buffered() > 0 && self.discarding.is_none() {
             self.buf.push(b'\n');
         }
-    }
-
-    /// Restarts at offset 0 with fresh framing state (the file was truncated).
-    pub fn reset(&mut self, format: Format) {
-        let max_line = self.framer_max();
-        self.buf.clear();
-        self.start = 0;
-        self.base = 0;
-        self.discarding = None;
-        self.framer = Framer::new(format, max_line);
-    }
-
-    fn framer_max(&self) -> usize {
-        self.max_physical - FRAMING_ALLOWANCE
     }
 }
 

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 /// Why checkpoints cannot be read or saved.
 #[derive(Debug, thiserror::Error)]
 #[error("checkpoint directory {dir}")]
-pub struct CheckpointError {
+pub(crate) struct CheckpointError {
     dir: PathBuf,
     #[source]
     source: io::Error,
@@ -25,7 +25,7 @@ pub struct CheckpointError {
 
 /// One state file in the checkpoint directory.
 #[derive(Debug)]
-pub struct StateFile {
+pub(super) struct StateFile {
     dir: PathBuf,
     name: String,
     /// One save at a time: two writers of the temporary file would rename each other's away.
@@ -40,7 +40,7 @@ struct VersionTag {
 impl StateFile {
     /// The state file `name` in `dir`; the directory is created if needed and must be
     /// writable (checked now, not at the first save).
-    pub fn open(dir: &Path, name: &str) -> Result<StateFile, CheckpointError> {
+    pub(super) fn open(dir: &Path, name: &str) -> Result<StateFile, CheckpointError> {
         let file = StateFile {
             dir: dir.to_path_buf(),
             name: name.to_owned(),
@@ -53,13 +53,16 @@ impl StateFile {
         Ok(file)
     }
 
-    pub fn path(&self) -> PathBuf {
+    pub(super) fn path(&self) -> PathBuf {
         self.dir.join(&self.name)
     }
 
     /// The saved state, if there is one this build can read. `version` is the format this
     /// build writes; a file of another version, or one that does not parse, is set aside.
-    pub fn load<T: DeserializeOwned>(&self, version: u32) -> Result<Option<T>, CheckpointError> {
+    pub(super) fn load<T: DeserializeOwned>(
+        &self,
+        version: u32,
+    ) -> Result<Option<T>, CheckpointError> {
         let path = self.path();
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -90,7 +93,7 @@ impl StateFile {
     }
 
     /// Writes `state` atomically and durably.
-    pub fn save<T: Serialize>(&self, state: &T) -> Result<(), CheckpointError> {
+    pub(super) fn save<T: Serialize>(&self, state: &T) -> Result<(), CheckpointError> {
         let _saving = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let body = serde_json::to_vec_pretty(state).map_err(|e| self.error(io::Error::other(e)))?;
         let tmp = self.dir.join(format!("{}.tmp", self.name));

@@ -20,7 +20,7 @@ use crate::pipeline::Processor;
 
 /// One stream being read.
 #[derive(Debug)]
-pub struct StreamReader {
+pub(crate) struct StreamReader {
     lines: LineReader,
     /// Where the stream comes from, spliced into every record's envelope.
     pub info: StreamInfo,
@@ -30,7 +30,7 @@ pub struct StreamReader {
 
 impl StreamReader {
     /// A stream framed as `format`, read from `offset` on.
-    pub fn new(
+    pub(crate) fn new(
         format: Format,
         max_line_bytes: usize,
         offset: u64,
@@ -45,24 +45,29 @@ impl StreamReader {
     }
 
     /// Reads once from `src`. Returns the number of bytes read; 0 at end of input.
-    pub fn fill(&mut self, src: &mut impl Read) -> io::Result<usize> {
+    pub(crate) fn fill(&mut self, src: &mut impl Read) -> io::Result<usize> {
         self.lines.fill(src)
     }
 
     /// The input has ended for good (`check`): a last line without `\n` is complete.
-    pub fn finish_input(&mut self) {
+    pub(crate) fn finish_input(&mut self) {
         self.lines.finish_input();
     }
 
     /// Passes every complete line read so far through `processor`; records are pushed onto
     /// `records`.
-    pub fn process(&mut self, processor: &Processor, stats: &mut Stats, records: &mut Vec<Record>) {
+    pub(crate) fn process(
+        &mut self,
+        processor: &Processor,
+        stats: &mut Stats,
+        records: &mut Vec<Record>,
+    ) {
         self.process_admitted(processor, stats, records, |_| true);
     }
 
     /// As [`StreamReader::process`], but a line `admit` refuses is skipped, uncounted (a line
     /// the source has already dealt with before a reconnect).
-    pub fn process_admitted(
+    pub(crate) fn process_admitted(
         &mut self,
         processor: &Processor,
         stats: &mut Stats,
@@ -95,23 +100,18 @@ impl StreamReader {
         stats.malformed += std::mem::take(&mut lines.framer.malformed);
     }
 
-    /// The offset up to which every physical line has been processed.
-    pub fn offset(&self) -> u64 {
-        self.lines.offset()
-    }
-
     /// How far the stream has been read: processed lines plus a partial last line.
-    pub fn position(&self) -> u64 {
+    pub(crate) fn position(&self) -> u64 {
         self.lines.offset() + self.lines.buffered() as u64
     }
 
     /// Partial lines (CRI `P`, docker chunks) still waiting for their final chunk.
-    pub fn incomplete(&self) -> u64 {
+    pub(crate) fn incomplete(&self) -> u64 {
         self.lines.framer.pending()
     }
 
     /// The acknowledgement state, in `run`.
-    pub fn progress(&self) -> Option<&Arc<Progress>> {
+    pub(crate) fn progress(&self) -> Option<&Arc<Progress>> {
         self.progress.as_ref()
     }
 }

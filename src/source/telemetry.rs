@@ -12,7 +12,7 @@ use crate::metrics::{Health, Metrics};
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 
 /// What the tailer reports: metrics (as deltas of its counts), liveness and readiness.
-pub struct Telemetry {
+pub(crate) struct Telemetry {
     pub metrics: Arc<Metrics>,
     pub health: Arc<Health>,
     /// Readiness fails above this many bytes not yet read and acknowledged.
@@ -22,7 +22,11 @@ pub struct Telemetry {
 }
 
 impl Telemetry {
-    pub fn new(metrics: Arc<Metrics>, health: Arc<Health>, max_backlog_bytes: u64) -> Telemetry {
+    pub(crate) fn new(
+        metrics: Arc<Metrics>,
+        health: Arc<Health>,
+        max_backlog_bytes: u64,
+    ) -> Telemetry {
         Telemetry {
             metrics,
             health,
@@ -37,7 +41,12 @@ impl Telemetry {
     /// Beats the liveness heartbeat and, at most once a second unless `now`, copies `local`
     /// into `shared` and adds what it counted since the last time to the metrics. Returns
     /// whether it published (the caller then updates its own gauges).
-    pub fn publish_counts(&mut self, local: &Stats, shared: &Mutex<Stats>, now: bool) -> bool {
+    pub(crate) fn publish_counts(
+        &mut self,
+        local: &Stats,
+        shared: &Mutex<Stats>,
+        now: bool,
+    ) -> bool {
         self.health.beat();
         if !now
             && self

@@ -27,7 +27,7 @@
 //! `<name>` rather than `<module>::<name>` (`cargo test --test deploy <name> -- --exact`); its
 //! body is the function of the same name in the module of its concern.
 // Test code: a panic is a failed assertion.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
 #[path = "../support/mod.rs"]
 mod support;

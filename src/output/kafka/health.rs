@@ -14,13 +14,13 @@ use crate::output::{OutputHealth, STALL};
 
 /// What an operator (and `/readyz`) needs to know about the Kafka output.
 #[derive(Debug, Default)]
-pub struct KafkaHealth {
+pub(crate) struct KafkaHealth {
     inner: Mutex<HealthState>,
 }
 
 /// A snapshot of [`KafkaHealth`].
 #[derive(Debug, Default, Clone)]
-pub struct HealthState {
+pub(crate) struct HealthState {
     /// The broker answered recently (a delivery or a topic check succeeded).
     pub connected: bool,
     /// Class topics have been checked at least once.
@@ -38,7 +38,7 @@ pub struct HealthState {
 impl HealthState {
     /// Why the Kafka output is not ready; empty when it is. `stall` is how long records may
     /// wait for an acknowledgement before the broker counts as unresponsive.
-    pub fn reasons(&self, stall: Duration) -> Vec<String> {
+    pub(crate) fn reasons(&self, stall: Duration) -> Vec<String> {
         let mut reasons = Vec::new();
         if !self.connected {
             reasons.push("kafka: the broker is unreachable".to_owned());
@@ -72,7 +72,7 @@ impl KafkaHealth {
         f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
-    pub fn snapshot(&self) -> HealthState {
+    pub(crate) fn snapshot(&self) -> HealthState {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }

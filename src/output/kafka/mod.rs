@@ -33,10 +33,8 @@ use super::{Context, Drain, Output, OutputConfig, OutputError, OutputHealth};
 use crate::envelope::Record;
 use crate::filter::TypesConfig;
 use crate::problem::Problem;
-pub use config::{Brokers, CreateTopics, KafkaConfig};
-pub use health::{HealthState, KafkaHealth};
-pub use sink::KafkaError;
-pub use topics::Classes;
+pub(crate) use config::{CreateTopics, KafkaConfig};
+pub(crate) use topics::Classes;
 
 const NAME: &str = "kafka";
 

@@ -24,7 +24,7 @@ use crate::output::Drain;
 
 /// Why the Kafka output could not start or stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum KafkaError {
+pub(crate) enum KafkaError {
     #[error("kafka secret file for {property} ({path})")]
     SecretFile {
         property: String,
@@ -512,7 +512,7 @@ mod tests {
     /// A sink whose producer points at a closed port: nothing here talks to a broker.
     fn sink(dead_letter_topic: Option<&str>) -> Sink {
         let config = KafkaConfig {
-            brokers: super::super::Brokers::One("127.0.0.1:1".into()),
+            brokers: crate::output::kafka::config::Brokers::One("127.0.0.1:1".into()),
             dead_letter_topic: dead_letter_topic.map(str::to_owned),
             ..KafkaConfig::default()
         };

@@ -25,7 +25,7 @@ const DAY_MS: i64 = 86_400_000;
 
 /// What one topic must provide.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requirement {
+pub(super) struct Requirement {
     pub topic: String,
     /// `None`: kept forever.
     pub days: Option<u32>,
@@ -33,14 +33,14 @@ pub struct Requirement {
 
 /// The settings that decide when Kafka deletes a record, as the broker reported them.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct TopicSettings {
+pub(super) struct TopicSettings {
     pub retention_ms: Option<String>,
     pub retention_bytes: Option<String>,
     pub cleanup_policy: Option<String>,
 }
 
 /// Why a topic cannot hold a class's records; `None` when it can.
-pub fn judge(req: &Requirement, found: &TopicSettings) -> Option<String> {
+pub(super) fn judge(req: &Requirement, found: &TopicSettings) -> Option<String> {
     let topic = &req.topic;
     if let Some(policy) = &found.cleanup_policy {
         if policy.contains("compact") {
@@ -81,7 +81,7 @@ pub fn judge(req: &Requirement, found: &TopicSettings) -> Option<String> {
 
 /// Checks every requirement; returns topic -> refusal reason (absent when the topic is fine).
 /// An error means the broker could not be asked at all.
-pub async fn check<C: ClientContext + 'static>(
+pub(super) async fn check<C: ClientContext + 'static>(
     admin: &AdminClient<C>,
     requirements: &[Requirement],
     create: Option<&CreateTopics>,
@@ -213,7 +213,7 @@ async fn describe<C: ClientContext + 'static>(
 }
 
 /// The (topic, days) of every retention class; `None` days = forever.
-pub type Classes = Vec<(String, Option<u32>)>;
+pub(crate) type Classes = Vec<(String, Option<u32>)>;
 
 /// What the broker must provide: each class topic's retention, and the dead-letter topic's
 /// (the longest of all, since it holds records of every class).

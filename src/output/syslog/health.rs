@@ -7,7 +7,7 @@ use crate::output::{OutputHealth, STALL};
 
 /// What `/readyz` needs to know about the syslog output.
 #[derive(Debug, Default)]
-pub struct SyslogHealth {
+pub(crate) struct SyslogHealth {
     state: std::sync::Mutex<HealthState>,
 }
 
@@ -25,7 +25,7 @@ impl SyslogHealth {
     }
 
     /// Why the syslog output is not ready (failing for longer than `stall`, or blocked).
-    pub fn reasons(&self, stall: Duration) -> Vec<String> {
+    pub(crate) fn reasons(&self, stall: Duration) -> Vec<String> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let mut reasons = Vec::new();
         if let Some(since) = s.failing_since {

@@ -9,7 +9,7 @@ use crate::envelope::{format_time, Record};
 
 /// Builds each record's message (without transport framing).
 #[derive(Debug, Clone)]
-pub struct Formatter {
+pub(super) struct Formatter {
     protocol: Protocol,
     pri: u8,
     hostname: String,
@@ -19,7 +19,7 @@ pub struct Formatter {
 }
 
 impl Formatter {
-    pub fn new(config: &SyslogConfig) -> Result<Formatter, SyslogError> {
+    pub(super) fn new(config: &SyslogConfig) -> Result<Formatter, SyslogError> {
         let template = Template::parse(&config.template).map_err(SyslogError::Template)?;
         Ok(Formatter {
             protocol: config.protocol,
@@ -36,7 +36,7 @@ impl Formatter {
     }
 
     /// The syslog message of `record`: header, then the rendered template.
-    pub fn message(&self, record: &Record) -> Vec<u8> {
+    pub(super) fn message(&self, record: &Record) -> Vec<u8> {
         use std::io::Write;
         let mut out = Vec::with_capacity(record.value.len() + 128);
         // Writing into a Vec cannot fail.

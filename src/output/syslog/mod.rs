@@ -31,7 +31,7 @@ mod config;
 mod health;
 mod message;
 mod sink;
-pub mod template;
+pub(crate) mod template;
 #[cfg(test)]
 mod tests;
 mod transport;
@@ -45,15 +45,14 @@ use super::{Context, Drain, Output, OutputConfig, OutputError, OutputHealth};
 use crate::envelope::Record;
 use crate::filter::TypesConfig;
 use crate::problem::Problem;
-pub use config::{Address, Facility, Protocol, Severity, SocketKind, SyslogConfig};
-pub use health::SyslogHealth;
-pub use template::{Template, TemplateError};
+pub(crate) use config::SyslogConfig;
+pub(crate) use template::TemplateError;
 
 const NAME: &str = "syslog";
 
 /// Why the syslog output could not start.
 #[derive(Debug, thiserror::Error)]
-pub enum SyslogError {
+pub(crate) enum SyslogError {
     #[error("{field}: {message}")]
     Address {
         field: &'static str,

@@ -26,7 +26,7 @@ use serde_json::value::RawValue;
 
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Template {
+pub(crate) struct Template {
     parts: Vec<Part>,
 }
 
@@ -45,14 +45,14 @@ enum Part {
 /// Why a template was refused; `column` counts characters from 1.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("column {column}: {problem}")]
-pub struct TemplateError {
+pub(crate) struct TemplateError {
     pub column: usize,
     pub problem: TemplateProblem,
 }
 
 /// What is wrong at that column.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TemplateProblem {
+pub(crate) enum TemplateProblem {
     #[error("a lone `}}` (write `}}}}` for a literal brace)")]
     LoneBrace,
     #[error("`{{` inside the placeholder opened at column {opened}")]
@@ -102,7 +102,7 @@ pub(crate) const FIELD_LIST: &str =
 
 impl Template {
     /// Parses `text`; the first problem is reported with its column.
-    pub fn parse(text: &str) -> Result<Template, TemplateError> {
+    pub(crate) fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut chars = text.chars().enumerate().peekable();
@@ -167,7 +167,7 @@ impl Template {
 
     /// Appends the text of the record whose envelope is `envelope` to `out`. An envelope that
     /// is not a JSON object (which auditrail never builds) renders every placeholder `-`.
-    pub fn render(&self, envelope: &[u8], out: &mut Vec<u8>) {
+    pub(crate) fn render(&self, envelope: &[u8], out: &mut Vec<u8>) {
         let top: BTreeMap<String, &RawValue> =
             if self.parts.iter().all(|p| matches!(p, Part::Literal(_))) {
                 BTreeMap::new()
