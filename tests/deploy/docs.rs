@@ -111,3 +111,30 @@ fn key_path(line: &str, stack: &mut Vec<(usize, String)>) -> Option<(String, boo
     stack.push((indent, key.to_string()));
     Some((path, !rest.trim().is_empty()))
 }
+
+/// The chart's schema offers exactly the binary's built-in audit formats, so a format added
+/// to `extract/` and forgotten in the schema (or the reverse) fails here.
+pub fn the_chart_schema_lists_every_built_in_audit_format() {
+    let text = fs::read_to_string(chart().join("values.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let formats = find_key(&schema, "formats").expect("the schema describes audit.formats");
+    let offered: Vec<&str> = formats["items"]["enum"]
+        .as_array()
+        .expect("audit.formats lists its values")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let built_in: Vec<&str> = auditrail::extract::builtin_names().collect();
+    assert_eq!(offered, built_in);
+}
+
+/// The first value under `key`, anywhere in `value`.
+fn find_key<'a>(value: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
+    match value {
+        serde_json::Value::Object(map) => map
+            .get(key)
+            .or_else(|| map.values().find_map(|v| find_key(v, key))),
+        serde_json::Value::Array(items) => items.iter().find_map(|v| find_key(v, key)),
+        _ => None,
+    }
+}

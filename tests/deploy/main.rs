@@ -77,6 +77,11 @@ fn notes_render_for_every_scenario() {
 }
 
 #[test]
+fn the_chart_schema_lists_every_built_in_audit_format() {
+    docs::the_chart_schema_lists_every_built_in_audit_format();
+}
+
+#[test]
 fn values_are_documented_line_by_line() {
     docs::values_are_documented_line_by_line();
 }
