@@ -1,5 +1,10 @@
 //! What extending auditrail takes, shown by tests rather than told.
 //!
+//! A new audit format is its own file under `extract/`, its `mod` line and one entry in the
+//! list of built-in formats in `extract/mod.rs`: the toy format (`extract/toy.rs`, test-only)
+//! is registered that way, and the config takes it, the default enables it, the pre-check
+//! selects its lines, and no custom rule may take its name.
+//!
 //! A new output is its own file or folder under `output/`, its `mod` line and one line in the
 //! registry of `output/mod.rs`: the toy output (`output/toy.rs`, test-only) is registered that
 //! way, and these tests show that everything else (its config section and its validation,
@@ -11,6 +16,7 @@ use tokio::sync::watch;
 use crate::ack::Progress;
 use crate::config::Config;
 use crate::envelope::Record;
+use crate::extract::{builtin_names, AuditConfig, Extraction, Extractor, InvalidReason};
 use crate::line::{Framed, Line, Stats, StreamInfo};
 use crate::metrics::Metrics;
 use crate::output::{self, toy};
@@ -122,4 +128,59 @@ async fn a_new_output_starts_reports_health_confirms_and_drains_like_the_others(
     let acked =
         format!(r#"auditrail_output_records_acked_total{{output="toy",topic="{topic}"}} 2"#);
     assert!(text.contains(&acked), "{text}");
+}
+
+#[test]
+fn a_new_format_is_one_file_and_one_list_entry() {
+    // The list names it: the config takes it, and the default enables it like every
+    // built-in (so the shared table in extractor.rs runs with it too).
+    assert!(builtin_names().any(|n| n == "toy"));
+    let config = config("audit:\n  formats: [toy]\n");
+    let toy = "toy".parse().unwrap();
+    assert_eq!(config.audit.formats, vec![toy]);
+    assert!(AuditConfig::default().formats.contains(&toy));
+
+    // Its records are extracted, with their type and time.
+    let x = Extractor::new(&config.audit).unwrap();
+    let line = br#"INFO {"toy" : "audit", "kind": "login", "at": 1628524947} done"#;
+    let Extraction::Audit(a) = x.extract(line) else {
+        panic!("not audit")
+    };
+    assert_eq!((&**a.format, &*a.record_type), ("toy", "login"));
+    assert_eq!(a.time.map(|t| t.timestamp()), Some(1628524947));
+    assert_eq!(
+        a.record,
+        r#"{"toy" : "audit", "kind": "login", "at": 1628524947}"#
+    );
+
+    // The pre-check selects its lines: a truncated one is invalid, not ordinary.
+    assert!(matches!(
+        x.extract(br#"{"toy": "audit", "kind": "log"#),
+        Extraction::Invalid(InvalidReason::Json)
+    ));
+
+    // Ordinary lines stay ordinary, and so do the other formats' records: only the toy is
+    // enabled.
+    for line in [
+        "just a log line",
+        r#"{"toy": "other", "kind": "login"}"#,
+        r#"{"level": "info", "note": {"toy": "audit"}}"#,
+        r#"{"level": "info", "message": "{\"toy\": \"audit\"}"}"#,
+        r#"{"level": "audit", "recordType": "sqlQuery"}"#,
+    ] {
+        assert!(
+            matches!(x.extract(line.as_bytes()), Extraction::Ordinary),
+            "{line}"
+        );
+    }
+
+    // No custom rule may take its name, even where it is not enabled.
+    let yaml = "audit:\n  formats: [immuta]\n  rules:\n    - {name: toy, match: {/kind: x}, type: /kind}\n";
+    let problems = Config::from_yaml(yaml, Purpose::Check)
+        .unwrap_err()
+        .problems();
+    assert_eq!(
+        problems,
+        vec!["audit.rules[0].name: `toy` is already the name of another detector"]
+    );
 }

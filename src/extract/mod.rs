@@ -257,12 +257,16 @@ pub const UNKNOWN_TYPE: &str = "unknown";
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Purpose};
 
+    /// The problems of an `audit` section, with their paths from the top of the config.
     fn problems(yaml: &str) -> Vec<String> {
-        match Config::from_yaml(yaml, Purpose::Check) {
-            Ok(_) => vec![],
-            Err(e) => e.problems(),
+        match crate::yaml::from_str::<AuditConfig>(yaml) {
+            Err(e) => vec![format!("audit.{e}")],
+            Ok(config) => {
+                let mut problems = Vec::new();
+                config.validate("audit", &mut problems);
+                problems.iter().map(ToString::to_string).collect()
+            }
         }
     }
 
@@ -279,7 +283,7 @@ mod tests {
 
     #[test]
     fn an_unknown_format_is_refused_at_its_path_with_the_known_names() {
-        let problems = problems("audit:\n  formats: [immuta, foo]\n");
+        let problems = problems("formats: [immuta, foo]");
         assert_eq!(problems.len(), 1, "{problems:?}");
         let want = "audit.formats[1]: unknown format `foo`, expected one of `immuta`, `sym`, `monolog`, `pryv`";
         assert!(problems[0].contains(want), "{problems:?}");
@@ -288,7 +292,7 @@ mod tests {
     #[test]
     fn a_format_listed_twice_is_refused() {
         assert_eq!(
-            problems("audit:\n  formats: [immuta, sym, immuta]\n"),
+            problems("formats: [immuta, sym, immuta]"),
             vec!["audit.formats[2]: `immuta` is listed twice"]
         );
     }
@@ -296,12 +300,11 @@ mod tests {
     #[test]
     fn a_rule_may_not_take_a_builtin_name_or_another_rules_name() {
         let yaml = r#"
-audit:
-  formats: [immuta]
-  rules:
-    - {name: pryv, match: {/kind: audit}, type: /t}
-    - {name: mine, match: {/kind: audit}, type: /t}
-    - {name: mine, match: {/kind: audit}, type: /t}
+formats: [immuta]
+rules:
+  - {name: pryv, match: {/kind: audit}, type: /t}
+  - {name: mine, match: {/kind: audit}, type: /t}
+  - {name: mine, match: {/kind: audit}, type: /t}
 "#;
         assert_eq!(
             problems(yaml),
