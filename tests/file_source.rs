@@ -561,6 +561,8 @@ fn a_carriage_return_before_the_newline_stays_in_the_suffix() {
     daemon.wait_for_records(2);
     let stopped = daemon.stop_cleanly();
 
+    const CR: &str =
+        "prefix + record + suffix is the line: the \\r before the \\n stays in the suffix";
     let rebuilt = |line: &str| {
         let v = value(line);
         format!(
@@ -571,9 +573,9 @@ fn a_carriage_return_before_the_newline_stays_in_the_suffix() {
         )
     };
     assert_eq!(record_text(&stopped.stdout[0]), whole);
-    assert_eq!(rebuilt(&stopped.stdout[0]), format!("{whole}\r"));
+    assert_eq!(rebuilt(&stopped.stdout[0]), format!("{whole}\r"), "{CR}");
     assert_eq!(record_text(&stopped.stdout[1]), context);
-    assert_eq!(rebuilt(&stopped.stdout[1]), format!("{laravel}\r"));
+    assert_eq!(rebuilt(&stopped.stdout[1]), format!("{laravel}\r"), "{CR}");
 
     // docker json-file keeps the application's `\r` in `log`.
     let docker = dir.path().join("docker.log");
@@ -584,7 +586,7 @@ fn a_carriage_return_before_the_newline_stays_in_the_suffix() {
     let shipped = out.lines();
     assert_eq!(shipped.len(), 1);
     assert_eq!(record_text(shipped[0]), whole);
-    assert_eq!(rebuilt(shipped[0]), format!("{whole}\r"));
+    assert_eq!(rebuilt(shipped[0]), format!("{whole}\r"), "{CR}");
 }
 
 // === what the issue's "Deliver" section adds ===
