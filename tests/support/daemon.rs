@@ -47,6 +47,23 @@ pub fn run_config_with_scan(dir: &Path, scan_interval: &str, extra_source: &str)
     write_config(dir, "run.yaml", &yaml)
 }
 
+/// [`run_config`] following the glob `patterns` instead of `dir/logs/*.log` (for the kubelet
+/// simulator's layout, `<pod dir>/*/*.log`): checkpoints in `dir/checkpoints`, the same short
+/// intervals and `rotate_wait: 1s`; `extra_source` adds keys to the `source` section.
+pub fn run_config_following(dir: &Path, patterns: &[&Path], extra_source: &str) -> PathBuf {
+    let paths: Vec<String> = patterns
+        .iter()
+        .map(|p| yaml_str(p.to_str().expect("UTF-8 temp path")))
+        .collect();
+    let yaml = format!(
+        "metrics:\n  listen: 127.0.0.1:0\nsource:\n  paths: [{}]\n  checkpoint_dir: {}\n  poll_interval: 50ms\n  scan_interval: 100ms\n  checkpoint_interval: 100ms\n  rotate_wait: 1s\n{}",
+        paths.join(", "),
+        yaml_str(dir.join("checkpoints").to_str().expect("UTF-8 temp path")),
+        extra_source
+    );
+    write_config(dir, "run.yaml", &yaml)
+}
+
 /// The checkpoint entries saved in `dir/checkpoints/checkpoints.json`: (path, offset). A
 /// path can appear twice: a file rotated away keeps the last path it was seen at.
 pub fn saved_checkpoints(dir: &Path) -> Vec<(String, u64)> {
@@ -265,7 +282,18 @@ impl Daemon {
 
     /// Waits until `cond` holds for the stdout lines; fails the test (with the logs) after
     /// [`DEADLINE`] or when the process exits first.
-    pub fn wait_for(&mut self, what: &str, mut cond: impl FnMut(&[String]) -> bool) {
+    pub fn wait_for(&mut self, what: &str, cond: impl FnMut(&[String]) -> bool) {
+        self.wait_for_within(what, DEADLINE, cond);
+    }
+
+    /// [`Daemon::wait_for`] with another deadline: for a test that knows how soon something
+    /// must happen (the deadline is then part of what it asserts).
+    pub fn wait_for_within(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        mut cond: impl FnMut(&[String]) -> bool,
+    ) {
         let start = Instant::now();
         loop {
             if cond(&self.stdout.lock().expect("lines lock").complete) {
@@ -281,9 +309,9 @@ impl Daemon {
                     self.stderr_lines().join("\n")
                 );
             }
-            if start.elapsed() > DEADLINE {
+            if start.elapsed() > deadline {
                 panic!(
-                    "timed out waiting for {what}; {} stdout lines; stderr:\n{}",
+                    "timed out ({deadline:?}) waiting for {what}; {} stdout lines; stderr:\n{}",
                     self.stdout_lines().len(),
                     self.stderr_lines().join("\n")
                 );

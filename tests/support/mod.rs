@@ -9,6 +9,7 @@ pub mod broker;
 mod daemon;
 pub mod fake_api;
 mod http;
+pub mod kubelet;
 mod oneshot;
 
 // Each test binary uses some of these.
