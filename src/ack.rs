@@ -5,13 +5,16 @@
 //! [`Ack::confirm`] once the record is durably delivered (written, or acknowledged by Kafka).
 //! The checkpoint of a stream is [`Progress::committed`]: the offset before which every line
 //! has been dealt with: skipped, counted, or confirmed by every output that took its record.
-//! Records may be confirmed out of order (Kafka partitions complete independently); the
-//! committed offset only moves over a contiguous run of confirmed records.
+//! Records may be registered out of offset order (a long line joined from `P` chunks is
+//! registered at its first chunk's offset after shorter lines of the other stream) and
+//! confirmed out of order (Kafka partitions complete independently): pending records are kept
+//! ordered by offset, so the committed offset is always below the lowest unconfirmed one.
+//! Memory per stream is one entry per record in flight, which the outputs' limits bound.
 //!
 //! An `Ack` that is dropped without being confirmed (an output gave up on it) keeps the
 //! checkpoint where it is, so the record is read again after a restart: never lost.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -23,9 +26,9 @@ pub struct Progress {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// Records handed downstream and not yet fully confirmed, in offset order:
-    /// (start offset of the line, confirmations still awaited, when it was registered).
-    pending: VecDeque<(u64, u32, Instant)>,
+    /// Records handed downstream and not yet fully confirmed, by the start offset of their
+    /// line: (confirmations still awaited, when it was registered).
+    pending: BTreeMap<u64, (u32, Instant)>,
     /// The offset up to which every line has been read and dealt with by the source.
     read_to: u64,
     /// The start of the oldest line still being assembled (a CRI `P` chunk waiting for its
@@ -54,7 +57,8 @@ impl Progress {
     pub fn register(self: &Arc<Self>, offset: u64, outputs: u32) -> Ack {
         let mut inner = self.lock();
         if outputs > 0 {
-            inner.pending.push_back((offset, outputs, Instant::now()));
+            let entry = inner.pending.entry(offset).or_insert((0, Instant::now()));
+            entry.0 += outputs;
         }
         Ack {
             progress: Some(Arc::clone(self)),
@@ -72,13 +76,11 @@ impl Progress {
 
     fn confirm(&self, offset: u64) {
         let mut inner = self.lock();
-        // Offsets are registered in increasing order, so a binary search finds the entry.
-        if let Ok(i) = inner.pending.binary_search_by_key(&offset, |&(o, _, _)| o) {
-            let entry = &mut inner.pending[i];
-            entry.1 = entry.1.saturating_sub(1);
-        }
-        while matches!(inner.pending.front(), Some(&(_, 0, _))) {
-            inner.pending.pop_front();
+        if let Some(entry) = inner.pending.get_mut(&offset) {
+            entry.0 = entry.0.saturating_sub(1);
+            if entry.0 == 0 {
+                inner.pending.remove(&offset);
+            }
         }
     }
 
@@ -86,7 +88,7 @@ impl Progress {
     pub fn committed(&self) -> u64 {
         let inner = self.lock();
         let mut at = inner.read_to;
-        if let Some(&(offset, _, _)) = inner.pending.front() {
+        if let Some((&offset, _)) = inner.pending.first_key_value() {
             at = at.min(offset);
         }
         if let Some(floor) = inner.floor {
@@ -100,9 +102,13 @@ impl Progress {
         self.lock().pending.len()
     }
 
-    /// How long the oldest unconfirmed record has been waiting.
+    /// How long the record that holds the checkpoint (the lowest unconfirmed one) has been
+    /// waiting.
     pub fn oldest_wait(&self) -> Option<Duration> {
-        self.lock().pending.front().map(|&(_, _, at)| at.elapsed())
+        self.lock()
+            .pending
+            .first_key_value()
+            .map(|(_, &(_, at))| at.elapsed())
     }
 }
 
@@ -180,6 +186,20 @@ mod tests {
         drop(p.register(3, 1));
         p.set_read(100, None);
         assert_eq!(p.committed(), 3);
+    }
+
+    #[test]
+    fn records_registered_out_of_offset_order_hold_the_checkpoint_at_the_lowest() {
+        // A long stdout line in P chunks from offset 0, a stderr line at 500 completed first.
+        let p = Progress::new(0);
+        let stderr = p.register(500, 1);
+        let stdout = p.register(0, 1);
+        p.set_read(1000, None);
+        stderr.confirm();
+        assert_eq!(p.committed(), 0, "the stdout record at 0 is not confirmed");
+        stdout.confirm();
+        assert_eq!(p.committed(), 1000);
+        assert_eq!(p.in_flight(), 0, "nothing is left behind");
     }
 
     #[test]
