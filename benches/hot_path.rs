@@ -86,6 +86,7 @@ fn envelope(c: &mut Criterion) {
         stream: Some("stdout"),
         offset: 123_456_789,
         time: Some("2026-01-01T00:00:00.000409000Z"),
+        unterminated: false,
     };
     let retention = RetentionTag {
         class: Arc::from("forever"),

@@ -74,11 +74,12 @@ pub fn check(
         let n = reader.fill(&mut src).map_err(input_error)?;
         stats.bytes += n as u64;
         let at_end = n == 0;
-        if at_end {
-            // A last line without `\n` is complete once the input ends.
-            reader.finish_input();
-        }
         reader.process(processor, &mut stats, &mut records);
+        if at_end {
+            // What waits for an end (a last line without `\n`, a last `P` chunk) ships as
+            // it stands, marked unterminated.
+            reader.flush_unterminated(processor, &mut stats, &mut records);
+        }
         for record in records.drain(..) {
             record.write_json_line(&mut buf);
         }
@@ -91,6 +92,5 @@ pub fn check(
         }
     }
     out.flush().map_err(CheckError::Output)?;
-    stats.incomplete = reader.incomplete();
     Ok(stats)
 }

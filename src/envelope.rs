@@ -50,6 +50,8 @@ pub struct LineOrigin<'a> {
     pub offset: u64,
     /// The container runtime's timestamp of the line (CRI or docker framing), as written.
     pub time: Option<&'a str>,
+    /// The line's end never came; it was processed as it stood (`source.unterminated`).
+    pub unterminated: bool,
 }
 
 /// Retention decided for a record.
@@ -171,6 +173,9 @@ impl Record {
             Some(t) => json_str(&mut v, t),
             None => v.extend_from_slice(b"null"),
         }
+        if parts.origin.unterminated {
+            v.extend_from_slice(b",\"unterminated\":true");
+        }
         v.push(b'}');
         if let Some(k8s) = parts.kubernetes {
             v.extend_from_slice(b",\"kubernetes\":");
@@ -278,6 +283,7 @@ pub(crate) mod testing {
             stream: Some("stdout"),
             offset,
             time: None,
+            unterminated: false,
         };
         let format: Arc<str> = Arc::from("pryv");
         // 2021-08-09T16:02:45.123Z
@@ -348,6 +354,7 @@ mod tests {
             stream: Some("stdout"),
             offset: 7,
             time: None,
+            unterminated: false,
         };
         let format: Arc<str> = Arc::from("immuta");
         let r = Record::build(

@@ -41,6 +41,7 @@ fn record(
         stream: None,
         time: None,
         offset,
+        unterminated: false,
     };
     let info = StreamInfo::new("/logs/0.log", 1);
     processor

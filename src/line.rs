@@ -44,6 +44,10 @@ pub struct Line<'a> {
     pub time: Option<&'a str>,
     /// Offset of the first byte of the line's first physical line.
     pub offset: u64,
+    /// The line's end never came (a last `P` chunk, a docker chunk without `\n`, a file's
+    /// last bytes without `\n`): it is processed as it stands, at a drain, when its file is
+    /// released, or after `source.partial_line_expiry`.
+    pub unterminated: bool,
 }
 
 /// What the framer made of a physical line.
@@ -51,18 +55,20 @@ pub struct Line<'a> {
 pub enum Framed<'a> {
     /// A complete logical line.
     Line(Line<'a>),
-    /// A logical line that exceeded the limit, starting at this offset.
-    Oversize { offset: u64 },
+    /// A logical line that exceeded the limit, starting at this offset (`unterminated`: its
+    /// end never came, see [`Line::unterminated`]).
+    Oversize { offset: u64, unterminated: bool },
     /// A partial chunk was stored; nothing to process yet.
     Pending,
 }
 
 /// What happened to the lines of a run.
-/// `lines = ordinary + audit + invalid + oversize + partials` and
+/// `lines + incomplete = ordinary + audit + invalid + oversize + partials` and
 /// `audit = shipped + filtered_out` (in `run`, `shipped` counts records handed to the outputs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Physical lines read (a last line without `\n` counts too, once the input ends).
+    /// Physical lines read (what `wc -l` counts). With `incomplete`:
+    /// `lines + incomplete = ordinary + audit + invalid + oversize + partials`.
     pub lines: u64,
     /// Logical lines from the container's stdout and stderr (CRI and docker framing).
     pub stdout: u64,
@@ -92,9 +98,13 @@ pub struct Stats {
     pub truncations: u64,
     /// Files renamed away by rotation.
     pub rotations: u64,
-    /// Partial lines (CRI `P`, docker chunks) whose final chunk never came before the input
-    /// ended (`check` only; `run` waits for it).
+    /// Partial lines (CRI `P`, docker chunks, a last line without `\n`) whose end never came:
+    /// processed as they stood, marked unterminated.
     pub incomplete: u64,
+    /// Byte ranges that could no longer be read, each shipped as a gap record.
+    pub gaps: u64,
+    /// The bytes of those ranges.
+    pub gap_bytes: u64,
 }
 
 /// Where a processed line came from, fixed per stream.

@@ -5,15 +5,20 @@
 //! cross a bounded channel to the outputs; acknowledgements come back through [`crate::ack`].
 //!
 //! Guarantees: every line handed in is counted exactly once in [`Stats`] (ordinary, audit,
-//! invalid, oversize or partial); a record is registered for acknowledgement with the number
+//! invalid, oversize or partial), so `lines + incomplete = ordinary + audit + invalid +
+//! oversize + partials`; a record is registered for acknowledgement with the number
 //! of outputs whose type filter takes it, so its checkpoint waits for every one of them.
+//!
+//! A range of a stream that can no longer be read (skipped as oversize, truncated or deleted
+//! before it was read) becomes a [`Gap`] record: type `auditrail.gap`, in the class that keeps
+//! records longest, sent to every output whatever its filter, so a known loss is visible.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use crate::ack::Ack;
-use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record};
+use crate::envelope::{format_time, EnvelopeParts, KeyStrategy, LineOrigin, Record};
 use crate::extract::{
     parse_time_text, AuditConfig, ExtractError, Extraction, Extractor, InvalidReason,
 };
@@ -34,6 +39,22 @@ pub struct Processor {
     key: KeyStrategy,
     /// Per-record metrics (`run` only).
     metrics: Option<Arc<Metrics>>,
+    /// The `format` of gap records.
+    gap_format: Arc<str>,
+}
+
+/// The record type of a gap record.
+pub const GAP_TYPE: &str = "auditrail.gap";
+
+/// A byte range of a stream that can no longer be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// Why: `oversize`, `truncated`, `deleted`, `unreadable` (a bounded metric label).
+    pub reason: &'static str,
+    pub start: u64,
+    /// Exclusive. When the end itself is not known (a file deleted while it was still being
+    /// written), the last size seen: the loss starts at `start` and may go beyond `end`.
+    pub end: u64,
 }
 
 /// Why a processor could not be built from a config.
@@ -65,6 +86,7 @@ impl Processor {
             retention: RetentionPolicy::new(config.retention),
             key: config.outputs.key(),
             metrics: None,
+            gap_format: Arc::from("auditrail"),
         })
     }
 
@@ -88,25 +110,21 @@ impl Processor {
         stats: &mut Stats,
         ack: impl FnOnce(u64, u32) -> Ack,
     ) -> Option<Record> {
+        // A line whose end never came is no physical line of its own: `incomplete` counts it.
         let line = match framed {
             Framed::Pending => {
                 stats.lines += 1;
                 stats.partials += 1;
                 return None;
             }
-            Framed::Oversize { .. } => {
-                stats.lines += 1;
+            Framed::Oversize { unterminated, .. } => {
+                count_physical(stats, unterminated, None);
                 stats.oversize += 1;
                 return None;
             }
             Framed::Line(line) => line,
         };
-        stats.lines += 1;
-        match line.stream {
-            Some(Stream::Stdout) => stats.stdout += 1,
-            Some(Stream::Stderr) => stats.stderr += 1,
-            None => {}
-        }
+        count_physical(stats, line.unterminated, line.stream);
         let audit = match self.extractor.extract(line.text) {
             Extraction::Ordinary => {
                 stats.ordinary += 1;
@@ -154,6 +172,7 @@ impl Processor {
             stream: line.stream.map(|s| s.as_str()),
             offset: line.offset,
             time: line.time,
+            unterminated: line.unterminated,
         };
         let record = Record::build(
             EnvelopeParts {
@@ -177,6 +196,88 @@ impl Processor {
         record.outputs = outputs;
         stats.shipped += 1;
         Some(record)
+    }
+
+    /// The record that reports `gap` of `stream`: `{"file","reason","start","end","time"}`,
+    /// registered through `ack` at the gap's start for every output. Its id depends only on
+    /// the stream, the range and the reason, so a gap reported again after a restart has the
+    /// same id.
+    pub fn gap(
+        &self,
+        stream: &StreamInfo,
+        gap: Gap,
+        stats: &mut Stats,
+        ack: impl FnOnce(u64, u32) -> Ack,
+    ) -> Record {
+        let now = Utc::now();
+        tracing::warn!(
+            file = %stream.file,
+            start = gap.start,
+            end = gap.end,
+            reason = gap.reason,
+            "bytes that can no longer be read; shipping a gap record"
+        );
+        stats.gaps += 1;
+        stats.gap_bytes += gap.end.saturating_sub(gap.start);
+        if let Some(m) = &self.metrics {
+            m.source
+                .gap_bytes
+                .with_label_values(&[gap.reason])
+                .inc_by(gap.end.saturating_sub(gap.start));
+            m.source.gap_records.with_label_values(&[gap.reason]).inc();
+        }
+        let record = serde_json::json!({
+            "file": stream.file,
+            "reason": gap.reason,
+            "start": gap.start,
+            "end": gap.end,
+            "time": format_time(&now),
+        })
+        .to_string();
+        let id_source = format!("{GAP_TYPE} {} {} {}", gap.reason, gap.start, gap.end);
+        let outputs = u32::MAX >> (32 - self.routes.len().clamp(1, 32));
+        let origin = LineOrigin {
+            file: &stream.file,
+            identity: stream.identity,
+            stream: None,
+            offset: gap.start,
+            time: None,
+            unterminated: false,
+        };
+        let mut record = Record::build(
+            EnvelopeParts {
+                origin: &origin,
+                line: id_source.as_bytes(),
+                format: &self.gap_format,
+                record_type: GAP_TYPE,
+                time: Some(now),
+                retention: self.retention.longest(now),
+                kubernetes: stream.kubernetes.as_deref(),
+                pod_uid: stream.pod_uid.as_deref(),
+                prefix: "",
+                record: &record,
+                suffix: "",
+                read_time: now,
+            },
+            self.key,
+            ack(gap.start, outputs.count_ones()),
+        );
+        record.outputs = outputs;
+        record
+    }
+}
+
+/// Counts a physical line of `stream`, or one line processed without its end.
+fn count_physical(stats: &mut Stats, unterminated: bool, stream: Option<Stream>) {
+    if unterminated {
+        stats.incomplete += 1;
+        return;
+    }
+    stats.lines += 1;
+    match stream {
+        Some(Stream::Stdout) => stats.stdout += 1,
+        Some(Stream::Stderr) => stats.stderr += 1,
+        None => {}
     }
 }
 

@@ -210,8 +210,23 @@ impl RetentionPolicy {
                 .find(|(p, _)| pattern_matches(p, record_type))
                 .map_or(self.default, |(_, i)| *i)
         });
+        self.tag_of(i, time)
+    }
+
+    /// The retention of the class that keeps records longest (a forever class if there is
+    /// one): for what must outlive every record it speaks of, such as a gap record.
+    pub fn longest(&self, time: DateTime<Utc>) -> RetentionTag {
+        let i = (0..self.classes.len())
+            .max_by_key(|&i| self.classes[i].tag.days.map_or(u64::MAX, u64::from))
+            .unwrap_or(self.default);
+        self.tag_of(i, time)
+    }
+
+    fn tag_of(&self, i: usize, time: DateTime<Utc>) -> RetentionTag {
         // Classes were built from a validated config, which has at least one.
-        let mut tag = self.classes[i.min(self.classes.len() - 1)].tag.clone();
+        let mut tag = self.classes[i.min(self.classes.len().saturating_sub(1))]
+            .tag
+            .clone();
         tag.expires_at = tag
             .days
             .and_then(|d| time.checked_add_signed(Duration::days(i64::from(d))));

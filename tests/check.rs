@@ -217,14 +217,15 @@ fn nasty_raw_input_is_counted_and_what_follows_is_still_read() {
     line(b"");
     let crlf = audit_line("crlf", 3);
     line(format!("{crlf}\r").as_bytes());
-    // The last line has no `\n`: the input ended, so it is complete.
+    // The last line has no `\n`: the input ended, so it ships as it stands, marked
+    // unterminated (counted `incomplete`, not as a physical line).
     input.extend_from_slice(audit_line("noNewline", 4).as_bytes());
 
     let path = dir.path().join("nasty.log");
     fs::write(&path, &input).unwrap();
     let out = check(&config, &path);
     out.summary().assert_counts(&[
-        ("lines", 13),
+        ("lines", 12),
         ("bytes", input.len() as u64),
         ("ordinary", 4),
         ("audit", 6),
@@ -233,9 +234,33 @@ fn nasty_raw_input_is_counted_and_what_follows_is_still_read() {
         ("oversize", 1),
         ("partials", 0),
         ("malformed", 0),
-        ("incomplete", 0),
+        ("incomplete", 1),
+        ("gaps", 1),
+        ("gap_bytes", huge.len() as u64 + 1),
     ]);
-    let records = out.records();
+    // The huge line's byte range ships as a gap record, in its place.
+    let all = out.records();
+    let gap = &all[1]["value"];
+    assert_eq!(gap["type"], "auditrail.gap");
+    let first_len = audit_line("first", 1).len() as u64 + 1;
+    assert_eq!(
+        (
+            &gap["record"]["reason"],
+            &gap["record"]["start"],
+            &gap["record"]["end"]
+        ),
+        (
+            &Value::from("oversize"),
+            &Value::from(first_len),
+            &Value::from(first_len + huge.len() as u64 + 1)
+        )
+    );
+    let lines: Vec<&str> = out
+        .lines()
+        .into_iter()
+        .filter(|l| parse_line(l)["value"]["type"] != "auditrail.gap")
+        .collect();
+    let records: Vec<Value> = lines.iter().map(|l| parse_line(l)).collect();
     let types: Vec<&str> = records
         .iter()
         .map(|r| r["value"]["type"].as_str().unwrap())
@@ -251,11 +276,14 @@ fn nasty_raw_input_is_counted_and_what_follows_is_still_read() {
             "noNewline"
         ]
     );
-    let texts: Vec<&str> = out.lines().into_iter().map(record_text).collect();
+    let texts: Vec<&str> = lines.iter().map(|l| record_text(l)).collect();
     assert_eq!(texts[2], spaced);
     assert_eq!(texts[3], tabbed);
     assert_eq!(texts[4], crlf, "the \\r is not part of the record");
+    assert_eq!(records[4]["value"]["suffix"], "\r", "it is the suffix's");
     assert_eq!(texts[5], audit_line("noNewline", 4));
+    assert_eq!(records[5]["value"]["source"]["unterminated"], true);
+    assert!(records[4]["value"]["source"].get("unterminated").is_none());
 }
 
 #[test]
@@ -304,8 +332,29 @@ fn cri_partial_chunks_join_per_stream_and_an_oversize_join_is_skipped() {
         ("partials", 6),
         ("malformed", 1),
         ("incomplete", 0),
+        ("gaps", 1),
     ]);
-    let lines = out.lines();
+    // The oversize join's byte range (from its first chunk to the end of its last) ships as a
+    // gap record, in its place.
+    let (gaps, lines): (Vec<&str>, Vec<&str>) = out
+        .lines()
+        .into_iter()
+        .partition(|l| parse_line(l)["value"]["type"] == "auditrail.gap");
+    let gap = parse_line(gaps[0])["value"]["record"].clone();
+    let big_start = input
+        .find(&format!(
+            "{TS} stdout P {{\"level\": \"audit\", \"recordType\": \"tooBig\""
+        ))
+        .unwrap();
+    let after_start = input.find(&format!("{TS} stdout F:x")).unwrap();
+    assert_eq!(
+        (&gap["reason"], &gap["start"], &gap["end"]),
+        (
+            &Value::from("oversize"),
+            &Value::from(big_start),
+            &Value::from(after_start)
+        )
+    );
     let texts: Vec<&str> = lines.iter().map(|l| record_text(l)).collect();
     assert_eq!(
         texts,
@@ -316,7 +365,7 @@ fn cri_partial_chunks_join_per_stream_and_an_oversize_join_is_skipped() {
             audit_line("malformed", 2).as_str(),
         ]
     );
-    let records = out.records();
+    let records: Vec<Value> = lines.iter().map(|l| parse_line(l)).collect();
     let streams: Vec<Value> = records
         .iter()
         .map(|r| r["value"]["source"]["stream"].clone())

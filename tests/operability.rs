@@ -80,8 +80,15 @@ fn metrics_over_http_account_for_every_line_and_pass_promtool() {
     let invalid = sum(&m, "auditrail_extract_invalid_lines_total", &[]);
     let oversize = sum(&m, "auditrail_extract_oversize_lines_total", &[]);
     let partial = sum(&m, "auditrail_source_partial_chunks_total", &[]);
+    let incomplete = sum(&m, "auditrail_source_incomplete_lines_total", &[]);
     assert_eq!((lines, records, invalid, oversize), (42.0, 21.0, 1.0, 1.0));
-    assert_eq!(lines, ordinary + records + invalid + oversize + partial);
+    assert_eq!(
+        lines + incomplete,
+        ordinary + records + invalid + oversize + partial
+    );
+    // The oversize line's byte range ships as a gap record, to every output.
+    let gaps = sum(&m, "auditrail_source_gap_records_total", &[]);
+    assert_eq!(gaps, 1.0);
     let filtered = sum(&m, "auditrail_filter_filtered_out_total", &[]);
     let acked = sum(
         &m,
@@ -89,8 +96,8 @@ fn metrics_over_http_account_for_every_line_and_pass_promtool() {
         &["output=\"stdout\""],
     );
     let in_flight = sum(&m, "auditrail_output_in_flight_records", &[]);
-    assert_eq!(records, filtered + acked + in_flight);
-    assert_eq!(acked, 21.0);
+    assert_eq!(records + gaps, filtered + acked + in_flight);
+    assert_eq!(acked, 22.0);
     // Specific values from the sample.
     assert_eq!(
         sum(

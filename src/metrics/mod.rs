@@ -9,9 +9,9 @@
 //! open, Kafka reachable and class topics verified, backlog under the limit; the body says why
 //! when not ready).
 //!
-//! Accounting: `auditrail_source_lines_total = ordinary + records + invalid + oversize +
-//! partial_chunks`, and `records = filtered_out + acked + in_flight` for each output (a record
-//! is never dropped, so nothing else is possible).
+//! Accounting: `auditrail_source_lines_total + incomplete = ordinary + records + invalid +
+//! oversize + partial_chunks`, and `records + gap_records = filtered_out + acked + in_flight`
+//! for each output (a record is never dropped, so nothing else is possible).
 
 mod health;
 mod server;
@@ -134,6 +134,8 @@ pub struct SourceMetrics {
     pub lag_seconds: IntGauge,
     pub reconnects: IntCounter,
     pub gaps: IntCounter,
+    pub gap_bytes: IntCounterVec,
+    pub gap_records: IntCounterVec,
 }
 
 impl SourceMetrics {
@@ -143,6 +145,10 @@ impl SourceMetrics {
         // the first increase is right and a scrape always shows them.
         for stream in ["stdout", "stderr", "none"] {
             m.lines.with_label_values(&[stream]);
+        }
+        for reason in ["oversize", "truncated", "deleted", "unreadable"] {
+            m.gap_bytes.with_label_values(&[reason]);
+            m.gap_records.with_label_values(&[reason]);
         }
         m
     }
@@ -156,10 +162,12 @@ impl SourceMetrics {
             truncations: counter(r, "auditrail_source_truncations_total", "Files that shrank (copy-truncate) and were read again from the start."),
             partial_chunks: counter(r, "auditrail_source_partial_chunks_total", "Physical lines that were a partial chunk (CRI P) of a longer line."),
             malformed: counter(r, "auditrail_source_malformed_lines_total", "Physical lines that did not fit the framing (processed as raw text)."),
-            incomplete: counter(r, "auditrail_source_incomplete_lines_total", "Partial lines whose final chunk never came (a rotated file ended inside one)."),
+            incomplete: counter(r, "auditrail_source_incomplete_lines_total", "Lines whose end never came (a last P chunk, a last line without a newline), processed as they stood and marked unterminated."),
             lag_bytes: gauge(r, "auditrail_source_lag_bytes", "Bytes of the tailed files not yet read and acknowledged (file size minus checkpoint)."),
             reconnects: counter(r, "auditrail_source_reconnects_total", "Times the Kubernetes log stream (kind: kubernetes) was opened again after it ended or failed."),
             gaps: counter(r, "auditrail_source_gaps_total", "Times the Kubernetes log stream resumed past lines that can no longer be read (rotated away or the container restarted while disconnected)."),
+            gap_bytes: counter_vec(r, "auditrail_source_gap_bytes_total", "Bytes that could no longer be read, each range shipped as an auditrail.gap record, by reason (oversize, truncated, deleted, unreadable).", &["reason"]),
+            gap_records: counter_vec(r, "auditrail_source_gap_records_total", "Gap records (type auditrail.gap) shipped to every output, one per byte range that could no longer be read, by reason.", &["reason"]),
             lag_seconds: gauge(r, "auditrail_source_lag_seconds", "Seconds since the line of the last acknowledged record was read; 0 when nothing is waiting."),
         }
     }

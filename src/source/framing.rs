@@ -82,9 +82,9 @@ impl Framer {
         self.partial.iter().filter(|p| p.start.is_some()).count() as u64
     }
 
-    /// Frames one physical line (without its `\n`) that starts at `offset`.
+    /// Frames one physical line (without its `\n`) that starts at `offset`. A `\r` before the
+    /// `\n` is part of the line (prefix + record + suffix is the line, byte for byte).
     pub fn frame<'a>(&'a mut self, physical: &'a [u8], offset: u64) -> Framed<'a> {
-        let physical = physical.strip_suffix(b"\r").unwrap_or(physical);
         if self.format == Format::Auto {
             self.format = detect(physical);
         }
@@ -98,13 +98,17 @@ impl Framer {
 
     fn raw<'a>(&self, text: &'a [u8], offset: u64) -> Framed<'a> {
         if text.len() > self.max_line_bytes {
-            return Framed::Oversize { offset };
+            return Framed::Oversize {
+                offset,
+                unterminated: false,
+            };
         }
         Framed::Line(Line {
             text,
             stream: None,
             time: None,
             offset,
+            unterminated: false,
         })
     }
 
@@ -114,13 +118,17 @@ impl Framer {
             return self.raw(physical, offset);
         };
         if text.len() > self.max_line_bytes {
-            return Framed::Oversize { offset };
+            return Framed::Oversize {
+                offset,
+                unterminated: false,
+            };
         }
         Framed::Line(Line {
             text,
             stream: None,
             time: Some(time),
             offset,
+            unterminated: false,
         })
     }
 
@@ -158,7 +166,6 @@ impl Framer {
             Some(t) => (t, true),
             None => (&*parsed.log, false),
         };
-        let text = text.strip_suffix('\r').unwrap_or(text);
         self.time.clear();
         self.time.push_str(parsed.time.as_deref().unwrap_or(""));
         let p = &mut self.partial[stream.index()];
@@ -170,7 +177,10 @@ impl Framer {
             return self.finish(stream);
         }
         if text.len() > self.max_line_bytes {
-            return Framed::Oversize { offset };
+            return Framed::Oversize {
+                offset,
+                unterminated: false,
+            };
         }
         // The unescaped text lives in the framer's scratch buffer until the next line.
         self.scratch.clear();
@@ -180,6 +190,7 @@ impl Framer {
             stream: Some(stream),
             time: (!self.time.is_empty()).then_some(self.time.as_str()),
             offset,
+            unterminated: false,
         })
     }
 
@@ -199,13 +210,17 @@ impl Framer {
         if p.start.is_none() {
             // The common case: a whole line in one chunk, no copy.
             if text.len() > self.max_line_bytes {
-                return Framed::Oversize { offset };
+                return Framed::Oversize {
+                    offset,
+                    unterminated: false,
+                };
             }
             return Framed::Line(Line {
                 text,
                 stream: Some(stream),
                 time: Some(time),
                 offset,
+                unterminated: false,
             });
         }
         append(p, text, time, offset, self.max_line_bytes);
@@ -214,11 +229,27 @@ impl Framer {
 
     /// Hands out the joined line of `stream` (its `F` chunk has been appended).
     fn finish(&mut self, stream: Stream) -> Framed<'_> {
+        self.hand_out(stream, false)
+    }
+
+    /// Hands out a partial line whose end never came, as it stands, one stream at a time:
+    /// `None` when no partial line waits.
+    pub fn take_unterminated(&mut self) -> Option<Framed<'_>> {
+        let stream = [Stream::Stdout, Stream::Stderr]
+            .into_iter()
+            .find(|s| self.partial[s.index()].start.is_some())?;
+        Some(self.hand_out(stream, true))
+    }
+
+    fn hand_out(&mut self, stream: Stream, unterminated: bool) -> Framed<'_> {
         let p = &mut self.partial[stream.index()];
         let start = p.start.take().unwrap_or_default();
         if std::mem::take(&mut p.oversize) {
             p.buf.clear();
-            return Framed::Oversize { offset: start };
+            return Framed::Oversize {
+                offset: start,
+                unterminated,
+            };
         }
         // The buffer is cleared on the next use; hand out a view of it now.
         let p = &self.partial[stream.index()];
@@ -227,6 +258,7 @@ impl Framer {
             stream: Some(stream),
             time: (!p.time.is_empty()).then_some(p.time.as_str()),
             offset: start,
+            unterminated,
         })
     }
 }
@@ -309,7 +341,7 @@ mod tests {
                     line.offset,
                     String::from_utf8_lossy(line.text)
                 )),
-                Framed::Oversize { offset } => out.push(format!("oversize@{offset}")),
+                Framed::Oversize { offset, .. } => out.push(format!("oversize@{offset}")),
                 Framed::Pending => {}
             }
         }
@@ -330,9 +362,10 @@ mod tests {
                 &["stderr@0:"],
             ),
             (&["2021-08-09T16:02:45.387977000Z stdout F"], &["stdout@0:"]),
+            // A `\r` before the `\n` is part of the line.
             (
                 &["2021-08-09T16:02:45.387977000+02:00 stdout F x\r"],
-                &["stdout@0:x"],
+                &["stdout@0:x\r"],
             ),
             // P chunks joined, other stream interleaved.
             (

@@ -13,6 +13,8 @@ use crate::line::Framed;
 const READ_CHUNK: usize = 128 * 1024;
 /// Room for the framing around the text (CRI timestamp, stream and tag; docker's JSON).
 const FRAMING_ALLOWANCE: usize = 4096;
+/// Processed bytes kept before the read position, for the check that they are still there.
+const KEEP_BEHIND: usize = crate::source::identity::TAIL_MAX;
 
 /// Reads one stream (a file or stdin).
 #[derive(Debug)]
@@ -54,6 +56,12 @@ impl LineReader {
         }
     }
 
+    /// The bytes read last, ending at the read position: at least the last 1 KiB, unless the
+    /// stream is shorter.
+    pub(crate) fn recent(&self) -> &[u8] {
+        &self.buf
+    }
+
     /// Bytes read but not yet processed (a partial last line).
     pub(crate) fn buffered(&self) -> usize {
         self.buf.len() - self.start
@@ -61,10 +69,11 @@ impl LineReader {
 
     /// Reads once from `src`. Returns the number of bytes read; 0 at end of input.
     pub(crate) fn fill(&mut self, src: &mut impl Read) -> io::Result<usize> {
-        if self.start > 0 {
-            self.buf.drain(..self.start);
-            self.base += self.start as u64;
-            self.start = 0;
+        let done = self.start.saturating_sub(KEEP_BEHIND);
+        if done > 0 {
+            self.buf.drain(..done);
+            self.base += done as u64;
+            self.start -= done;
         }
         let len = self.buf.len();
         self.buf.resize(len + READ_CHUNK, 0);
@@ -99,12 +108,24 @@ impl LineReader {
             *start = line_end + 1;
             let end_offset = *base + *start as u64;
             if let Some(offset) = discarding.take() {
-                f(Framed::Oversize { offset }, end_offset);
+                f(
+                    Framed::Oversize {
+                        offset,
+                        unterminated: false,
+                    },
+                    end_offset,
+                );
                 continue;
             }
             let offset = *base + line_start as u64;
             if nl > *max_physical {
-                f(Framed::Oversize { offset }, end_offset);
+                f(
+                    Framed::Oversize {
+                        offset,
+                        unterminated: false,
+                    },
+                    end_offset,
+                );
                 continue;
             }
             let framed = framer.frame(&buf[line_start..line_end], offset);
@@ -119,10 +140,50 @@ impl LineReader {
         }
     }
 
-    /// The input has ended: a last line without `\n` is complete after all.
-    pub(crate) fn finish_input(&mut self) {
-        if self.buffered() > 0 && self.discarding.is_none() {
-            self.buf.push(b'\n');
+    /// The end of what waits for one is not coming (the input ended, a drain, a released file,
+    /// an expired partial line): hands out, as it stands and marked unterminated, the bytes
+    /// after the last `\n` and every partial line of the framing. `f` gets each and the offset
+    /// just past what has been read.
+    pub(crate) fn flush_unterminated(&mut self, mut f: impl FnMut(Framed<'_>, u64)) {
+        let LineReader {
+            buf,
+            start,
+            base,
+            discarding,
+            framer,
+            ..
+        } = self;
+        let end = *base + buf.len() as u64;
+        if *start < buf.len() {
+            let tail = *start;
+            *start = buf.len();
+            match discarding.take() {
+                Some(offset) => f(
+                    Framed::Oversize {
+                        offset,
+                        unterminated: true,
+                    },
+                    end,
+                ),
+                None => match framer.frame(&buf[tail..], *base + tail as u64) {
+                    Framed::Line(mut line) => {
+                        line.unterminated = true;
+                        f(Framed::Line(line), end)
+                    }
+                    Framed::Oversize { offset, .. } => f(
+                        Framed::Oversize {
+                            offset,
+                            unterminated: true,
+                        },
+                        end,
+                    ),
+                    // A `P` chunk without its `\n`: the framing holds it, handed out below.
+                    Framed::Pending => {}
+                },
+            }
+        }
+        while let Some(framed) = framer.take_unterminated() {
+            f(framed, end);
         }
     }
 }
@@ -142,7 +203,7 @@ mod tests {
                     end,
                     String::from_utf8_lossy(l.text)
                 )),
-                Framed::Oversize { offset } => out.push(format!("oversize@{offset}..{end}")),
+                Framed::Oversize { offset, .. } => out.push(format!("oversize@{offset}..{end}")),
                 Framed::Pending => {}
             });
         }
@@ -153,7 +214,7 @@ mod tests {
     fn lines_offsets_crlf_and_a_partial_last_line() {
         let mut r = LineReader::new(Format::Raw, 100, 0);
         let out = collect(&mut r, b"a\r\nbb\n\nccc");
-        assert_eq!(out, vec!["0..3:a", "3..6:bb", "6..7:"]);
+        assert_eq!(out, vec!["0..3:a\r", "3..6:bb", "6..7:"]);
         assert_eq!(r.offset(), 7);
         assert_eq!(
             r.buffered(),

@@ -16,7 +16,7 @@ use super::reader::LineReader;
 use crate::ack::{Ack, Progress};
 use crate::envelope::Record;
 use crate::line::{Framed, Line, Stats, StreamInfo};
-use crate::pipeline::Processor;
+use crate::pipeline::{Gap, Processor};
 
 /// One stream being read.
 #[derive(Debug)]
@@ -49,11 +49,6 @@ impl StreamReader {
         self.lines.fill(src)
     }
 
-    /// The input has ended for good (`check`): a last line without `\n` is complete.
-    pub(crate) fn finish_input(&mut self) {
-        self.lines.finish_input();
-    }
-
     /// Passes every complete line read so far through `processor`; records are pushed onto
     /// `records`.
     pub(crate) fn process(
@@ -80,19 +75,13 @@ impl StreamReader {
             progress,
         } = self;
         let progress = progress.as_ref();
-        lines.drain(|framed, _| {
+        lines.drain(|framed, end| {
             if let Framed::Line(line) = &framed {
                 if !admit(line) {
                     return;
                 }
             }
-            let register = |offset, outputs| match progress {
-                Some(p) => p.register(offset, outputs),
-                None => Ack::none(),
-            };
-            if let Some(record) = processor.process(framed, info, stats, register) {
-                records.push(record);
-            }
+            handle(processor, info, progress, stats, records, framed, end);
         });
         if let Some(p) = progress {
             p.set_read(lines.offset(), lines.floor());
@@ -100,18 +89,101 @@ impl StreamReader {
         stats.malformed += std::mem::take(&mut lines.framer.malformed);
     }
 
+    /// The end of what waits for one is not coming (the input ended, a drain, the file is
+    /// released, a partial line expired): processes it as it stands, marked unterminated.
+    /// Returns how many lines that was.
+    pub(crate) fn flush_unterminated(
+        &mut self,
+        processor: &Processor,
+        stats: &mut Stats,
+        records: &mut Vec<Record>,
+    ) -> u64 {
+        let StreamReader {
+            lines,
+            info,
+            progress,
+        } = self;
+        let progress = progress.as_ref();
+        let mut flushed = 0;
+        // Counted in `incomplete` (not `lines`) by the processor.
+        lines.flush_unterminated(|framed, end| {
+            flushed += 1;
+            handle(processor, info, progress, stats, records, framed, end);
+        });
+        if let Some(p) = progress {
+            p.set_read(lines.offset(), lines.floor());
+        }
+        stats.malformed += std::mem::take(&mut lines.framer.malformed);
+        flushed
+    }
+
+    /// Whether something waits for an end that may never come: a partial line of the framing,
+    /// or bytes after the last `\n`.
+    pub(crate) fn has_unterminated(&self) -> bool {
+        self.lines.framer.pending() > 0 || self.lines.buffered() > 0
+    }
+
+    /// Ships a gap record for `gap` of this stream, registered at its start.
+    pub(crate) fn report_gap(
+        &self,
+        processor: &Processor,
+        gap: Gap,
+        stats: &mut Stats,
+        records: &mut Vec<Record>,
+    ) {
+        let ack = |offset, outputs| register(self.progress.as_ref(), offset, outputs);
+        records.push(processor.gap(&self.info, gap, stats, ack));
+    }
+
+    /// The bytes read last, ending at [`StreamReader::position`].
+    pub(crate) fn recent(&self) -> &[u8] {
+        self.lines.recent()
+    }
+
     /// How far the stream has been read: processed lines plus a partial last line.
     pub(crate) fn position(&self) -> u64 {
         self.lines.offset() + self.lines.buffered() as u64
     }
 
-    /// Partial lines (CRI `P`, docker chunks) still waiting for their final chunk.
-    pub(crate) fn incomplete(&self) -> u64 {
-        self.lines.framer.pending()
-    }
-
     /// The acknowledgement state, in `run`.
     pub(crate) fn progress(&self) -> Option<&Arc<Progress>> {
         self.progress.as_ref()
+    }
+}
+
+fn register(progress: Option<&Arc<Progress>>, offset: u64, outputs: u32) -> Ack {
+    match progress {
+        Some(p) => p.register(offset, outputs),
+        None => Ack::none(),
+    }
+}
+
+/// One framing result through the processor: a record is registered and kept; a line too long
+/// to process also becomes a gap record for its byte range.
+fn handle(
+    processor: &Processor,
+    info: &StreamInfo,
+    progress: Option<&Arc<Progress>>,
+    stats: &mut Stats,
+    records: &mut Vec<Record>,
+    framed: Framed<'_>,
+    end: u64,
+) {
+    let oversize = match framed {
+        Framed::Oversize { offset, .. } => Some(offset),
+        _ => None,
+    };
+    let ack = |offset, outputs| register(progress, offset, outputs);
+    if let Some(record) = processor.process(framed, info, stats, ack) {
+        records.push(record);
+    }
+    if let Some(start) = oversize {
+        let gap = Gap {
+            reason: "oversize",
+            start,
+            end,
+        };
+        let ack = |offset, outputs| register(progress, offset, outputs);
+        records.push(processor.gap(info, gap, stats, ack));
     }
 }

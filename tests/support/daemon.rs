@@ -168,16 +168,17 @@ impl Stopped {
 }
 
 impl Stopped {
-    /// The identities of the final stats: `lines = ordinary + audit + invalid + oversize +
-    /// partials` and `audit = shipped + filtered_out`; and one stdout line per record shipped.
+    /// The identities of the final stats: `lines + incomplete = ordinary + audit + invalid +
+    /// oversize + partials` and `audit = shipped + filtered_out`; and one stdout line per
+    /// record shipped and per gap record.
     pub fn assert_stat_identities(&self) {
         let g = |k| self.stopped_stat(k);
         assert_eq!(
-            g("lines"),
+            g("lines") + g("incomplete"),
             g("ordinary") + g("audit") + g("invalid") + g("oversize") + g("partials")
         );
         assert_eq!(g("audit"), g("shipped") + g("filtered_out"));
-        assert_eq!(g("shipped") as usize, self.stdout.len());
+        assert_eq!((g("shipped") + g("gaps")) as usize, self.stdout.len());
     }
 }
 
