@@ -2,11 +2,12 @@
 //!
 //! It starts, in order: the metrics server, pod-metadata enrichment, the per-line stages, the
 //! outputs and their readiness, the source, the checkpoint saver and the config reloader. On
-//! SIGTERM or SIGINT it stops reading, lets the outputs drain and confirm what they hold,
-//! saves checkpoints a last time and returns.
+//! SIGTERM or SIGINT the source drains (reads on until its files have been quiet for
+//! `source.drain_quiet`, at most `source.drain_timeout`), then the outputs drain and confirm
+//! what they hold (each within its own `drain_timeout`), checkpoints are saved a last time and
+//! it returns.
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -99,7 +100,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
             config.metrics.max_backlog_bytes,
         ),
         enrichment: Arc::clone(&enricher.enrichment),
-        stop: Arc::new(AtomicBool::new(false)),
+        stop: Arc::default(),
         stats: Arc::new(Mutex::new(Stats::default())),
     };
     let source = source::start(&config.source, context, enricher.client.clone())?;
@@ -117,10 +118,12 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
     );
 
     wait_for_shutdown().await.map_err(Fail::Signal)?;
-    tracing::info!("shutting down: draining outputs");
+    tracing::info!("shutting down: draining the source, then the outputs");
     reloader.abort();
-    let _ = shutdown_tx.send(true);
+    // The source drains first (reads on until its files are quiet), then the outputs drain
+    // what it sent them: in this order nothing read is left behind unsent.
     let stopped = source.stop().await;
+    let _ = shutdown_tx.send(true);
     let drained = outputs.done.await;
     saver.abort();
     let saved = checkpoint.save();
@@ -208,6 +211,8 @@ fn log_stop(s: &Stats, in_flight: usize) {
         truncations = s.truncations,
         rotations = s.rotations,
         incomplete = s.incomplete,
+        gaps = s.gaps,
+        gap_bytes = s.gap_bytes,
         in_flight,
         "auditrail stopped"
     );

@@ -20,6 +20,9 @@
 //!   (only [`an_unterminated_line_is_shipped_after_the_partial_line_expiry`] sets it); the
 //!   drain on SIGTERM is expected to work with its defaults (no key set).
 
+// Test code: a panic is a failed assertion.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

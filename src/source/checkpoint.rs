@@ -1,27 +1,35 @@
 //! Checkpoints of the file source: the read position of every file, saved so that a restart
 //! resumes where it stopped.
 //!
-//! One JSON file, `checkpoints.json` in `source.checkpoint_dir`, with a version tag:
-//! `{"version":1,"files":[{"fingerprint":"…","path":"…","offset":123,"updated":"…"}]}`,
-//! written through [`StateFile`] (atomic and durable).
+//! One JSON file, `checkpoints.json` in `source.checkpoint_dir`, with a version tag, written
+//! through [`StateFile`] (atomic and durable):
+//! `{"version":2,"files":[{"fingerprint":"…","dev":1,"ino":2,"path":"…","offset":123,
+//! "tail":"64:…","size":456,"updated":"…"}]}`. Version 1 files (fingerprint only) are read.
+//!
+//! An entry is a file's identity ([`FileKey`]: device, inode, first-line fingerprint), the
+//! offset a restart resumes from, the [`Tail`] before that offset (so a file that starts like
+//! the known one but holds other bytes is not resumed into), and the file's size when last
+//! seen (so bytes that can no longer be read are known as a range).
 //!
 //! The saved offset of a file is [`Progress::committed`]: only lines whose records every
-//! output confirmed are behind it. Entries of files that are gone are kept for a day, so a
-//! file found again (a glob that also matches rotated names) is not read twice.
+//! output confirmed are behind it. Entries of files no longer read are kept for a day, so a
+//! rotated file found again after a restart resumes where it stopped.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::identity::{FileKey, Tail};
 use super::store::{CheckpointError, StateFile};
 use super::Checkpoint;
 use crate::ack::Progress;
 
-/// The checkpoint format version this build writes and reads.
-const VERSION: u32 = 1;
+/// The checkpoint format version this build writes; it reads this one and version 1.
+const VERSION: u32 = 2;
 const FILE_NAME: &str = "checkpoints.json";
 /// How long the entry of a file no longer watched is kept.
 const KEEP_FINISHED: Duration = Duration::hours(24);
@@ -34,29 +42,65 @@ struct CheckpointFile {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Entry {
-    /// The file's fingerprint, 16 hex digits.
+    /// The fingerprint of the file's first line, 16 hex digits.
     fingerprint: String,
-    /// The last path the file was seen at (for people; files are matched by fingerprint).
+    /// Device and inode (absent in version 1 files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dev: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ino: Option<u64>,
+    /// The last path the file was seen at.
     path: String,
     offset: u64,
+    /// The bytes before `offset` (`<count>:<hash>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tail: Option<String>,
+    /// The file's size when last seen.
+    #[serde(default)]
+    size: u64,
+    /// Read to its end and let go (a rotated file): nothing of it can be missing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    done: bool,
     updated: DateTime<Utc>,
 }
 
 #[derive(Debug)]
 struct Slot {
-    path: String,
+    path: PathBuf,
     offset: u64,
+    tail: Option<Tail>,
+    size: u64,
+    done: bool,
+    /// Becomes `done` once its records (a gap record) are confirmed.
+    done_when_confirmed: bool,
     updated: DateTime<Utc>,
+    /// Loaded from a version 1 file: known by its fingerprint only.
+    legacy: bool,
     /// The live progress while the file is watched or its records are in flight.
     progress: Option<Arc<Progress>>,
+    /// The open file, to read the tail before the committed offset when saving.
+    file: Option<Arc<File>>,
     watched: bool,
+}
+
+/// A file the checkpoints know and nothing reads yet (after a restart): where it was, how far
+/// it was read, how large it was.
+#[derive(Debug, Clone)]
+pub(crate) struct Known {
+    pub(crate) key: FileKey,
+    pub(crate) path: PathBuf,
+    pub(crate) offset: u64,
+    pub(crate) size: u64,
+    /// It was read to its end and let go.
+    pub(crate) done: bool,
+    pub(crate) updated: DateTime<Utc>,
 }
 
 /// All checkpoints: those loaded at startup and those of the files being read.
 #[derive(Debug)]
 pub(crate) struct Checkpoints {
     file: StateFile,
-    slots: Mutex<HashMap<u64, Slot>>,
+    slots: Mutex<HashMap<FileKey, Slot>>,
 }
 
 impl Checkpoints {
@@ -65,19 +109,31 @@ impl Checkpoints {
         let file = StateFile::open(dir, FILE_NAME)?;
         let mut slots = HashMap::new();
         for e in file
-            .load::<CheckpointFile>(VERSION)?
+            .load::<CheckpointFile>(1..=VERSION)?
             .map_or_else(Vec::new, |f| f.files)
         {
-            let Ok(fp) = u64::from_str_radix(&e.fingerprint, 16) else {
+            let Ok(fingerprint) = u64::from_str_radix(&e.fingerprint, 16) else {
                 continue;
             };
+            let legacy = e.dev.is_none() || e.ino.is_none();
+            let key = FileKey {
+                dev: e.dev.unwrap_or(0),
+                ino: e.ino.unwrap_or(0),
+                fingerprint,
+            };
             slots.insert(
-                fp,
+                key,
                 Slot {
-                    path: e.path,
+                    path: PathBuf::from(e.path),
                     offset: e.offset,
+                    tail: e.tail.as_deref().and_then(Tail::from_text),
+                    size: e.size.max(e.offset),
+                    done: e.done,
+                    done_when_confirmed: false,
                     updated: e.updated,
+                    legacy,
                     progress: None,
+                    file: None,
                     watched: false,
                 },
             );
@@ -88,41 +144,127 @@ impl Checkpoints {
         }))
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u64, Slot>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<FileKey, Slot>> {
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The saved offset of a file, if it has one.
-    pub(crate) fn resume(&self, fingerprint: u64) -> Option<u64> {
-        self.lock().get(&fingerprint).map(|s| s.offset)
+    /// Where to resume `file` (known as `key`), if its checkpoint applies: the entry of the
+    /// same device, inode and fingerprint (or, from a version 1 file, the same fingerprint),
+    /// whose tail the file still holds. `None` when the file is unknown, or starts like a known
+    /// one but holds other bytes (it is then read from its start).
+    pub(crate) fn resume(&self, key: FileKey, file: &File) -> Option<u64> {
+        let slots = self.lock();
+        let slot = slots.get(&key).or_else(|| {
+            slots
+                .iter()
+                .find(|(k, s)| s.legacy && k.fingerprint == key.fingerprint && !s.watched)
+                .map(|(_, s)| s)
+        })?;
+        let holds = match slot.tail {
+            Some(tail) => tail.holds(file, slot.offset).unwrap_or(false),
+            None => file.metadata().is_ok_and(|m| m.len() >= slot.offset),
+        };
+        if !holds {
+            tracing::warn!(path = %slot.path.display(), offset = slot.offset, "a file starts like a known one but holds other bytes; reading it from its start");
+            return None;
+        }
+        Some(slot.offset)
     }
 
-    /// Starts tracking a file being read.
-    pub(crate) fn watch(&self, fingerprint: u64, path: &Path, progress: Arc<Progress>) {
-        self.lock().insert(
-            fingerprint,
+    /// Starts tracking a file being read (known as `key`; a legacy entry of the same
+    /// fingerprint is replaced). `file` is kept to read the tail before the committed offset.
+    pub(crate) fn watch(
+        &self,
+        key: FileKey,
+        path: &Path,
+        progress: Arc<Progress>,
+        file: Option<Arc<File>>,
+    ) {
+        let mut slots = self.lock();
+        slots.retain(|k, s| !(s.legacy && k.fingerprint == key.fingerprint && !s.watched));
+        let size = slots.get(&key).map_or(0, |s| s.size);
+        slots.insert(
+            key,
             Slot {
-                path: path.display().to_string(),
+                path: path.to_path_buf(),
                 offset: progress.committed(),
+                tail: None,
+                size,
+                done: false,
+                done_when_confirmed: false,
                 updated: Utc::now(),
+                legacy: false,
                 progress: Some(progress),
+                file,
                 watched: true,
             },
         );
     }
 
     /// The file was renamed.
-    pub(crate) fn rename(&self, fingerprint: u64, path: &Path) {
-        if let Some(slot) = self.lock().get_mut(&fingerprint) {
-            slot.path = path.display().to_string();
+    pub(crate) fn rename(&self, key: FileKey, path: &Path) {
+        if let Some(slot) = self.lock().get_mut(&key) {
+            slot.path = path.to_path_buf();
+        }
+    }
+
+    /// The file's size now, for the range of a gap should it disappear unread.
+    pub(crate) fn seen(&self, key: FileKey, size: u64) {
+        if let Some(slot) = self.lock().get_mut(&key) {
+            slot.size = size;
         }
     }
 
     /// The file is no longer read; its entry stays while records are in flight and for a day.
-    pub(crate) fn unwatch(&self, fingerprint: u64) {
-        if let Some(slot) = self.lock().get_mut(&fingerprint) {
+    pub(crate) fn unwatch(&self, key: FileKey) {
+        if let Some(slot) = self.lock().get_mut(&key) {
             slot.watched = false;
         }
+    }
+
+    /// A known file is gone and `progress` carries the gap record that reports it: once that
+    /// is confirmed, the entry is done and the loss is not reported again.
+    pub(crate) fn report_gone(&self, known: &Known, progress: Arc<Progress>) {
+        if let Some(slot) = self.lock().get_mut(&known.key) {
+            slot.progress = Some(progress);
+            slot.done_when_confirmed = true;
+        }
+    }
+
+    /// The file was read to its end and let go: should it be gone after a restart, nothing of
+    /// it is missing.
+    pub(crate) fn release(&self, key: FileKey) {
+        if let Some(slot) = self.lock().get_mut(&key) {
+            slot.watched = false;
+            slot.done = true;
+        }
+    }
+
+    /// The files the checkpoints know that nothing reads yet, oldest first.
+    pub(crate) fn unread(&self) -> Vec<Known> {
+        let mut known: Vec<Known> = self
+            .lock()
+            .iter()
+            .filter(|(_, s)| !s.watched && s.progress.is_none())
+            .map(|(key, s)| Known {
+                key: *key,
+                path: s.path.clone(),
+                offset: s.offset,
+                size: s.size,
+                done: s.done,
+                updated: s.updated,
+            })
+            .collect();
+        known.sort_by_key(|k| (k.updated, k.path.clone()));
+        known
+    }
+
+    /// The directories and base names (`0.log`) of every file the checkpoints know.
+    pub(crate) fn bases(&self) -> BTreeSet<(PathBuf, String)> {
+        self.lock()
+            .values()
+            .filter_map(|s| super::rotation::base_of(&s.path))
+            .collect()
     }
 }
 
@@ -147,9 +289,12 @@ impl Checkpoint for Checkpoints {
                     if offset != slot.offset || slot.watched {
                         slot.offset = offset;
                         slot.updated = now;
+                        slot.tail = slot.file.as_ref().and_then(|f| Tail::read(f, offset).ok());
                     }
                     if !slot.watched && p.in_flight() == 0 {
                         slot.progress = None;
+                        slot.file = None;
+                        slot.done |= std::mem::take(&mut slot.done_when_confirmed);
                     }
                 }
             }
@@ -158,10 +303,15 @@ impl Checkpoint for Checkpoints {
             });
             let mut files: Vec<Entry> = slots
                 .iter()
-                .map(|(fp, s)| Entry {
-                    fingerprint: format!("{fp:016x}"),
-                    path: s.path.clone(),
+                .map(|(key, s)| Entry {
+                    fingerprint: format!("{:016x}", key.fingerprint),
+                    dev: (!s.legacy).then_some(key.dev),
+                    ino: (!s.legacy).then_some(key.ino),
+                    path: s.path.display().to_string(),
                     offset: s.offset,
+                    tail: s.tail.map(Tail::to_text),
+                    size: s.size.max(s.offset),
+                    done: s.done,
                     updated: s.updated,
                 })
                 .collect();
@@ -181,27 +331,65 @@ mod tests {
 
     use super::*;
 
+    fn key(ino: u64) -> FileKey {
+        FileKey {
+            dev: 1,
+            ino,
+            fingerprint: 0xabc,
+        }
+    }
+
     #[test]
     fn saved_offsets_survive_a_reload_and_only_cover_confirmed_records() {
         let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0.log");
+        fs::write(&log, vec![b'x'; 300]).unwrap();
+        let file = Arc::new(File::open(&log).unwrap());
         let cps = Checkpoints::load(dir.path()).unwrap();
         let p = Progress::new(0);
-        cps.watch(0xabc, Path::new("/x/0.log"), Arc::clone(&p));
+        cps.watch(key(7), &log, Arc::clone(&p), Some(Arc::clone(&file)));
         let ack = p.register(100, 1);
         p.set_read(200, None);
         cps.save().unwrap();
-        assert_eq!(
-            Checkpoints::load(dir.path()).unwrap().resume(0xabc),
-            Some(100)
-        );
+        let reloaded = Checkpoints::load(dir.path()).unwrap();
+        assert_eq!(reloaded.resume(key(7), &file), Some(100));
         ack.confirm();
         cps.save().unwrap();
-        assert_eq!(
-            Checkpoints::load(dir.path()).unwrap().resume(0xabc),
-            Some(200)
-        );
+        let reloaded = Checkpoints::load(dir.path()).unwrap();
+        assert_eq!(reloaded.resume(key(7), &file), Some(200));
+        assert_eq!(reloaded.resume(key(8), &file), None, "another inode");
         let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
-        assert!(text.contains("\"version\": 1"), "{text}");
+        assert!(text.contains("\"version\": 2"), "{text}");
+    }
+
+    #[test]
+    fn a_file_with_other_bytes_before_the_offset_is_not_resumed_into() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0.log");
+        fs::write(&log, b"banner\naaaa\n").unwrap();
+        let file = Arc::new(File::open(&log).unwrap());
+        let cps = Checkpoints::load(dir.path()).unwrap();
+        let p = Progress::new(0);
+        cps.watch(key(7), &log, Arc::clone(&p), Some(file));
+        p.set_read(12, None);
+        cps.save().unwrap();
+        fs::write(&log, b"banner\nbbbbbbbb\n").unwrap();
+        let reloaded = Checkpoints::load(dir.path()).unwrap();
+        assert_eq!(reloaded.resume(key(7), &File::open(&log).unwrap()), None);
+    }
+
+    #[test]
+    fn version_1_entries_are_resumed_by_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0.log");
+        fs::write(&log, vec![b'x'; 50]).unwrap();
+        fs::write(
+            dir.path().join(FILE_NAME),
+            r#"{"version":1,"files":[{"fingerprint":"0000000000000abc","path":"/x/0.log","offset":40,"updated":"2026-01-01T00:00:00Z"}]}"#,
+        )
+        .unwrap();
+        let cps = Checkpoints::load(dir.path()).unwrap();
+        assert_eq!(cps.resume(key(9), &File::open(&log).unwrap()), Some(40));
     }
 
     #[test]
@@ -209,7 +397,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(FILE_NAME), b"{not json").unwrap();
         let cps = Checkpoints::load(dir.path()).unwrap();
-        assert_eq!(cps.resume(1), None);
+        assert!(cps.unread().is_empty());
         assert!(dir.path().join("checkpoints.json.corrupt").exists());
     }
 }

@@ -39,8 +39,9 @@ pub struct SourceConfig {
     /// Glob patterns of files never to tail.
     pub exclude: Vec<String>,
     pub format: Format,
-    /// For files without a checkpoint found at startup; files that appear later (after a
-    /// rotation) are always read from their beginning.
+    /// For files found at startup that no checkpoint knows, of containers no checkpoint knows
+    /// either; files that appear later (after a rotation), and files of a container that was
+    /// followed before, are always read from their beginning.
     pub read_from: ReadFrom,
     /// Where read positions are saved.
     pub checkpoint_dir: PathBuf,
@@ -56,9 +57,21 @@ pub struct SourceConfig {
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
     /// How long a rotated file stays open after its last new data, for a runtime that keeps
-    /// writing to it until it reopens its log.
+    /// writing to it until it reopens its log. A rotated file is only let go once read to its
+    /// end: this bounds the wait for a writer, never what is read.
     #[serde(with = "humantime_serde")]
     pub rotate_wait: Duration,
+    /// How long a partial line (a `P` chunk, a docker chunk, bytes after the last newline)
+    /// waits for its end while its file is quiet; then it is processed as it stands and
+    /// marked unterminated. Long enough not to cut a slow writer.
+    #[serde(with = "humantime_serde")]
+    pub partial_line_expiry: Duration,
+    /// On SIGTERM: reading goes on until the files have been quiet this long ...
+    #[serde(with = "humantime_serde")]
+    pub drain_quiet: Duration,
+    /// ... or for at most this long; then the outputs drain what they hold.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
     /// `kind: kubernetes`: the application container whose log is followed (required).
     pub container: Option<String>,
     /// `kind: kubernetes`: the pod, by default this pod (`POD_NAME`, from the Downward API).
@@ -82,6 +95,9 @@ impl Default for SourceConfig {
             scan_interval: Duration::from_secs(1),
             checkpoint_interval: Duration::from_secs(1),
             rotate_wait: Duration::from_secs(5),
+            partial_line_expiry: Duration::from_secs(10),
+            drain_quiet: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(10),
             container: None,
             pod: None,
             namespace: None,
@@ -136,6 +152,8 @@ impl SourceConfig {
             (self.poll_interval, "poll_interval"),
             (self.scan_interval, "scan_interval"),
             (self.checkpoint_interval, "checkpoint_interval"),
+            (self.partial_line_expiry, "partial_line_expiry"),
+            (self.drain_quiet, "drain_quiet"),
         ] {
             if value.is_zero() {
                 problems.push(Problem::new(

@@ -17,7 +17,6 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use super::framing::Format;
 use super::store::{CheckpointError, StateFile};
 use super::stream::StreamReader;
-use super::{Checkpoint, Context, ReadFrom, SourceConfig, SourceError};
+use super::{Checkpoint, Context, Quiet, ReadFrom, SourceConfig, SourceError};
 use crate::ack::Progress;
 use crate::envelope::Record;
 use crate::line::{Line, Stats, StreamInfo};
@@ -99,7 +98,7 @@ impl LogCheckpoint {
             &format!("kubernetes-{namespace}_{pod}_{container}.json"),
         )?;
         let saved = file
-            .load::<CheckpointFile>(VERSION)?
+            .load::<CheckpointFile>(VERSION..=VERSION)?
             .and_then(|f| f.position);
         Ok(Arc::new(LogCheckpoint {
             file,
@@ -209,7 +208,8 @@ struct KubernetesLogSource {
 const BATCH_RECORDS: usize = 256;
 
 impl KubernetesLogSource {
-    /// Follows the log until `stop` is set.
+    /// Follows the log until the service stops and the stream has been quiet for
+    /// `drain_quiet` (or the drain's time is up).
     async fn run(mut self) {
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
         let mut local = Stats::default();
@@ -222,8 +222,9 @@ impl KubernetesLogSource {
         let info = StreamInfo::new(file.clone(), xxhash_rust::xxh3::xxh3_64(file.as_bytes()));
         // Offsets count every connection's bytes, one after the other, so they only grow.
         let mut base: u64 = 0;
+        let mut quiet = Quiet::new(self.config.drain_quiet);
 
-        while !self.stopping() {
+        while !quiet.over(&self.context.stop) {
             let mut params = LogParams {
                 container: Some(self.container.clone()),
                 follow: true,
@@ -284,7 +285,7 @@ impl KubernetesLogSource {
                     n = stream.read(&mut chunk) => n,
                     _ = tokio::time::sleep(Duration::from_millis(250)) => {
                         self.context.telemetry.publish_counts(&local, &self.context.stats, false);
-                        if self.stopping() { break; }
+                        if quiet.over(&self.context.stop) { break; }
                         continue;
                     }
                 };
@@ -297,6 +298,7 @@ impl KubernetesLogSource {
                     }
                 };
                 backoff = Duration::from_millis(500);
+                quiet.data();
                 local.bytes += n as u64;
                 let version = self.context.enrichment.version();
                 if meta_version != Some(version) {
@@ -329,12 +331,12 @@ impl KubernetesLogSource {
                 self.context
                     .telemetry
                     .publish_counts(&local, &self.context.stats, false);
-                if self.stopping() {
+                if quiet.over(&self.context.stop) {
                     break;
                 }
             }
             base = reader.position();
-            if !self.stopping() {
+            if !quiet.over(&self.context.stop) {
                 tracing::info!(pod = %self.pod, container = %self.container, resume = ?resume, "log stream ended; reconnecting");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -342,10 +344,6 @@ impl KubernetesLogSource {
         self.context
             .telemetry
             .publish_counts(&local, &self.context.stats, true);
-    }
-
-    fn stopping(&self) -> bool {
-        self.context.stop.load(Ordering::Relaxed)
     }
 }
 

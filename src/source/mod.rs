@@ -21,13 +21,13 @@ pub mod framing;
 mod identity;
 mod kubernetes;
 mod reader;
+mod rotation;
 mod store;
 mod stream;
 mod telemetry;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -69,8 +69,8 @@ pub(crate) struct Context {
     pub out: mpsc::Sender<Vec<Record>>,
     pub telemetry: Telemetry,
     pub enrichment: Arc<Enrichment>,
-    /// Set when the service stops.
-    pub stop: Arc<AtomicBool>,
+    /// When the service stops: the drain's start and deadline.
+    pub stop: Arc<Stop>,
     /// The counts so far, published for the final summary.
     pub stats: Arc<Mutex<Stats>>,
 }
@@ -81,13 +81,9 @@ impl Context {
         Arc::clone(&self.processor.read().unwrap_or_else(|e| e.into_inner()))
     }
 
-    fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
     /// Sends a batch, waiting while the outputs are busy (backpressure) but giving up when
-    /// asked to stop: unsent records are unconfirmed and will be read again. Returns false
-    /// when the batch was not sent.
+    /// the drain's time is up: unsent records are unconfirmed and will be read again. Returns
+    /// false when the batch was not sent.
     async fn send(&self, batch: Vec<Record>) -> bool {
         loop {
             // Waiting for the outputs is not a stall: the loop is alive.
@@ -98,10 +94,74 @@ impl Context {
                     return true;
                 }
                 Ok(Err(_)) => return false,
-                Err(_) if self.stopping() => return false,
+                Err(_) if self.stop.expired() => return false,
                 Err(_) => {}
             }
         }
+    }
+}
+
+/// The end of a source's life: on SIGTERM it drains (reads on until its input is quiet), for
+/// at most the drain timeout.
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    deadline: Mutex<Option<Instant>>,
+}
+
+impl Stop {
+    /// The service stops: drain for at most `timeout`.
+    pub(crate) fn request(&self, timeout: Duration) {
+        let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
+        deadline.get_or_insert_with(|| Instant::now() + timeout);
+    }
+
+    /// Whether the service is stopping (the source drains).
+    pub(crate) fn requested(&self) -> bool {
+        self.deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
+    /// Whether the drain's time is up.
+    pub(crate) fn expired(&self) -> bool {
+        self.deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|d| Instant::now() >= d)
+    }
+}
+
+/// When a draining source is done: its input has been quiet for `drain_quiet` since the drain
+/// began, or the drain's time is up.
+#[derive(Debug)]
+pub(crate) struct Quiet {
+    quiet: Duration,
+    began: Option<Instant>,
+    last_data: Instant,
+}
+
+impl Quiet {
+    pub(crate) fn new(quiet: Duration) -> Quiet {
+        Quiet {
+            quiet,
+            began: None,
+            last_data: Instant::now(),
+        }
+    }
+
+    /// Bytes were read.
+    pub(crate) fn data(&mut self) {
+        self.last_data = Instant::now();
+    }
+
+    /// Whether the source is done reading.
+    pub(crate) fn over(&mut self, stop: &Stop) -> bool {
+        if !stop.requested() {
+            return false;
+        }
+        let began = *self.began.get_or_insert_with(Instant::now);
+        stop.expired() || self.last_data.max(began).elapsed() >= self.quiet
     }
 }
 
@@ -109,7 +169,8 @@ impl Context {
 pub(crate) struct SourceHandle {
     task: Task,
     checkpoint: Arc<dyn Checkpoint>,
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
+    drain_timeout: Duration,
     stats: Arc<Mutex<Stats>>,
 }
 
@@ -151,6 +212,7 @@ pub(crate) fn start(
         task,
         checkpoint,
         stop,
+        drain_timeout: config.drain_timeout,
         stats,
     })
 }
@@ -161,10 +223,11 @@ impl SourceHandle {
         Arc::clone(&self.checkpoint)
     }
 
-    /// Stops reading and waits for the source to finish its turn; returns its counts. The
-    /// outputs' channel closes when it is done, which lets them drain.
+    /// Drains the source: it reads on until its input has been quiet for `drain_quiet` (or
+    /// for at most `drain_timeout`), ships what it holds, and returns its counts. The
+    /// outputs' channel closes when it is done, which lets them drain in turn.
     pub(crate) async fn stop(self) -> Result<Stats, SourceStopped> {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.request(self.drain_timeout);
         let finished = match self.task {
             Task::File(thread) => tokio::task::spawn_blocking(move || thread.join().is_ok())
                 .await

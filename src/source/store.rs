@@ -57,11 +57,12 @@ impl StateFile {
         self.dir.join(&self.name)
     }
 
-    /// The saved state, if there is one this build can read. `version` is the format this
-    /// build writes; a file of another version, or one that does not parse, is set aside.
+    /// The saved state, if there is one this build can read. `versions` are the formats this
+    /// build reads (the one it writes, and older ones it still understands); a file of another
+    /// version, or one that does not parse, is set aside.
     pub(super) fn load<T: DeserializeOwned>(
         &self,
-        version: u32,
+        versions: std::ops::RangeInclusive<u32>,
     ) -> Result<Option<T>, CheckpointError> {
         let path = self.path();
         let bytes = match fs::read(&path) {
@@ -70,7 +71,7 @@ impl StateFile {
             Err(e) => return Err(self.error(e)),
         };
         match serde_json::from_slice::<VersionTag>(&bytes) {
-            Ok(tag) if tag.version != version => {
+            Ok(tag) if !versions.contains(&tag.version) => {
                 tracing::warn!(version = tag.version, path = %path.display(), "checkpoint file has an unknown version; it is kept as .corrupt and logs are read from their start");
                 self.set_aside();
                 return Ok(None);
@@ -135,13 +136,13 @@ mod tests {
     fn a_saved_state_reads_back_and_nothing_temporary_is_left() {
         let dir = tempfile::tempdir().unwrap();
         let file = StateFile::open(dir.path(), "state.json").unwrap();
-        assert_eq!(file.load::<State>(1).unwrap(), None);
+        assert_eq!(file.load::<State>(1..=1).unwrap(), None);
         let state = State {
             version: 1,
             offset: 7,
         };
         file.save(&state).unwrap();
-        assert_eq!(file.load::<State>(1).unwrap(), Some(state));
+        assert_eq!(file.load::<State>(1..=1).unwrap(), Some(state));
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -154,10 +155,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = StateFile::open(dir.path(), "state.json").unwrap();
         fs::write(file.path(), b"{not json").unwrap();
-        assert_eq!(file.load::<State>(1).unwrap(), None);
+        assert_eq!(file.load::<State>(1..=1).unwrap(), None);
         assert!(dir.path().join("state.json.corrupt").exists());
         fs::write(file.path(), br#"{"version": 9, "offset": 1}"#).unwrap();
-        assert_eq!(file.load::<State>(1).unwrap(), None);
+        assert_eq!(file.load::<State>(1..=1).unwrap(), None);
         assert!(!file.path().exists());
     }
 
