@@ -35,6 +35,8 @@ pub struct Processor {
     /// The type filter of each output in force (its own, or the global one), in the order
     /// of `OutputsConfig::enabled`.
     routes: Vec<TypeFilter>,
+    /// Bit `i` set when the `i`-th output is required: only those acknowledge a record.
+    required: u32,
     retention: RetentionPolicy,
     key: KeyStrategy,
     /// Per-record metrics (`run` only).
@@ -81,8 +83,15 @@ impl Processor {
                 .outputs
                 .enabled()
                 .into_iter()
-                .map(|(_, own)| TypeFilter::new(own.unwrap_or(config.types)))
+                .map(|o| TypeFilter::new(o.types.unwrap_or(config.types)))
                 .collect(),
+            required: config
+                .outputs
+                .enabled()
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| o.required)
+                .fold(0, |mask, (i, _)| mask | 1 << i),
             retention: RetentionPolicy::new(config.retention),
             key: config.outputs.key(),
             metrics: None,
@@ -190,7 +199,7 @@ impl Processor {
                 read_time,
             },
             self.key,
-            ack(line.offset, outputs.count_ones()),
+            ack(line.offset, (outputs & self.required).count_ones()),
         );
         let mut record = record;
         record.outputs = outputs;
@@ -260,7 +269,7 @@ impl Processor {
                 read_time: now,
             },
             self.key,
-            ack(gap.start, outputs.count_ones()),
+            ack(gap.start, (outputs & self.required).count_ones()),
         );
         record.outputs = outputs;
         record

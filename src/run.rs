@@ -105,7 +105,12 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
     };
     let source = source::start(&config.source, context, enricher.client.clone())?;
     let checkpoint = source.checkpoint();
-    let saver = save_checkpoints(Arc::clone(&checkpoint), config.source.checkpoint_interval);
+    let saver = save_checkpoints(
+        Arc::clone(&checkpoint),
+        config.source.checkpoint_interval,
+        Arc::clone(&health),
+        Arc::clone(&metrics),
+    );
     let reloader = reload::start(
         config,
         config_path,
@@ -117,14 +122,38 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
         },
     );
 
-    wait_for_shutdown().await.map_err(Fail::Signal)?;
-    tracing::info!("shutting down: draining the source, then the outputs");
+    let mut done = outputs.done;
+    let ended_early = tokio::select! {
+        signal = wait_for_shutdown() => {
+            signal.map_err(Fail::Signal)?;
+            None
+        }
+        ended = &mut done => Some(ended),
+    };
     reloader.abort();
-    // The source drains first (reads on until its files are quiet), then the outputs drain
-    // what it sent them: in this order nothing read is left behind unsent.
-    let stopped = source.stop().await;
-    let _ = shutdown_tx.send(true);
-    let drained = outputs.done.await;
+    let (stopped, drained) = match ended_early {
+        None => {
+            tracing::info!("shutting down: draining the source, then the outputs");
+            // The source drains first (reads on until its files are quiet), then the outputs
+            // drain what it sent them: in this order nothing read is left behind unsent.
+            let stopped = source.stop().await;
+            let _ = shutdown_tx.send(true);
+            (stopped, done.await)
+        }
+        // An output that cannot deliver ends the process: reading on would only pile up
+        // records nothing confirms. The checkpoint keeps what was confirmed; the kubelet
+        // restarts the container and the rest is read again.
+        Some(ended) => {
+            tracing::error!("an output stopped; stopping without reading further");
+            let stopped = source.abort().await;
+            let _ = shutdown_tx.send(true);
+            let ended = match ended {
+                Ok(Ok(())) => Ok(Err(OutputError::Ended)),
+                other => other,
+            };
+            (stopped, ended)
+        }
+    };
     saver.abort();
     let saved = checkpoint.save();
     readiness.abort();
@@ -162,17 +191,35 @@ fn report_readiness(
     })
 }
 
-/// Saves the source's checkpoints every `interval`; a failure is logged and tried again.
-fn save_checkpoints(checkpoint: Arc<dyn Checkpoint>, interval: Duration) -> JoinHandle<()> {
+/// Saves the source's checkpoints every `interval`. A failure (a read-only or full volume) is
+/// counted, makes the pod not ready and is tried again; readiness returns with the next save
+/// that works. What is saved never claims more than the outputs confirmed.
+fn save_checkpoints(
+    checkpoint: Arc<dyn Checkpoint>,
+    interval: Duration,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
             let cp = Arc::clone(&checkpoint);
-            match tokio::task::spawn_blocking(move || cp.save()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %crate::report(&e), "cannot save checkpoints"),
-                Err(e) => tracing::warn!(error = %e, "checkpoint task failed"),
+            let failure = match tokio::task::spawn_blocking(move || cp.save()).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(crate::report(&e)),
+                Err(e) => Some(e.to_string()),
+            };
+            match failure {
+                None => health.set("checkpoint", Vec::new()),
+                Some(error) => {
+                    tracing::warn!(error, "cannot save checkpoints");
+                    metrics.source.checkpoint_errors.inc();
+                    health.set(
+                        "checkpoint",
+                        vec![format!("checkpoint: cannot save ({error})")],
+                    );
+                }
             }
         }
     })

@@ -136,6 +136,7 @@ pub struct SourceMetrics {
     pub gaps: IntCounter,
     pub gap_bytes: IntCounterVec,
     pub gap_records: IntCounterVec,
+    pub checkpoint_errors: IntCounter,
 }
 
 impl SourceMetrics {
@@ -167,6 +168,7 @@ impl SourceMetrics {
             reconnects: counter(r, "auditrail_source_reconnects_total", "Times the Kubernetes log stream (kind: kubernetes) was opened again after it ended or failed."),
             gaps: counter(r, "auditrail_source_gaps_total", "Times the Kubernetes log stream resumed past lines that can no longer be read (rotated away or the container restarted while disconnected)."),
             gap_bytes: counter_vec(r, "auditrail_source_gap_bytes_total", "Bytes that could no longer be read, each range shipped as an auditrail.gap record, by reason (oversize, truncated, deleted, unreadable).", &["reason"]),
+            checkpoint_errors: counter(r, "auditrail_checkpoint_errors_total", "Checkpoint saves that failed (a read-only or full volume); the pod is not ready until one works."),
             gap_records: counter_vec(r, "auditrail_source_gap_records_total", "Gap records (type auditrail.gap) shipped to every output, one per byte range that could no longer be read, by reason.", &["reason"]),
             lag_seconds: gauge(r, "auditrail_source_lag_seconds", "Seconds since the line of the last acknowledged record was read; 0 when nothing is waiting."),
         }
@@ -250,6 +252,7 @@ pub struct OutputMetrics {
     pub acked: IntCounterVec,
     pub failed: IntCounterVec,
     pub dead_lettered: IntCounterVec,
+    pub dropped: IntCounterVec,
     pub in_flight_records: IntGaugeVec,
     pub in_flight_bytes: IntGaugeVec,
     pub blocked: IntGaugeVec,
@@ -282,6 +285,7 @@ impl OutputMetrics {
             acked: counter_vec(r, "auditrail_output_records_acked_total", "Records durably delivered (Kafka: acknowledged by the broker).", &["output", "topic"]),
             failed: counter_vec(r, "auditrail_output_records_failed_total", "Delivery attempts that failed (the record is retried, dead-lettered or held; never dropped).", &["output", "topic", "reason"]),
             dead_lettered: counter_vec(r, "auditrail_output_records_dead_lettered_total", "Records the broker rejected for good, sent to the dead-letter topic.", &["output", "topic"]),
+            dropped: counter_vec(r, "auditrail_output_records_dropped_total", "Records an optional output (required: false) had no room for while it fell behind; never for a required output.", &["output"]),
             in_flight_records: gauge_vec(r, "auditrail_output_in_flight_records", "Records taken by an output and not yet acknowledged.", &["output"]),
             in_flight_bytes: gauge_vec(r, "auditrail_output_in_flight_bytes", "Bytes of records taken by an output and not yet acknowledged.", &["output"]),
             blocked: gauge_vec(r, "auditrail_output_blocked_records", "Records held because the broker rejected them for good and no dead-letter topic takes them, or their topic is refused.", &["output"]),
@@ -298,6 +302,7 @@ impl OutputMetrics {
             metrics: self.clone(),
             in_flight_records: self.in_flight_records.with_label_values(&[output]),
             in_flight_bytes: self.in_flight_bytes.with_label_values(&[output]),
+            dropped: self.dropped.with_label_values(&[output]),
             blocked: self.blocked.with_label_values(&[output]),
             latency: self.latency.with_label_values(&[output]),
             topics: HashMap::new(),
@@ -312,6 +317,7 @@ pub struct OutputHandles {
     metrics: OutputMetrics,
     pub in_flight_records: IntGauge,
     pub in_flight_bytes: IntGauge,
+    pub dropped: IntCounter,
     pub blocked: IntGauge,
     pub latency: Histogram,
     topics: HashMap<String, (IntCounter, IntCounter, IntCounter)>,

@@ -95,6 +95,10 @@ pub(crate) trait OutputConfig: std::fmt::Debug + Send + Sync {
     fn types(&self) -> Option<&TypesConfig>;
     /// The same, to replace on a reload.
     fn types_mut(&mut self) -> &mut Option<TypesConfig>;
+    /// Whether the checkpoint waits for this output (`required: true`, the default): an
+    /// optional output gets its copy of each record without holding anything back, and
+    /// when it falls behind, batches it cannot take are dropped for it and counted.
+    fn required(&self) -> bool;
     /// Adds what is wrong with this section to `problems`, at `path` (`outputs.kafka`).
     fn validate(&self, path: &str, problems: &mut Vec<Problem>);
     /// Builds the output; nothing is connected yet. An error here is a config error.
@@ -140,13 +144,23 @@ impl OutputsConfig {
                 output.validate(&format!("{path}.{name}"), problems);
             }
         }
+        if self.enabled().iter().all(|o| !o.required) {
+            problems.push(Problem::new(
+                path,
+                "at least one output must be required: the checkpoint waits for required outputs only",
+            ));
+        }
     }
 
     /// The outputs in force, in registry order, with each one's own type filter if it has
     /// one. Bit `i` of a record's `outputs` mask is the `i`-th.
-    pub fn enabled(&self) -> Vec<(&'static str, Option<&TypesConfig>)> {
+    pub(crate) fn enabled(&self) -> Vec<Enabled<'_>> {
         self.effective_slots()
-            .map(|(name, output)| (name, output.and_then(|o| o.types())))
+            .map(|(name, output)| Enabled {
+                name,
+                types: output.and_then(|o| o.types()),
+                required: output.is_none_or(|o| o.required()),
+            })
             .collect()
     }
 
@@ -193,13 +207,22 @@ impl OutputsConfig {
 
     /// The names of the outputs in force, for logs.
     pub fn names(&self) -> Vec<&'static str> {
-        self.enabled().into_iter().map(|(name, _)| name).collect()
+        self.enabled().into_iter().map(|o| o.name).collect()
     }
 
     /// What the Kafka record key is (every output shows the key Kafka would get).
     pub fn key(&self) -> KeyStrategy {
         self.kafka.as_ref().map(|k| k.key).unwrap_or_default()
     }
+}
+
+/// An output in force, as the per-line stages see it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Enabled<'a> {
+    pub name: &'static str,
+    /// Its own type filter, if it has one.
+    pub types: Option<&'a TypesConfig>,
+    pub required: bool,
 }
 
 /// Why an output could not start, or stopped.
@@ -222,6 +245,9 @@ pub(crate) enum OutputError {
     /// The output's task panicked or was cancelled.
     #[error("output task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// The outputs ended before the service stopped.
+    #[error("the outputs ended before shutdown")]
+    Ended,
 }
 
 /// Batches queued in front of each output.
@@ -231,7 +257,8 @@ const QUEUED_BATCHES: usize = 8;
 pub(crate) struct Outputs {
     /// Where the source sends its batches.
     pub sender: mpsc::Sender<Vec<Record>>,
-    /// Ends when every output has drained (after `sender` and its clones are dropped).
+    /// Ends when every output has drained (after `sender` and its clones are dropped), or at
+    /// once when one of them fails: an output that cannot deliver ends the process.
     pub done: JoinHandle<Result<(), OutputError>>,
     /// Each output's readiness, by name.
     pub health: Vec<(&'static str, Arc<dyn OutputHealth>)>,
@@ -251,25 +278,31 @@ pub(crate) fn start(
     let mut health = Vec::new();
     for (name, output) in config.slots() {
         let Some(output) = output else { continue };
+        let required = output.required();
+        let handles = metrics.outputs.for_output(name);
+        let dropped = handles.dropped.clone();
         let output = output.build(Context {
-            metrics: metrics.outputs.for_output(name),
+            metrics: handles,
             classes: classes.clone(),
         })?;
         health.push((name, output.health()));
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
-        senders.push(tx);
+        senders.push(fanout::Target {
+            sender: tx,
+            required,
+            dropped,
+        });
         tasks.push(tokio::spawn(output.run(rx, Drain::new(shutdown.clone()))));
     }
     let (sender, done) = if senders.len() == 1 {
-        (senders.remove(0), tokio::spawn(join_all(tasks)))
+        (senders.remove(0).sender, tokio::spawn(first_failure(tasks)))
     } else {
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
-        let fanout = tokio::spawn(fanout::fan_out(rx, senders));
-        let done = tokio::spawn(async move {
-            let _ = fanout.await;
-            join_all(tasks).await
-        });
-        (tx, done)
+        tasks.push(tokio::spawn(async move {
+            fanout::fan_out(rx, senders).await;
+            Ok(())
+        }));
+        (tx, tokio::spawn(first_failure(tasks)))
     };
     Ok(Outputs {
         sender,
@@ -278,14 +311,15 @@ pub(crate) fn start(
     })
 }
 
-async fn join_all(tasks: Vec<JoinHandle<Result<(), OutputError>>>) -> Result<(), OutputError> {
-    let mut result = Ok(());
-    for task in tasks {
-        match task.await {
+/// Waits for every task; the first failure ends the wait at once.
+async fn first_failure(tasks: Vec<JoinHandle<Result<(), OutputError>>>) -> Result<(), OutputError> {
+    let mut tasks: futures_util::stream::FuturesUnordered<_> = tasks.into_iter().collect();
+    while let Some(result) = futures_util::StreamExt::next(&mut tasks).await {
+        match result {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => result = Err(e),
-            Err(e) => result = Err(OutputError::Task(e)),
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(OutputError::Task(e)),
         }
     }
-    result
+    Ok(())
 }

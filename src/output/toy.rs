@@ -51,6 +51,10 @@ impl OutputConfig for ToyConfig {
         &mut self.types
     }
 
+    fn required(&self) -> bool {
+        true
+    }
+
     fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
         if self.name.is_empty() {
             problems.push(Problem::new(format!("{path}.name"), "must not be empty"));

@@ -223,11 +223,22 @@ impl SourceHandle {
         Arc::clone(&self.checkpoint)
     }
 
+    /// Stops the source at once, without a drain (an output failed): what it has not sent
+    /// stays unconfirmed and is read again at the next start.
+    pub(crate) async fn abort(self) -> Result<Stats, SourceStopped> {
+        self.stop.request(Duration::ZERO);
+        self.join().await
+    }
+
     /// Drains the source: it reads on until its input has been quiet for `drain_quiet` (or
     /// for at most `drain_timeout`), ships what it holds, and returns its counts. The
     /// outputs' channel closes when it is done, which lets them drain in turn.
     pub(crate) async fn stop(self) -> Result<Stats, SourceStopped> {
         self.stop.request(self.drain_timeout);
+        self.join().await
+    }
+
+    async fn join(self) -> Result<Stats, SourceStopped> {
         let finished = match self.task {
             Task::File(thread) => tokio::task::spawn_blocking(move || thread.join().is_ok())
                 .await

@@ -91,6 +91,8 @@ pub struct KafkaConfig {
     pub drain_timeout: Duration,
     /// This output's own type filter; without one it takes the global `types`.
     pub types: Option<TypesConfig>,
+    /// Whether the checkpoint waits for this output (see `OutputConfig::required`).
+    pub required: bool,
 }
 
 impl Default for KafkaConfig {
@@ -110,6 +112,7 @@ impl Default for KafkaConfig {
             topic_check_interval: Duration::from_secs(300),
             drain_timeout: Duration::from_secs(30),
             types: None,
+            required: true,
         }
     }
 }

@@ -47,6 +47,10 @@ impl OutputConfig for KafkaConfig {
         &mut self.types
     }
 
+    fn required(&self) -> bool {
+        self.required
+    }
+
     fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
         KafkaConfig::validate(self, path, problems);
     }

@@ -361,6 +361,12 @@ impl Sink {
                 }
                 self.metrics.acked(&topic, item.record.read_time);
                 self.metrics.broker_up(true);
+                if item.stuck {
+                    // What held progress got through: the cause is gone.
+                    tracing::info!(id = %item.record.id, "the record the broker rejected is delivered; progress resumes");
+                    self.health.update(|h| h.blocked = 0);
+                    self.metrics.blocked.set(self.held.len() as i64);
+                }
                 self.report_health(true);
                 item.record.ack.confirm();
             }
@@ -563,6 +569,27 @@ mod tests {
             s.drained(),
             "shutdown does not wait for a record only an operator can unblock"
         );
+    }
+
+    /// Finding 4: `blocked` was never cleared, so readiness stayed failed after the cause was
+    /// fixed (the topic's limit raised, an ACL granted).
+    #[test]
+    fn a_blocked_record_that_gets_through_clears_readiness() {
+        let progress = Progress::new(0);
+        let mut s = sink(None);
+        s.failed(item(progress.register(0, 1)), too_large());
+        assert_eq!(s.health.snapshot().blocked, 1);
+        let stuck = s.pending.pop_front().unwrap();
+        s.count(&stuck, true);
+        s.delivered(stuck, Ok(()));
+        assert_eq!(s.health.snapshot().blocked, 0, "the cause is gone");
+        let reasons = s.health.snapshot().reasons(Duration::from_secs(60));
+        assert!(
+            !reasons.iter().any(|r| r.contains("holds progress")),
+            "{reasons:?}"
+        );
+        progress.set_read(100, None);
+        assert_eq!(progress.committed(), 100);
     }
 
     #[test]

@@ -141,6 +141,8 @@ pub struct SyslogConfig {
     pub drain_timeout: Duration,
     /// This output's own type filter; without one it takes the global `types`.
     pub types: Option<TypesConfig>,
+    /// Whether the checkpoint waits for this output (see `OutputConfig::required`).
+    pub required: bool,
 }
 
 impl Default for SyslogConfig {
@@ -157,6 +159,7 @@ impl Default for SyslogConfig {
             max_message_bytes: 8192,
             drain_timeout: Duration::from_secs(10),
             types: None,
+            required: true,
         }
     }
 }

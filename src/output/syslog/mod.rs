@@ -71,6 +71,10 @@ impl OutputConfig for SyslogConfig {
         &mut self.types
     }
 
+    fn required(&self) -> bool {
+        self.required
+    }
+
     fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
         SyslogConfig::validate(self, path, problems);
     }
