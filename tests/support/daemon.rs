@@ -369,6 +369,35 @@ impl Daemon {
         stopped
     }
 
+    /// Sends SIGTERM and waits at most `within` for the process to exit; if it does not, sends
+    /// SIGKILL. `Ok` when it exited on its own, `Err` (what it printed) when it was killed.
+    pub fn terminate_within(mut self, within: Duration) -> Result<Stopped, Stopped> {
+        let pid = self.pid();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < within {
+            let child = self.child.as_mut().expect("running");
+            if child.try_wait().expect("try_wait").is_some() {
+                // Reaped: collect what it printed the usual way, without signalling again.
+                self.stdout_limit.store(usize::MAX, Ordering::SeqCst);
+                let status = self.child.take().expect("running").wait().expect("wait");
+                for reader in self.readers.drain(..) {
+                    reader.join().expect("pipe reader");
+                }
+                return Ok(Stopped {
+                    status,
+                    stdout: self.stdout_lines(),
+                    stderr: self.stderr_lines(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(self.kill())
+    }
+
     /// Sends SIGKILL: no drain, no last checkpoint.
     pub fn kill(self) -> Stopped {
         self.signal("KILL")

@@ -279,6 +279,16 @@ impl Kubelet {
         fs::metadata(self.path()).map(|m| m.len()).unwrap_or(0)
     }
 
+    /// The length of the file the runtime writes to now (through its handle): the current
+    /// log, or the renamed one between [`Kubelet::rename_for_rotation`] and
+    /// [`Kubelet::reopen`]. 0 once the container exited.
+    pub fn written_len(&self) -> u64 {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len())
+    }
+
     /// The rotated files of the current log (`<log>.*`: uncompressed, `.gz`, `.tmp`), oldest
     /// first.
     pub fn rotated(&self) -> Vec<PathBuf> {
