@@ -55,14 +55,19 @@ impl Progress {
     /// Registers a record starting at `offset` that `outputs` outputs must confirm.
     /// Returns the `Ack` to send along with it.
     pub fn register(self: &Arc<Self>, offset: u64, outputs: u32) -> Ack {
+        self.hold(offset, outputs);
+        Ack {
+            progress: Some(Arc::clone(self)),
+            offset,
+            also: None,
+        }
+    }
+
+    fn hold(&self, offset: u64, outputs: u32) {
         let mut inner = self.lock();
         if outputs > 0 {
             let entry = inner.pending.entry(offset).or_insert((0, Instant::now()));
             entry.0 += outputs;
-        }
-        Ack {
-            progress: Some(Arc::clone(self)),
-            offset,
         }
     }
 
@@ -117,6 +122,9 @@ impl Progress {
 pub struct Ack {
     progress: Option<Arc<Progress>>,
     offset: u64,
+    /// A second stream the record also holds back: a line that began in a rotated file and
+    /// ended in the next one holds both checkpoints until it is confirmed.
+    also: Option<(Arc<Progress>, u64)>,
 }
 
 impl Ack {
@@ -125,7 +133,17 @@ impl Ack {
         Ack {
             progress: None,
             offset: 0,
+            also: None,
         }
+    }
+
+    /// This receipt also holds `progress` at `offset` back, for `outputs` confirmations.
+    pub(crate) fn also(mut self, progress: &Arc<Progress>, offset: u64, outputs: u32) -> Ack {
+        if outputs > 0 {
+            progress.hold(offset, outputs);
+            self.also = Some((Arc::clone(progress), offset));
+        }
+        self
     }
 
     /// Another receipt for the same record, for a second output that took it.
@@ -133,6 +151,7 @@ impl Ack {
         Ack {
             progress: self.progress.clone(),
             offset: self.offset,
+            also: self.also.clone(),
         }
     }
 
@@ -140,6 +159,9 @@ impl Ack {
     pub fn confirm(self) {
         if let Some(p) = &self.progress {
             p.confirm(self.offset);
+        }
+        if let Some((p, offset)) = &self.also {
+            p.confirm(*offset);
         }
     }
 }
@@ -200,6 +222,17 @@ mod tests {
         stdout.confirm();
         assert_eq!(p.committed(), 1000);
         assert_eq!(p.in_flight(), 0, "nothing is left behind");
+    }
+
+    #[test]
+    fn a_record_across_two_streams_holds_both_until_confirmed() {
+        let (first, second) = (Progress::new(0), Progress::new(0));
+        let ack = first.register(700, 1).also(&second, 0, 1);
+        first.set_read(900, None);
+        second.set_read(40, None);
+        assert_eq!((first.committed(), second.committed()), (700, 0));
+        ack.confirm();
+        assert_eq!((first.committed(), second.committed()), (900, 40));
     }
 
     #[test]

@@ -54,9 +54,10 @@ pub struct Gap {
     /// Why: `oversize`, `truncated`, `deleted`, `unreadable` (a bounded metric label).
     pub reason: &'static str,
     pub start: u64,
-    /// Exclusive. When the end itself is not known (a file deleted while it was still being
-    /// written), the last size seen: the loss starts at `start` and may go beyond `end`.
+    /// Exclusive; when `end_known` is false, the last size seen: the loss starts at `start`
+    /// and may go beyond `end` (a file deleted or rewritten while nothing read it).
     pub end: u64,
+    pub end_known: bool,
 }
 
 /// Why a processor could not be built from a config.
@@ -240,6 +241,7 @@ impl Processor {
             "reason": gap.reason,
             "start": gap.start,
             "end": gap.end,
+            "end_known": gap.end_known,
             "time": format_time(&now),
         })
         .to_string();

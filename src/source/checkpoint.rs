@@ -61,7 +61,15 @@ struct Entry {
     /// Read to its end and let go (a rotated file): nothing of it can be missing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     done: bool,
+    /// Its content was replaced (truncated and rewritten) while it was known: it is never
+    /// resumed into, and what of it was not confirmed is reported lost.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    generation: u32,
     updated: DateTime<Utc>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug)]
@@ -93,7 +101,22 @@ pub(crate) struct Known {
     pub(crate) size: u64,
     /// It was read to its end and let go.
     pub(crate) done: bool,
+    /// Its content was replaced under its identity: it cannot be read again.
+    pub(crate) replaced: bool,
     pub(crate) updated: DateTime<Utc>,
+}
+
+/// What a checkpoint says about a file found.
+#[derive(Debug)]
+pub(crate) enum Resume {
+    /// Resume here.
+    At(u64),
+    /// No checkpoint knows it.
+    Unknown,
+    /// A checkpoint knew a file of this identity, but the file holds other bytes now
+    /// (truncated and rewritten while nothing read it): it is read from its start, and what
+    /// the known file held past its checkpoint is lost.
+    Replaced(Known),
 }
 
 /// All checkpoints: those loaded at startup and those of the files being read.
@@ -120,6 +143,7 @@ impl Checkpoints {
                 dev: e.dev.unwrap_or(0),
                 ino: e.ino.unwrap_or(0),
                 fingerprint,
+                generation: e.generation,
             };
             slots.insert(
                 key,
@@ -150,25 +174,33 @@ impl Checkpoints {
 
     /// Where to resume `file` (known as `key`), if its checkpoint applies: the entry of the
     /// same device, inode and fingerprint (or, from a version 1 file, the same fingerprint),
-    /// whose tail the file still holds. `None` when the file is unknown, or starts like a known
-    /// one but holds other bytes (it is then read from its start).
-    pub(crate) fn resume(&self, key: FileKey, file: &File) -> Option<u64> {
-        let slots = self.lock();
-        let slot = slots.get(&key).or_else(|| {
+    /// whose tail the file still holds.
+    pub(crate) fn resume(&self, key: FileKey, file: &File) -> Resume {
+        let mut slots = self.lock();
+        let found = slots.get_key_value(&key).map(|(k, _)| *k).or_else(|| {
             slots
                 .iter()
                 .find(|(k, s)| s.legacy && k.fingerprint == key.fingerprint && !s.watched)
-                .map(|(_, s)| s)
-        })?;
+                .map(|(k, _)| *k)
+        });
+        let Some(known_key) = found else {
+            return Resume::Unknown;
+        };
+        let Some(slot) = slots.get(&known_key) else {
+            return Resume::Unknown;
+        };
         let holds = match slot.tail {
             Some(tail) => tail.holds(file, slot.offset).unwrap_or(false),
             None => file.metadata().is_ok_and(|m| m.len() >= slot.offset),
         };
-        if !holds {
-            tracing::warn!(path = %slot.path.display(), offset = slot.offset, "a file starts like a known one but holds other bytes; reading it from its start");
-            return None;
+        if holds {
+            return Resume::At(slot.offset);
         }
-        Some(slot.offset)
+        tracing::warn!(path = %slot.path.display(), offset = slot.offset, "a file starts like a known one but holds other bytes; reading it from its start");
+        match retire(&mut slots, known_key) {
+            Some(known) => Resume::Replaced(known),
+            None => Resume::Unknown,
+        }
     }
 
     /// Starts tracking a file being read (known as `key`; a legacy entry of the same
@@ -182,6 +214,15 @@ impl Checkpoints {
     ) {
         let mut slots = self.lock();
         slots.retain(|k, s| !(s.legacy && k.fingerprint == key.fingerprint && !s.watched));
+        // The same identity with records still in flight: its content was replaced (a
+        // truncate-and-rewrite with the same first line). It keeps its own entry, so those
+        // records still count, and are reported lost should they never be confirmed.
+        if slots
+            .get(&key)
+            .is_some_and(|s| s.progress.as_ref().is_some_and(|p| p.in_flight() > 0))
+        {
+            retire(&mut slots, key);
+        }
         let size = slots.get(&key).map_or(0, |s| s.size);
         slots.insert(
             key,
@@ -246,14 +287,7 @@ impl Checkpoints {
             .lock()
             .iter()
             .filter(|(_, s)| !s.watched && s.progress.is_none())
-            .map(|(key, s)| Known {
-                key: *key,
-                path: s.path.clone(),
-                offset: s.offset,
-                size: s.size,
-                done: s.done,
-                updated: s.updated,
-            })
+            .map(|(key, s)| known(*key, s))
             .collect();
         known.sort_by_key(|k| (k.updated, k.path.clone()));
         known
@@ -312,6 +346,7 @@ impl Checkpoint for Checkpoints {
                     tail: s.tail.map(Tail::to_text),
                     size: s.size.max(s.offset),
                     done: s.done,
+                    generation: key.generation,
                     updated: s.updated,
                 })
                 .collect();
@@ -325,6 +360,45 @@ impl Checkpoint for Checkpoints {
     }
 }
 
+fn known(key: FileKey, s: &Slot) -> Known {
+    Known {
+        key,
+        path: s.path.clone(),
+        offset: s.offset,
+        size: s.size,
+        done: s.done,
+        replaced: key.generation > 0,
+        updated: s.updated,
+    }
+}
+
+/// Moves the entry of `key` to a generation of its own (its content was replaced): it is
+/// never resumed into, and keeps what it knew for the gap that reports it.
+fn retire(slots: &mut HashMap<FileKey, Slot>, key: FileKey) -> Option<Known> {
+    let mut slot = slots.remove(&key)?;
+    slot.watched = false;
+    slot.legacy = false;
+    let generation = slots
+        .keys()
+        .filter(|k| {
+            FileKey {
+                generation: 0,
+                ..**k
+            } == FileKey {
+                generation: 0,
+                ..key
+            }
+        })
+        .map(|k| k.generation)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let retired = FileKey { generation, ..key };
+    let k = known(retired, &slot);
+    slots.insert(retired, slot);
+    Some(k)
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;
@@ -336,6 +410,7 @@ mod tests {
             dev: 1,
             ino,
             fingerprint: 0xabc,
+            generation: 0,
         }
     }
 
@@ -352,12 +427,15 @@ mod tests {
         p.set_read(200, None);
         cps.save().unwrap();
         let reloaded = Checkpoints::load(dir.path()).unwrap();
-        assert_eq!(reloaded.resume(key(7), &file), Some(100));
+        assert!(matches!(reloaded.resume(key(7), &file), Resume::At(100)));
         ack.confirm();
         cps.save().unwrap();
         let reloaded = Checkpoints::load(dir.path()).unwrap();
-        assert_eq!(reloaded.resume(key(7), &file), Some(200));
-        assert_eq!(reloaded.resume(key(8), &file), None, "another inode");
+        assert!(matches!(reloaded.resume(key(7), &file), Resume::At(200)));
+        assert!(
+            matches!(reloaded.resume(key(8), &file), Resume::Unknown),
+            "another inode"
+        );
         let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert!(text.contains("\"version\": 2"), "{text}");
     }
@@ -375,7 +453,16 @@ mod tests {
         cps.save().unwrap();
         fs::write(&log, b"banner\nbbbbbbbb\n").unwrap();
         let reloaded = Checkpoints::load(dir.path()).unwrap();
-        assert_eq!(reloaded.resume(key(7), &File::open(&log).unwrap()), None);
+        let replaced = reloaded.resume(key(7), &File::open(&log).unwrap());
+        assert!(
+            matches!(&replaced, Resume::Replaced(k) if k.offset == 12 && k.replaced),
+            "{replaced:?}"
+        );
+        assert_eq!(
+            reloaded.unread().len(),
+            1,
+            "kept to report its unread range"
+        );
     }
 
     #[test]
@@ -389,7 +476,10 @@ mod tests {
         )
         .unwrap();
         let cps = Checkpoints::load(dir.path()).unwrap();
-        assert_eq!(cps.resume(key(9), &File::open(&log).unwrap()), Some(40));
+        assert!(matches!(
+            cps.resume(key(9), &File::open(&log).unwrap()),
+            Resume::At(40)
+        ));
     }
 
     #[test]

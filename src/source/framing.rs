@@ -40,6 +40,8 @@ struct Partial {
     start: Option<u64>,
     oversize: bool,
     time: String,
+    /// Handed out as it stands once already (a drain, an expiry); it still waits for its end.
+    shipped: bool,
 }
 
 /// Per-file framing state.
@@ -241,6 +243,40 @@ impl Framer {
         Some(self.hand_out(stream, true))
     }
 
+    /// Hands each partial line that waits for its end to `f` as it stands, without ending it:
+    /// should its final chunk come after all, it still joins it. Each partial line once.
+    pub fn snapshot_unterminated(&mut self, mut f: impl FnMut(Framed<'_>)) {
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let p = &mut self.partial[stream.index()];
+            let Some(start) = p.start else {
+                continue;
+            };
+            if std::mem::replace(&mut p.shipped, true) {
+                continue;
+            }
+            let p = &self.partial[stream.index()];
+            f(if p.oversize {
+                Framed::Oversize {
+                    offset: start,
+                    unterminated: true,
+                }
+            } else {
+                Framed::Line(Line {
+                    text: &p.buf,
+                    stream: Some(stream),
+                    time: (!p.time.is_empty()).then_some(p.time.as_str()),
+                    offset: start,
+                    unterminated: true,
+                })
+            });
+        }
+    }
+
+    /// Whether a partial line of `stream` waits for its end.
+    pub fn waits_on(&self, stream: Stream) -> bool {
+        self.partial[stream.index()].start.is_some()
+    }
+
     fn hand_out(&mut self, stream: Stream, unterminated: bool) -> Framed<'_> {
         let p = &mut self.partial[stream.index()];
         let start = p.start.take().unwrap_or_default();
@@ -269,6 +305,7 @@ fn append(p: &mut Partial, text: &[u8], time: &str, offset: u64, max: usize) {
         p.start = Some(offset);
         p.buf.clear();
         p.oversize = false;
+        p.shipped = false;
         p.time.clear();
         p.time.push_str(time);
     }
@@ -312,6 +349,12 @@ fn split_cri(line: &[u8]) -> Option<(&str, Stream, bool, &[u8])> {
         _ => return None,
     };
     Some((time, stream, full, text))
+}
+
+/// The stream of a CRI physical line and whether it is a final (`F`) chunk; `None` when the
+/// line is not CRI.
+pub(crate) fn cri_chunk(line: &[u8]) -> Option<(Stream, bool)> {
+    split_cri(line).map(|(_, stream, full, _)| (stream, full))
 }
 
 /// Decides a file's framing from its first line.

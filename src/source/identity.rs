@@ -18,6 +18,9 @@ pub(crate) struct FileKey {
     pub(crate) dev: u64,
     pub(crate) ino: u64,
     pub(crate) fingerprint: u64,
+    /// 0 for a file as it is; above 0 for content that was replaced under the same identity
+    /// (truncated and rewritten with the same first line) while records of it were in flight.
+    pub(crate) generation: u32,
 }
 
 /// How many bytes before the read position are compared: enough to hold a whole ordinary

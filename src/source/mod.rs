@@ -81,6 +81,25 @@ impl Context {
         Arc::clone(&self.processor.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Sends a batch if the outputs take it within `wait`: `Err(Some(batch))` gives it back
+    /// when they are busy, `Err(None)` when they are gone.
+    async fn send_within(
+        &self,
+        batch: Vec<Record>,
+        wait: Duration,
+    ) -> Result<(), Option<Vec<Record>>> {
+        // Waiting for the outputs is not a stall: the loop is alive.
+        self.telemetry.health.beat();
+        match tokio::time::timeout(wait, self.out.reserve()).await {
+            Ok(Ok(permit)) => {
+                permit.send(batch);
+                Ok(())
+            }
+            Ok(Err(_)) => Err(None),
+            Err(_) => Err(Some(batch)),
+        }
+    }
+
     /// Sends a batch, waiting while the outputs are busy (backpressure) but giving up when
     /// the drain's time is up: unsent records are unconfirmed and will be read again. Returns
     /// false when the batch was not sent.

@@ -7,7 +7,7 @@
 use std::io::{self, Read};
 
 use super::framing::{Format, Framer};
-use crate::line::Framed;
+use crate::line::{Framed, Line};
 
 /// How much is read from the file at a time.
 const READ_CHUNK: usize = 128 * 1024;
@@ -26,6 +26,8 @@ pub(crate) struct LineReader {
     base: u64,
     /// Dropping an oversize physical line until its `\n`, which started at this offset.
     discarding: Option<u64>,
+    /// The bytes after the last `\n` starting here were handed out as they stand once.
+    tail_shipped: Option<u64>,
     max_physical: usize,
     pub framer: Framer,
 }
@@ -37,6 +39,7 @@ impl LineReader {
             start: 0,
             base: offset,
             discarding: None,
+            tail_shipped: None,
             max_physical: max_line_bytes.saturating_add(FRAMING_ALLOWANCE),
             framer: Framer::new(format, max_line_bytes),
         }
@@ -101,6 +104,7 @@ impl LineReader {
             discarding,
             max_physical,
             framer,
+            ..
         } = self;
         while let Some(nl) = memchr::memchr(b'\n', &buf[*start..]) {
             let line_start = *start;
@@ -138,6 +142,35 @@ impl LineReader {
             }
             *start = buf.len();
         }
+    }
+
+    /// Something waits for an end that may still come, and must not be lost should it not
+    /// (a drain, an expired partial line): hands it out as it stands, marked unterminated,
+    /// without ending it, each once: the bytes after the last `\n` of a raw stream, and the
+    /// framing's partial lines. The checkpoint stays before them, so after a restart they are
+    /// read again and join their end if it came.
+    pub(crate) fn snapshot_unterminated(&mut self, mut f: impl FnMut(Framed<'_>, u64)) {
+        let end = self.base + self.buf.len() as u64;
+        let tail_start = self.base + self.start as u64;
+        let raw = matches!(self.framer.format(), Format::Raw | Format::Auto);
+        if raw
+            && self.buffered() > 0
+            && self.discarding.is_none()
+            && self.tail_shipped != Some(tail_start)
+        {
+            self.tail_shipped = Some(tail_start);
+            f(
+                Framed::Line(Line {
+                    text: &self.buf[self.start..],
+                    stream: None,
+                    time: None,
+                    offset: tail_start,
+                    unterminated: true,
+                }),
+                end,
+            );
+        }
+        self.framer.snapshot_unterminated(|framed| f(framed, end));
     }
 
     /// The end of what waits for one is not coming (the input ended, a drain, a released file,

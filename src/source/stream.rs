@@ -22,6 +22,8 @@ use crate::pipeline::{Gap, Processor};
 #[derive(Debug)]
 pub(crate) struct StreamReader {
     lines: LineReader,
+    format: Format,
+    max_line_bytes: usize,
     /// Where the stream comes from, spliced into every record's envelope.
     pub info: StreamInfo,
     /// `None` for `check`, where nothing is acknowledged.
@@ -39,8 +41,19 @@ impl StreamReader {
     ) -> StreamReader {
         StreamReader {
             lines: LineReader::new(format, max_line_bytes, offset),
+            format,
+            max_line_bytes,
             info,
             progress,
+        }
+    }
+
+    /// Goes on from `offset` (a later offset of the same stream: what lies before it was dealt
+    /// with elsewhere), with fresh framing.
+    pub(crate) fn skip_to(&mut self, offset: u64) {
+        self.lines = LineReader::new(self.format, self.max_line_bytes, offset);
+        if let Some(p) = &self.progress {
+            p.set_read(offset, None);
         }
     }
 
@@ -73,6 +86,7 @@ impl StreamReader {
             lines,
             info,
             progress,
+            ..
         } = self;
         let progress = progress.as_ref();
         lines.drain(|framed, end| {
@@ -89,6 +103,72 @@ impl StreamReader {
         stats.malformed += std::mem::take(&mut lines.framer.malformed);
     }
 
+    /// Something waits for an end that may still come (a drain, an expired partial line):
+    /// ships it as it stands, marked unterminated, without ending it (each once). The
+    /// checkpoint stays before it: should its end come, it still joins it, also after a
+    /// restart. Returns how many lines that was.
+    pub(crate) fn snapshot_unterminated(
+        &mut self,
+        processor: &Processor,
+        stats: &mut Stats,
+        records: &mut Vec<Record>,
+    ) -> u64 {
+        let StreamReader {
+            lines,
+            info,
+            progress,
+            ..
+        } = self;
+        let progress = progress.as_ref();
+        let mut shipped = 0;
+        lines.snapshot_unterminated(|framed, end| {
+            shipped += 1;
+            handle(processor, info, progress, stats, records, framed, end);
+        });
+        shipped
+    }
+
+    /// Whether a partial line of the framing waits for its final chunk.
+    pub(crate) fn has_partial_line(&self) -> bool {
+        self.lines.framer.pending() > 0
+    }
+
+    /// Whether a partial line of `stream` waits for its final chunk.
+    pub(crate) fn waits_on(&self, stream: crate::line::Stream) -> bool {
+        self.lines.framer.waits_on(stream)
+    }
+
+    /// A line that began in this stream (a rotated file) goes on in the next one: feeds the
+    /// next stream's leading chunks to this stream's framing. A record completed this way is
+    /// registered here at its start, and also holds `next` at `next_offset` (where those
+    /// chunks begin) until it is confirmed, so neither checkpoint passes it unconfirmed.
+    pub(crate) fn join_continuation(
+        &mut self,
+        chunks: &[&[u8]],
+        processor: &Processor,
+        stats: &mut Stats,
+        records: &mut Vec<Record>,
+        next: (&Arc<Progress>, u64),
+    ) {
+        let StreamReader {
+            lines,
+            info,
+            progress,
+            ..
+        } = self;
+        let end = lines.offset();
+        for chunk in chunks {
+            let framed = lines.framer.frame(chunk, end);
+            let ack = |offset, outputs| {
+                register(progress.as_ref(), offset, outputs).also(next.0, next.1, outputs)
+            };
+            process_one(processor, info, ack, stats, records, framed, end);
+        }
+        if let Some(p) = progress {
+            p.set_read(lines.offset(), lines.floor());
+        }
+    }
+
     /// The end of what waits for one is not coming (the input ended, a drain, the file is
     /// released, a partial line expired): processes it as it stands, marked unterminated.
     /// Returns how many lines that was.
@@ -102,6 +182,7 @@ impl StreamReader {
             lines,
             info,
             progress,
+            ..
         } = self;
         let progress = progress.as_ref();
         let mut flushed = 0;
@@ -158,8 +239,7 @@ fn register(progress: Option<&Arc<Progress>>, offset: u64, outputs: u32) -> Ack 
     }
 }
 
-/// One framing result through the processor: a record is registered and kept; a line too long
-/// to process also becomes a gap record for its byte range.
+/// One framing result through the processor, registered with `progress`.
 fn handle(
     processor: &Processor,
     info: &StreamInfo,
@@ -169,12 +249,26 @@ fn handle(
     framed: Framed<'_>,
     end: u64,
 ) {
+    let ack = |offset, outputs| register(progress, offset, outputs);
+    process_one(processor, info, ack, stats, records, framed, end);
+}
+
+/// One framing result through the processor: a record is registered through `ack` and kept;
+/// a line too long to process also becomes a gap record for its byte range.
+fn process_one(
+    processor: &Processor,
+    info: &StreamInfo,
+    ack: impl Fn(u64, u32) -> Ack,
+    stats: &mut Stats,
+    records: &mut Vec<Record>,
+    framed: Framed<'_>,
+    end: u64,
+) {
     let oversize = match framed {
         Framed::Oversize { offset, .. } => Some(offset),
         _ => None,
     };
-    let ack = |offset, outputs| register(progress, offset, outputs);
-    if let Some(record) = processor.process(framed, info, stats, ack) {
+    if let Some(record) = processor.process(framed, info, stats, &ack) {
         records.push(record);
     }
     if let Some(start) = oversize {
@@ -182,8 +276,8 @@ fn handle(
             reason: "oversize",
             start,
             end,
+            end_known: true,
         };
-        let ack = |offset, outputs| register(progress, offset, outputs);
-        records.push(processor.gap(info, gap, stats, ack));
+        records.push(processor.gap(info, gap, stats, &ack));
     }
 }

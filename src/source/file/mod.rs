@@ -23,6 +23,7 @@
 //! - Records go to the outputs in batches over a bounded channel; when the outputs are slow
 //!   the channel fills and this thread stops reading (backpressure). The files are the buffer.
 
+mod restart;
 mod watched;
 
 use std::collections::{BTreeSet, HashMap};
@@ -35,9 +36,9 @@ use std::time::{Duration, Instant};
 use notify::Watcher;
 
 use self::watched::{end_of_last_line, Handle, Start, Watched};
-use super::checkpoint::{Checkpoints, Known};
-use super::identity::{fingerprint_head, read_head, FileKey, Tail};
-use super::rotation;
+use super::checkpoint::{Checkpoints, Resume};
+use super::framing::cri_chunk;
+use super::identity::Tail;
 use super::stream::StreamReader;
 use super::{Context, Quiet, ReadFrom, SourceConfig};
 use crate::ack::Progress;
@@ -49,6 +50,11 @@ use crate::pipeline::{Gap, Processor};
 const BATCH_RECORDS: usize = 256;
 /// Bytes read from one file before the others get a turn.
 const TURN_BYTES: u64 = 4 * 1024 * 1024;
+/// How long a compressed copy that fails to read (docker may still be writing it) is tried
+/// again before what it holds past the read position is reported lost.
+const UNREADABLE_AFTER: Duration = Duration::from_secs(3);
+/// How far into the next file a line begun in a rotated file is looked for.
+const CONTINUATION_MAX: usize = 256 * 1024;
 
 /// Follows the configured files; see the module documentation.
 pub(super) struct FileTailer {
@@ -60,10 +66,11 @@ pub(super) struct FileTailer {
     batch: Vec<Record>,
     local: Stats,
     runtime: tokio::runtime::Handle,
-    /// Containers (directory and base name) the checkpoints knew at startup: a file of theirs
-    /// without a checkpoint was written while nothing read it, so `read_from: end` does not
-    /// apply to it.
-    known_bases: BTreeSet<(PathBuf, String)>,
+    /// Container directories the checkpoints knew at startup: a file in one of them without
+    /// a checkpoint was written while nothing read it (a rotation, a container restart), so
+    /// `read_from: end` does not apply to it.
+    known_dirs: BTreeSet<PathBuf>,
+    last_scan: Instant,
 }
 
 impl FileTailer {
@@ -78,7 +85,11 @@ impl FileTailer {
             .iter()
             .filter_map(|p| glob::Pattern::new(p).ok())
             .collect();
-        let known_bases = checkpoints.bases();
+        let known_dirs = checkpoints
+            .bases()
+            .into_iter()
+            .map(|(dir, _)| dir)
+            .collect();
         FileTailer {
             config,
             exclude,
@@ -88,7 +99,8 @@ impl FileTailer {
             batch: Vec::with_capacity(BATCH_RECORDS),
             local: Stats::default(),
             runtime,
-            known_bases,
+            known_dirs,
+            last_scan: Instant::now(),
         }
     }
 
@@ -100,12 +112,10 @@ impl FileTailer {
         let _watcher = self.watch_events(wake_tx);
         self.scan(true);
         self.resume_rotated();
-        let mut last_scan = Instant::now();
         let mut quiet = Quiet::new(self.config.drain_quiet);
         while !quiet.over(&self.context.stop) {
-            if last_scan.elapsed() >= self.config.scan_interval {
+            if self.last_scan.elapsed() >= self.config.scan_interval {
                 self.scan(false);
-                last_scan = Instant::now();
             }
             let mut progressed = false;
             for i in 0..self.watched.len() {
@@ -129,17 +139,18 @@ impl FileTailer {
             };
             if !progressed
                 && wake_rx.recv_timeout(wait).is_ok()
-                && last_scan.elapsed() >= Duration::from_millis(100)
+                && self.last_scan.elapsed() >= Duration::from_millis(100)
             {
                 self.scan(false);
-                last_scan = Instant::now();
             }
         }
-        // The drain is over: what still waits for an end ships as it stands.
+        // The drain is over. What waits for an end ships as it stands, without moving the
+        // checkpoint past it: in a pod that is going away the line ends here; a restarted
+        // sidecar reads it again and joins its end, should that come.
         let processor = self.context.processor();
         for w in &mut self.watched {
             if let Some(reader) = w.reader.as_mut() {
-                reader.flush_unterminated(&processor, &mut self.local, &mut self.batch);
+                reader.snapshot_unterminated(&processor, &mut self.local, &mut self.batch);
             }
         }
         self.flush_batch();
@@ -162,10 +173,7 @@ impl FileTailer {
         let mut lag_bytes = 0u64;
         let mut oldest = Duration::ZERO;
         for w in &self.watched {
-            let len = w.len().unwrap_or(0);
-            if let Some(key) = w.key {
-                self.checkpoints.seen(key, len);
-            }
+            let len = w.len().unwrap_or(w.len_seen);
             let progress = w.reader.as_ref().and_then(StreamReader::progress);
             let committed = progress.map_or(0, |p| p.committed());
             lag_bytes += len.saturating_sub(committed);
@@ -213,8 +221,11 @@ impl FileTailer {
         Some(watcher)
     }
 
-    /// Expands the patterns and reconciles the result with the watched files.
+    /// Expands the patterns and reconciles the result with the watched files. A new file is
+    /// opened and identified at once: its open handle keeps its content readable through any
+    /// later rotation, even while the outputs hold reading back.
     fn scan(&mut self, startup: bool) {
+        self.last_scan = Instant::now();
         let mut found: HashMap<(u64, u64), PathBuf> = HashMap::new();
         for pattern in &self.config.paths {
             let Ok(paths) = glob::glob(pattern) else {
@@ -233,7 +244,8 @@ impl FileTailer {
                 }
             }
         }
-        for w in &mut self.watched {
+        let mut rotated_now = Vec::new();
+        for (i, w) in self.watched.iter_mut().enumerate() {
             if w.writer_gone {
                 continue;
             }
@@ -242,7 +254,9 @@ impl FileTailer {
                     if path != w.path {
                         tracing::info!(from = %w.path.display(), to = %path.display(), "file renamed");
                         if let Some(key) = w.key {
-                            self.checkpoints.rename(key, &path);
+                            let real =
+                                std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+                            self.checkpoints.rename(key, &real);
                         }
                         w.path = path;
                     }
@@ -253,119 +267,52 @@ impl FileTailer {
                         tracing::info!(path = %w.path.display(), "file rotated away; reading it to its end");
                         self.local.rotations += 1;
                         w.rotated_at = Some(Instant::now());
+                        rotated_now.push(i);
                     }
                 }
             }
         }
+        // Files rotated since the last look may have been followed by more rotations than one:
+        // the files in between are read too.
+        for &i in rotated_now.iter().rev() {
+            self.adopt_newer_siblings(i);
+        }
         for (_, path) in found {
-            let known = rotation::base_of(&path).is_some_and(|b| self.known_bases.contains(&b));
-            let start = if startup && !known && self.config.read_from == ReadFrom::End {
-                Start::CheckpointOrEnd
-            } else {
-                Start::Checkpoint
+            let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            let known = real.parent().is_some_and(|d| self.known_dirs.contains(d));
+            let start = match std::fs::metadata(&path) {
+                Ok(meta) if startup && !known && self.config.read_from == ReadFrom::End => {
+                    Start::CheckpointOrEnd(meta.len())
+                }
+                _ => Start::Checkpoint,
             };
             match Watched::open(&path, start) {
                 Ok(w) => {
                     tracing::info!(path = %path.display(), "watching file");
                     self.watched.push(w);
+                    self.start_file(self.watched.len() - 1);
                 }
                 Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot open file"),
             }
         }
     }
 
-    /// At startup: files the checkpoints know that nothing matched are looked for among the
-    /// rotated siblings of their path and read from their checkpoint, before the live files;
-    /// siblings rotated since are read from their start; a known file that is gone with
-    /// bytes unread becomes a gap record.
-    fn resume_rotated(&mut self) {
-        // Live files claim their checkpoints first.
-        for i in 0..self.watched.len() {
-            self.start_file(i);
-        }
-        let mut by_base: HashMap<(PathBuf, String), Vec<Known>> = HashMap::new();
-        for known in self.checkpoints.unread() {
-            if let Some(base) = rotation::base_of(&known.path) {
-                by_base.entry(base).or_default().push(known);
-            }
-        }
-        let live: BTreeSet<PathBuf> = self.watched.iter().map(|w| w.path.clone()).collect();
-        let mut rotated = Vec::new();
-        for ((dir, base), mut unread) in by_base {
-            let last_update = unread.iter().map(|k| k.updated).max();
-            let mut newest_known = None;
-            let mut candidates = Vec::new();
-            for path in rotation::siblings(&dir, &base) {
-                if live.contains(&path) {
-                    continue;
-                }
-                match open_sibling(&path, &mut unread) {
-                    Ok(Some(Sibling::Known(w))) => {
-                        newest_known = Some(candidates.len());
-                        candidates.push((w, true, false));
-                    }
-                    Ok(Some(Sibling::Unknown(w, modified))) => {
-                        let newer = last_update.is_none_or(|u| modified > u);
-                        candidates.push((w, false, newer));
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, path = %path.display(), "cannot read a rotated file")
-                    }
-                }
-            }
-            // Known files resume at their checkpoint; unknown ones are read from their start when
-            // rotated after a known one, or (none known any more) written after the last save.
-            for (i, (mut w, known, newer)) in candidates.into_iter().enumerate() {
-                let after_known = newest_known.is_some_and(|k| i > k);
-                if known || after_known || (newest_known.is_none() && newer) {
-                    tracing::info!(path = %w.path.display(), "reading a rotated file after a restart");
-                    w.writer_gone = true;
-                    w.rotated_at = Some(Instant::now());
-                    rotated.push(w);
-                }
-            }
-            // Gone before it was read to its end: how much more it held is unknown when it was
-            // still being written (the range ends at its last size seen).
-            for gone in unread.iter().filter(|k| !k.done || k.offset < k.size) {
-                self.report_lost(gone, "deleted");
-            }
-        }
-        let n = rotated.len();
-        rotated.append(&mut self.watched);
-        self.watched = rotated;
-        for i in 0..n {
-            self.start_file(i);
-        }
-    }
-
-    /// A known file is gone with `[offset, size)` unread: ships a gap record for it. Its
-    /// checkpoint moves past the range once the record is confirmed, so it is reported once.
-    fn report_lost(&mut self, gone: &Known, reason: &'static str) {
-        let progress = Progress::new(gone.offset);
-        self.checkpoints.report_gone(gone, Arc::clone(&progress));
-        let info = StreamInfo::new(gone.path.display().to_string(), gone.key.fingerprint);
-        let gap = Gap {
-            reason,
-            start: gone.offset,
-            end: gone.size,
-        };
-        let processor = self.context.processor();
-        let record = processor.gap(&info, gap, &mut self.local, |offset, outputs| {
-            progress.register(offset, outputs)
-        });
-        progress.set_read(gone.size, None);
-        self.batch.push(record);
-    }
-
     /// Whether file `i` must wait: an older file of the same container (a rotated one, read
-    /// first so records keep their order) is not yet read to its end.
+    /// first so records keep their order) is not yet read to its end, or ends inside a line
+    /// whose end may be at the start of file `i`.
     fn waits_for_an_older_file(&self, i: usize) -> bool {
         let Some(base) = &self.watched[i].base else {
             return false;
         };
         self.watched[..i].iter().any(|older| {
-            older.rotated_at.is_some() && older.base.as_ref() == Some(base) && !older.read_to_end()
+            older.rotated_at.is_some()
+                && older.base.as_ref() == Some(base)
+                && older.failing_since.is_none()
+                && (!older.read_to_end()
+                    || older
+                        .reader
+                        .as_ref()
+                        .is_some_and(StreamReader::has_partial_line))
         })
     }
 
@@ -374,19 +321,10 @@ impl FileTailer {
         if self.watched[i].reader.is_none() && !self.start_file(i) {
             return false;
         }
-        // Content replaced under the read position must be noticed before reading: reading on
-        // would skip the start of the new content, or ship parts of it twice.
-        // (Only when there is something to read: one `pread` of the bytes before the position.)
-        let w = &self.watched[i];
-        if let (Some(file), Some(len)) = (w.file(), w.len()) {
-            let position = w.position();
-            let replaced =
-                len < position || (len > position && !w.tail.holds(file, position).unwrap_or(true));
-            if replaced {
-                self.read_again_from_start(i, len);
-                if !self.start_file(i) {
-                    return false;
-                }
+        if self.replaced(i) {
+            self.read_again_from_start(i);
+            if !self.start_file(i) {
+                return false;
             }
         }
         // Pod metadata: built once per file and enrichment version, spliced into each record.
@@ -410,15 +348,24 @@ impl FileTailer {
             let n = match reader.fill(&mut w.handle) {
                 Ok(0) => {
                     w.at_eof = true;
+                    w.failing_since = None;
                     break;
                 }
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::warn!(error = %e, path = %w.path.display(), "read failed; retrying at the next poll");
+                    let first = w.failing_since.is_none();
+                    let since = *w.failing_since.get_or_insert_with(Instant::now);
+                    if first {
+                        tracing::warn!(error = %e, path = %w.path.display(), "read failed; retrying");
+                    }
+                    if matches!(w.handle, Handle::Gzip(_)) {
+                        self.retry_compressed(i, since);
+                    }
                     break;
                 }
             };
             w.at_eof = false;
+            w.failing_since = None;
             read += n as u64;
             w.last_data = Instant::now();
             self.local.bytes += n as u64;
@@ -431,26 +378,57 @@ impl FileTailer {
                 self.flush_batch();
             }
         }
-        if let Some(len) = self.watched[i].len() {
-            self.watched[i].len_seen = len;
+        let w = &mut self.watched[i];
+        if let Some(len) = w.len() {
+            w.len_seen = len;
+        }
+        if let Some(key) = w.key {
+            self.checkpoints.seen(key, w.len_seen);
         }
         read > 0
     }
 
-    /// File `i` was truncated or rewritten: what it held beyond the read position is lost
-    /// (a gap record says so), and it is read again from its start.
-    fn read_again_from_start(&mut self, i: usize, len_now: u64) {
+    /// Whether file `i` holds other bytes before its read position than were read there (or
+    /// is shorter): truncated, or rewritten. Checked before every read of new bytes, and now
+    /// and then when nothing is new (a rewrite to the same length).
+    fn replaced(&mut self, i: usize) -> bool {
+        let interval = self.config.scan_interval;
+        let w = &mut self.watched[i];
+        let (Some(file), Some(len)) = (w.file(), w.len()) else {
+            return false;
+        };
+        let position = w.position();
+        if len < position {
+            return true;
+        }
+        let check = len > position || w.tail_checked.elapsed() >= interval;
+        if !check {
+            return false;
+        }
+        let holds = w.tail.holds(file, position).unwrap_or(true);
+        w.tail_checked = Instant::now();
+        !holds
+    }
+
+    /// File `i` was truncated or rewritten. What it held past the read position is read from
+    /// the copy a copy-truncate made, if there is one; else the part known unread is reported
+    /// lost. It is then read again from its start.
+    fn read_again_from_start(&mut self, i: usize) {
+        let found_copy = self.read_the_copy(i);
+        let i = if found_copy { i + 1 } else { i };
         let processor = self.context.processor();
         let w = &mut self.watched[i];
+        let len_now = w.len().unwrap_or(0);
         tracing::warn!(path = %w.path.display(), len = len_now, position = w.position(), "file truncated or rewritten; reading it again from the start");
         self.local.truncations += 1;
         if let Some(reader) = w.reader.take() {
             let position = reader.position();
-            if w.len_seen > position {
+            if !found_copy && w.len_seen > position {
                 let gap = Gap {
                     reason: "truncated",
                     start: position,
                     end: w.len_seen,
+                    end_known: true,
                 };
                 reader.report_gap(&processor, gap, &mut self.local, &mut self.batch);
             }
@@ -464,6 +442,31 @@ impl FileTailer {
         let _ = w.seek(0);
     }
 
+    /// A compressed copy fails to read: opened anew and read up to where it was (a decoder
+    /// that failed is never read again). Failing for longer than [`UNREADABLE_AFTER`], what
+    /// it holds past that point is reported lost and the file is let go.
+    fn retry_compressed(&mut self, i: usize, since: Instant) {
+        let w = &mut self.watched[i];
+        let position = w.position();
+        if since.elapsed() < UNREADABLE_AFTER && w.seek(position).is_ok() {
+            return;
+        }
+        tracing::warn!(path = %w.path.display(), position, "a compressed file cannot be read past this point; the rest is reported lost");
+        let processor = self.context.processor();
+        if let Some(reader) = w.reader.as_mut() {
+            let gap = Gap {
+                reason: "unreadable",
+                start: position,
+                end: w.len_seen.max(position),
+                end_known: false,
+            };
+            reader.report_gap(&processor, gap, &mut self.local, &mut self.batch);
+        }
+        w.at_eof = true;
+        w.writer_gone = true;
+        w.failing_since = None;
+    }
+
     /// Identifies file `i` and positions it. Returns false while it has no first line yet.
     fn start_file(&mut self, i: usize) -> bool {
         let w = &mut self.watched[i];
@@ -471,7 +474,13 @@ impl FileTailer {
             return true;
         }
         let (key, offset) = match w.start {
-            Start::At(offset, key) => (key, offset),
+            Start::At(offset, key) => {
+                if let Err(e) = w.seek(offset) {
+                    tracing::warn!(error = %e, path = %w.path.display(), "cannot position the file");
+                    return false;
+                }
+                (key, offset)
+            }
             start => {
                 let key = match w.identify() {
                     Ok(Some(key)) => key,
@@ -481,18 +490,25 @@ impl FileTailer {
                         return false;
                     }
                 };
-                let Some(file) = w.file() else {
+                let Some(file) = w.file().cloned() else {
                     return false;
                 };
                 let resumed = match start {
-                    Start::Beginning => None,
-                    _ => self.checkpoints.resume(key, file),
+                    Start::Beginning => Resume::Unknown,
+                    _ => self.checkpoints.resume(key, &file),
                 };
                 let offset = match (resumed, start) {
-                    (Some(offset), _) => offset,
-                    (None, Start::CheckpointOrEnd) => end_of_last_line(file, w.len().unwrap_or(0)),
-                    (None, _) => 0,
+                    (Resume::At(offset), _) => offset,
+                    (Resume::Replaced(known), _) => {
+                        if !known.done {
+                            self.report_lost(&known, "truncated");
+                        }
+                        0
+                    }
+                    (Resume::Unknown, Start::CheckpointOrEnd(len)) => end_of_last_line(&file, len),
+                    (Resume::Unknown, _) => 0,
                 };
+                let w = &mut self.watched[i];
                 if let Err(e) = w.seek(offset) {
                     tracing::warn!(error = %e, path = %w.path.display(), "cannot seek");
                     return false;
@@ -500,6 +516,7 @@ impl FileTailer {
                 (key, offset)
             }
         };
+        let w = &mut self.watched[i];
         if offset > 0 {
             tracing::info!(path = %w.path.display(), offset, "resuming from checkpoint");
         }
@@ -508,9 +525,11 @@ impl FileTailer {
             .file()
             .and_then(|f| Tail::read(f, offset).ok())
             .unwrap_or_default();
+        w.len_seen = w.len().unwrap_or(offset).max(offset);
         let progress = Progress::new(offset);
+        let real = std::fs::canonicalize(&w.path).unwrap_or_else(|_| w.path.clone());
         self.checkpoints
-            .watch(key, &w.path, Arc::clone(&progress), w.file().cloned());
+            .watch(key, &real, Arc::clone(&progress), w.file().cloned());
         w.reader = Some(StreamReader::new(
             self.config.format,
             self.config.max_line_bytes,
@@ -523,7 +542,8 @@ impl FileTailer {
     }
 
     /// Partial lines whose end did not come while their file stayed quiet for
-    /// `partial_line_expiry` are processed as they stand.
+    /// `partial_line_expiry` ship as they stand; they still wait for their end, which they
+    /// join should it come after all.
     fn expire_partial_lines(&mut self) {
         let expiry = self.config.partial_line_expiry;
         let mut processor: Option<Arc<Processor>> = None;
@@ -535,23 +555,41 @@ impl FileTailer {
                 continue;
             }
             let processor = processor.get_or_insert_with(|| self.context.processor());
-            let n = reader.flush_unterminated(processor, &mut self.local, &mut self.batch);
-            tracing::warn!(path = %w.path.display(), lines = n, "a partial line's end did not come; processed as it stands");
+            let n = reader.snapshot_unterminated(processor, &mut self.local, &mut self.batch);
+            if n > 0 {
+                tracing::warn!(path = %w.path.display(), lines = n, "a partial line's end did not come; shipped as it stands");
+            }
         }
     }
 
     /// Sends the pending batch, waiting while the outputs are busy (backpressure) but giving
     /// up when the drain's time is up: unsent records are unconfirmed and will be read again.
+    /// While it waits it keeps scanning, so that files created and rotated away meanwhile are
+    /// held open and read later.
     fn flush_batch(&mut self) {
         if self.batch.is_empty() {
             return;
         }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_RECORDS));
-        self.runtime.block_on(self.context.send(batch));
+        let mut batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_RECORDS));
+        loop {
+            let wait = Duration::from_millis(200);
+            match self.runtime.block_on(self.context.send_within(batch, wait)) {
+                Ok(()) => return,
+                Err(Some(unsent)) if !self.context.stop.expired() => {
+                    batch = unsent;
+                    if self.last_scan.elapsed() >= self.config.scan_interval {
+                        self.scan(false);
+                    }
+                }
+                Err(_) => return,
+            }
+        }
     }
 
     /// Lets go of rotated files that are read to their end and that nothing writes to any
-    /// more (quiet for `rotate_wait`); a partial line they end with ships as it stands.
+    /// more (quiet for `rotate_wait`). A line a released file ends inside goes on at the start
+    /// of the next file of its container (the kubelet rotated between its chunks): it is
+    /// joined with its end there; without one it ships as it stands.
     fn let_go_of_rotated(&mut self) {
         let wait = self.config.rotate_wait;
         let done: Vec<usize> = (0..self.watched.len())
@@ -561,7 +599,9 @@ impl FileTailer {
                     return false;
                 };
                 let quiet = w.writer_gone
-                    || (w.last_data.elapsed() >= wait && rotated_at.elapsed() >= wait);
+                    || (w.last_data.elapsed() >= wait
+                        && rotated_at.elapsed() >= wait
+                        && self.writer_moved_on(i));
                 quiet && w.read_to_end()
             })
             .collect();
@@ -570,6 +610,7 @@ impl FileTailer {
         }
         let processor = self.context.processor();
         for i in done.into_iter().rev() {
+            self.join_with_the_next_file(i, &processor);
             let mut w = self.watched.remove(i);
             if let Some(reader) = w.reader.as_mut() {
                 let n = reader.flush_unterminated(&processor, &mut self.local, &mut self.batch);
@@ -579,81 +620,100 @@ impl FileTailer {
             }
             tracing::info!(path = %w.path.display(), "rotated file read to its end; closed");
             if let Some(key) = w.key {
+                self.checkpoints.seen(key, w.position());
                 self.checkpoints.release(key);
             }
         }
     }
-}
 
-/// A rotated sibling found at startup.
-enum Sibling {
-    /// The file of a known checkpoint, positioned at it.
-    Known(Watched),
-    /// A file no checkpoint knows, and when it was last written.
-    Unknown(Watched, chrono::DateTime<chrono::Utc>),
-}
-
-/// Opens a rotated sibling and tells whether it is one of `unread` (by device and inode, or
-/// for a compressed copy by its first line); a matched entry is taken out of `unread`.
-fn open_sibling(path: &Path, unread: &mut Vec<Known>) -> std::io::Result<Option<Sibling>> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Ok(None);
+    /// Whether the runtime writes to rotated file `i` no more: it reopened its log (a newer
+    /// file of the same container is followed), or the file was deleted, or it has been
+    /// rotated for a long while. Until then it may still get the last writes before a reopen.
+    fn writer_moved_on(&self, i: usize) -> bool {
+        let w = &self.watched[i];
+        let successor = self.watched[i + 1..]
+            .iter()
+            .any(|n| n.base.is_some() && n.base == w.base && n.rotated_at.is_none());
+        let deleted = w
+            .file()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.nlink() == 0);
+        let long_ago = w
+            .rotated_at
+            .is_some_and(|at| at.elapsed() >= Duration::from_secs(60));
+        successor || deleted || long_ago
     }
-    let modified: chrono::DateTime<chrono::Utc> = meta.modified()?.into();
-    let dev_ino = (meta.dev(), meta.ino());
-    if rotation::is_gzip(path) {
-        let head = read_head(&mut rotation::open_gzip(path)?)?;
-        let Some(fingerprint) = fingerprint_head(&head) else {
-            return Ok(None);
+
+    /// File `i` (rotated, read to its end) ends inside a line: the chunks that end it are the
+    /// first lines of the next file of its container, which waited for this. They are joined
+    /// here; the next file goes on after them, its checkpoint held before them until the
+    /// joined record is confirmed.
+    fn join_with_the_next_file(&mut self, i: usize, processor: &Processor) {
+        let (before, after) = self.watched.split_at_mut(i + 1);
+        let w = &mut before[i];
+        let Some(reader) = w.reader.as_mut() else {
+            return;
         };
-        let mut gz = rotation::open_gzip(path)?;
-        let known = take_known(unread, |k| k.key.fingerprint == fingerprint);
-        let start = match &known {
-            Some(k) => {
-                rotation::skip(&mut gz, k.offset)?;
-                Start::At(k.offset, k.key)
+        if !reader.has_partial_line() {
+            return;
+        }
+        let Some(next) = after
+            .iter_mut()
+            .find(|n| n.base.is_some() && n.base == w.base)
+        else {
+            return;
+        };
+        let Some(file) = next.file().cloned() else {
+            return;
+        };
+        let Some(next_reader) = next.reader.as_mut() else {
+            return;
+        };
+        let from = next_reader.position();
+        let mut head = vec![0u8; CONTINUATION_MAX];
+        let n = std::os::unix::fs::FileExt::read_at(&*file, &mut head, from).unwrap_or(0);
+        head.truncate(n);
+        // The leading physical lines of the next file that continue a waiting line.
+        let mut chunks: Vec<&[u8]> = Vec::new();
+        let mut consumed = 0usize;
+        let mut waiting: Vec<_> = [crate::line::Stream::Stdout, crate::line::Stream::Stderr]
+            .into_iter()
+            .filter(|s| reader.waits_on(*s))
+            .collect();
+        for line in head.split_inclusive(|b| *b == b'\n') {
+            if waiting.is_empty() || !line.ends_with(b"\n") {
+                break;
             }
-            None => Start::At(
-                0,
-                FileKey {
-                    dev: dev_ino.0,
-                    ino: dev_ino.1,
-                    fingerprint,
-                },
-            ),
+            let physical = &line[..line.len() - 1];
+            let Some((stream, full)) = cri_chunk(physical) else {
+                break;
+            };
+            if !waiting.contains(&stream) {
+                break;
+            }
+            chunks.push(physical);
+            consumed += line.len();
+            if full {
+                waiting.retain(|s| *s != stream);
+            }
+        }
+        if chunks.is_empty() {
+            return;
+        }
+        let Some(next_progress) = next_reader.progress().cloned() else {
+            return;
         };
-        let w = Watched::new(
-            path.to_path_buf(),
-            Handle::Gzip(Box::new(gz)),
-            dev_ino,
-            start,
+        tracing::info!(from = %w.path.display(), to = %next.path.display(), chunks = chunks.len(), "a line split by the rotation is joined across the two files");
+        reader.join_continuation(
+            &chunks,
+            processor,
+            &mut self.local,
+            &mut self.batch,
+            (&next_progress, from),
         );
-        return Ok(Some(match known {
-            Some(_) => Sibling::Known(w),
-            None => Sibling::Unknown(w, modified),
-        }));
+        next_reader.skip_to(from + consumed as u64);
+        let _ = next.seek(from + consumed as u64);
     }
-    let mut w = Watched::open(path, Start::Beginning)?;
-    let Some(key) = w.identify()? else {
-        return Ok(None);
-    };
-    // By device, inode and first line; an entry from a version 1 file by its first line.
-    let known = take_known(unread, |k| {
-        k.key == key || ((k.key.dev, k.key.ino) == (0, 0) && k.key.fingerprint == key.fingerprint)
-    });
-    if known.is_some() {
-        w.start = Start::Checkpoint;
-    }
-    Ok(Some(match known {
-        Some(_) => Sibling::Known(w),
-        None => Sibling::Unknown(w, modified),
-    }))
-}
-
-fn take_known(unread: &mut Vec<Known>, matches: impl Fn(&Known) -> bool) -> Option<Known> {
-    let i = unread.iter().position(matches)?;
-    Some(unread.remove(i))
 }
 
 /// The directory a glob pattern starts from: its leading components without wildcards.

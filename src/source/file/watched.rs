@@ -11,13 +11,15 @@ use std::time::Instant;
 use flate2::read::MultiGzDecoder;
 
 use crate::source::identity::{fingerprint, FileKey, Tail};
+use crate::source::rotation;
 use crate::source::stream::StreamReader;
 
 /// How a file is read.
 pub(super) enum Handle {
     Plain(Arc<File>),
     /// A gzip-compressed rotated copy (after a restart); it cannot seek, and its length is
-    /// only known at its end.
+    /// only known at its end. A decoder that failed is never read again (it may never
+    /// return): the file is opened anew.
     Gzip(Box<MultiGzDecoder<File>>),
 }
 
@@ -35,18 +37,22 @@ impl Read for Handle {
 pub(super) enum Start {
     /// Its checkpoint, if one applies; else its beginning.
     Checkpoint,
-    /// Its checkpoint, if one applies; else the end of its last complete line
-    /// (`read_from: end`, for a container no checkpoint knows).
-    CheckpointOrEnd,
-    /// Its beginning, whatever a checkpoint says (it was truncated, or is new).
+    /// Its checkpoint, if one applies; else the end of its last complete line when it was
+    /// found at startup (`read_from: end`, for a container no checkpoint knows).
+    CheckpointOrEnd(u64),
+    /// Its beginning, whatever a checkpoint says (it was truncated).
     Beginning,
-    /// Already positioned here, as `key` (a compressed rotated copy of a known file).
+    /// Here, as `key` (a rotated copy of a known file, or the copy a copy-truncate made).
     At(u64, FileKey),
 }
 
 /// One file being followed.
 pub(super) struct Watched {
+    /// The path it was found at (for records and logs).
     pub(super) path: PathBuf,
+    /// Directory and base name (`0.log`) of the file itself, symlinks resolved: where its
+    /// rotated siblings are. Files of one base are read oldest first.
+    pub(super) base: Option<(PathBuf, String)>,
     pub(super) handle: Handle,
     pub(super) dev_ino: (u64, u64),
     /// The checkpoint identity, once the file has a first line.
@@ -55,29 +61,31 @@ pub(super) struct Watched {
     pub(super) reader: Option<StreamReader>,
     pub(super) start: Start,
     /// The bytes before the read position as they were read, to notice content replaced
-    /// under it (a truncate-and-rewrite that already grew past the position).
+    /// under it.
     pub(super) tail: Tail,
+    pub(super) tail_checked: Instant,
     /// When the file was found missing from the matching paths (rotated or deleted).
     pub(super) rotated_at: Option<Instant>,
-    /// Nothing writes to it any more (a rotated copy found at startup): it is let go as
-    /// soon as it is read to its end.
+    /// Nothing writes to it any more (a compressed copy, the copy of a copy-truncate): it is
+    /// let go as soon as it is read to its end.
     pub(super) writer_gone: bool,
     /// The last read found nothing more.
     pub(super) at_eof: bool,
+    /// Reading a compressed copy failed since then (it may still be being written).
+    pub(super) failing_since: Option<Instant>,
     pub(super) last_data: Instant,
     /// The file's size at the last look, for the unread range when it shrinks.
     pub(super) len_seen: u64,
     /// The enrichment version the reader's pod metadata was built from.
     pub(super) meta_version: Option<u64>,
-    /// Directory and base name (`0.log`): files of one base are read oldest first.
-    pub(super) base: Option<(PathBuf, String)>,
 }
 
 impl Watched {
     /// A file to follow, identified when it has a first line.
     pub(super) fn new(path: PathBuf, handle: Handle, dev_ino: (u64, u64), start: Start) -> Watched {
+        let real = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
         Watched {
-            base: crate::source::rotation::base_of(&path),
+            base: rotation::base_of(&real),
             path,
             handle,
             dev_ino,
@@ -85,9 +93,11 @@ impl Watched {
             reader: None,
             start,
             tail: Tail::default(),
+            tail_checked: Instant::now(),
             rotated_at: None,
             writer_gone: false,
             at_eof: false,
+            failing_since: None,
             last_data: Instant::now(),
             len_seen: 0,
             meta_version: None,
@@ -142,14 +152,27 @@ impl Watched {
             dev: self.dev_ino.0,
             ino: self.dev_ino.1,
             fingerprint,
+            generation: 0,
         }))
     }
 
-    /// Positions a plain file at `offset`.
+    /// Positions the file at `offset`: a plain file seeks; a compressed copy is opened anew
+    /// and read up to it (a decoder that failed is never used again).
     pub(super) fn seek(&mut self, offset: u64) -> io::Result<()> {
         match &self.handle {
             Handle::Plain(file) => (&**file).seek(SeekFrom::Start(offset)).map(|_| ()),
-            Handle::Gzip(_) => Ok(()),
+            Handle::Gzip(_) => {
+                let mut gz = rotation::open_gzip(&self.path)?;
+                let skipped = rotation::skip(&mut gz, offset)?;
+                if skipped < offset {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the compressed file is shorter than the position",
+                    ));
+                }
+                self.handle = Handle::Gzip(Box::new(gz));
+                Ok(())
+            }
         }
     }
 }

@@ -1,0 +1,330 @@
+//! What the tailer finds besides the live files: rotated siblings of files the checkpoints
+//! know (after a restart), and the copy a copy-truncate left (while running).
+//!
+//! After a restart, a known file that now exists only as a rotated sibling is read from its
+//! checkpoint, before the live file; siblings no checkpoint knows are read from their start
+//! when they were rotated after a known one, or written after the last checkpoint of their
+//! container; a compressed sibling that repeats an uncompressed one (docker writes `.1.gz`
+//! from `.1`) is left alone. A known file that is gone with bytes unread, or whose content
+//! was replaced, is reported by a gap record, once.
+
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::watched::{Handle, Start, Watched};
+use super::FileTailer;
+use crate::ack::Progress;
+use crate::line::StreamInfo;
+use crate::pipeline::Gap;
+use crate::source::checkpoint::Known;
+use crate::source::identity::{fingerprint_head, read_head, FileKey, Tail};
+use crate::source::rotation;
+
+/// A rotated sibling found at startup.
+struct Sibling {
+    watched: Watched,
+    /// The checkpoint entry it is the file of.
+    known: Option<Known>,
+    fingerprint: u64,
+    modified: chrono::DateTime<chrono::Utc>,
+}
+
+impl FileTailer {
+    /// At startup, after the live files claimed their checkpoints: rotated siblings of the
+    /// files the checkpoints know, read first; known files gone unread, reported.
+    pub(super) fn resume_rotated(&mut self) {
+        let mut by_base: HashMap<(PathBuf, String), Vec<Known>> = HashMap::new();
+        for known in self.checkpoints.unread() {
+            if known.replaced {
+                // Its content is gone: only its gap remains to be reported.
+                if !known.done {
+                    self.report_lost(&known, "truncated");
+                }
+                continue;
+            }
+            if let Some(base) = rotation::base_of(&known.path) {
+                by_base.entry(base).or_default().push(known);
+            }
+        }
+        let live: BTreeSet<PathBuf> = self
+            .watched
+            .iter()
+            .filter_map(|w| std::fs::canonicalize(&w.path).ok())
+            .collect();
+        let mut rotated = Vec::new();
+        for ((dir, base), mut unread) in by_base {
+            let last_update = unread.iter().map(|k| k.updated).max();
+            let mut siblings = Vec::new();
+            for path in rotation::siblings(&dir, &base) {
+                if live.contains(&path) {
+                    continue;
+                }
+                match open_sibling(&path, &mut unread) {
+                    Ok(Some(sibling)) => siblings.push(sibling),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, path = %path.display(), "cannot read a rotated file")
+                    }
+                }
+            }
+            let newest_known = siblings.iter().rposition(|s| s.known.is_some());
+            let plain_fingerprints: BTreeSet<u64> = siblings
+                .iter()
+                .filter(|s| matches!(s.watched.handle, Handle::Plain(_)))
+                .map(|s| s.fingerprint)
+                .collect();
+            for (i, mut sibling) in siblings.into_iter().enumerate() {
+                let compressed = matches!(sibling.watched.handle, Handle::Gzip(_));
+                let read = match &sibling.known {
+                    Some(_) => true,
+                    // A compressed copy of a file read uncompressed.
+                    None if compressed && plain_fingerprints.contains(&sibling.fingerprint) => {
+                        false
+                    }
+                    None => {
+                        newest_known.is_some_and(|k| i > k)
+                            || last_update.is_none_or(|u| sibling.modified > u)
+                    }
+                };
+                if let (Some(known), Start::At(offset, _)) = (&sibling.known, sibling.watched.start)
+                {
+                    if offset < known.offset {
+                        // The compressed copy could not be read up to the checkpoint.
+                        self.report_lost(known, "unreadable");
+                        continue;
+                    }
+                }
+                if read {
+                    tracing::info!(path = %sibling.watched.path.display(), "reading a rotated file after a restart");
+                    // Only a compressed copy is surely written no more; an uncompressed one
+                    // may still get the runtime's last writes before it reopens its log.
+                    sibling.watched.writer_gone = compressed;
+                    sibling.watched.rotated_at = Some(Instant::now());
+                    rotated.push(sibling.watched);
+                }
+            }
+            for gone in unread.iter().filter(|k| !k.done || k.offset < k.size) {
+                self.report_lost(gone, "deleted");
+            }
+        }
+        let n = rotated.len();
+        rotated.append(&mut self.watched);
+        self.watched = rotated;
+        for i in 0..n {
+            self.start_file(i);
+        }
+    }
+
+    /// A known file is gone (or its content replaced) with `[offset, size)` unread: ships a
+    /// gap record for it. Its checkpoint moves past the range once the record is confirmed,
+    /// so it is reported once.
+    pub(super) fn report_lost(&mut self, gone: &Known, reason: &'static str) {
+        let progress = Progress::new(gone.offset);
+        self.checkpoints.report_gone(gone, Arc::clone(&progress));
+        let info = StreamInfo::new(gone.path.display().to_string(), gone.key.fingerprint);
+        let gap = Gap {
+            reason,
+            start: gone.offset,
+            end: gone.size.max(gone.offset),
+            end_known: false,
+        };
+        let processor = self.context.processor();
+        let record = processor.gap(&info, gap, &mut self.local, |offset, outputs| {
+            progress.register(offset, outputs)
+        });
+        progress.set_read(gap.end, None);
+        self.batch.push(record);
+    }
+
+    /// File `i` was just found rotated. Should the kubelet have rotated more than once since
+    /// the last look (reading was held back), the files rotated after it are read too, after
+    /// it: found among its siblings after its own rotated name.
+    pub(super) fn adopt_newer_siblings(&mut self, i: usize) {
+        let w = &self.watched[i];
+        let (Some((dir, base)), Some(key)) = (w.base.clone(), w.key) else {
+            return;
+        };
+        let own = w.dev_ino;
+        let siblings = rotation::siblings(&dir, &base);
+        let is_self = |path: &Path| -> bool {
+            let Ok(meta) = std::fs::metadata(path) else {
+                return false;
+            };
+            if (meta.dev(), meta.ino()) == own {
+                return true;
+            }
+            rotation::is_gzip(path)
+                && rotation::open_gzip(path)
+                    .and_then(|mut gz| read_head(&mut gz))
+                    .is_ok_and(|head| fingerprint_head(&head) == Some(key.fingerprint))
+        };
+        let Some(at) = siblings.iter().position(|p| is_self(p)) else {
+            return;
+        };
+        let mut adopted = Vec::new();
+        for path in &siblings[at + 1..] {
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue;
+            };
+            let dev_ino = (meta.dev(), meta.ino());
+            if self.watched.iter().any(|o| o.dev_ino == dev_ino) {
+                continue;
+            }
+            let watched = if rotation::is_gzip(path) {
+                let head = rotation::open_gzip(path).and_then(|mut gz| read_head(&mut gz));
+                let Some(fingerprint) = head.ok().and_then(|h| fingerprint_head(&h)) else {
+                    continue;
+                };
+                let Ok(gz) = rotation::open_gzip(path) else {
+                    continue;
+                };
+                let key = FileKey {
+                    dev: dev_ino.0,
+                    ino: dev_ino.1,
+                    fingerprint,
+                    generation: 0,
+                };
+                let mut w = Watched::new(
+                    path.clone(),
+                    Handle::Gzip(Box::new(gz)),
+                    dev_ino,
+                    Start::At(0, key),
+                );
+                w.writer_gone = true;
+                w
+            } else {
+                match Watched::open(path, Start::Checkpoint) {
+                    Ok(w) => w,
+                    Err(_) => continue,
+                }
+            };
+            tracing::info!(path = %path.display(), "reading a file rotated away before it was seen");
+            adopted.push(watched);
+        }
+        for (k, mut watched) in adopted.into_iter().enumerate() {
+            watched.rotated_at = Some(Instant::now());
+            self.watched.insert(i + 1 + k, watched);
+            self.start_file(i + 1 + k);
+        }
+    }
+
+    /// File `i` shrank or was rewritten. A copy-truncate left its old content in a sibling
+    /// (`0.log.1`): the copy starts with the same first line and holds the bytes read so far.
+    /// Found, it is read from where file `i` was, as a file nothing writes to. Returns
+    /// whether it was found.
+    pub(super) fn read_the_copy(&mut self, i: usize) -> bool {
+        let w = &self.watched[i];
+        let (Some((dir, base)), Some(key), Some(reader)) = (&w.base, w.key, &w.reader) else {
+            return false;
+        };
+        let position = reader.position();
+        let tail = w.tail;
+        let own = w.dev_ino;
+        for path in rotation::siblings(dir, base) {
+            if rotation::is_gzip(&path) {
+                continue;
+            }
+            let Ok(mut copy) = Watched::open(&path, Start::Beginning) else {
+                continue;
+            };
+            if copy.dev_ino == own || self.watched.iter().any(|o| o.dev_ino == copy.dev_ino) {
+                continue;
+            }
+            let same = copy.identify().ok().flatten().is_some_and(|k| {
+                k.fingerprint == key.fingerprint
+                    && copy
+                        .file()
+                        .is_some_and(|f| tail.holds(f, position).unwrap_or(false))
+            });
+            if !same {
+                continue;
+            }
+            let copy_key = FileKey {
+                dev: copy.dev_ino.0,
+                ino: copy.dev_ino.1,
+                fingerprint: key.fingerprint,
+                generation: 0,
+            };
+            tracing::info!(path = %path.display(), offset = position, "reading the rest of a copy-truncated file from its copy");
+            copy.start = Start::At(position, copy_key);
+            copy.writer_gone = true;
+            copy.rotated_at = Some(Instant::now());
+            self.watched.insert(i, copy);
+            self.start_file(i);
+            return true;
+        }
+        false
+    }
+}
+
+/// Opens a rotated sibling and tells whether it is one of `unread` (by device, inode and first
+/// line; a compressed copy by its first line; an entry of a version 1 file by its first line):
+/// a matched entry is taken out of `unread`, and the sibling positioned at its checkpoint.
+fn open_sibling(path: &Path, unread: &mut Vec<Known>) -> std::io::Result<Option<Sibling>> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let modified: chrono::DateTime<chrono::Utc> = meta.modified()?.into();
+    let dev_ino = (meta.dev(), meta.ino());
+    if rotation::is_gzip(path) {
+        let head = read_head(&mut rotation::open_gzip(path)?)?;
+        let Some(fingerprint) = fingerprint_head(&head) else {
+            return Ok(None);
+        };
+        let known = take_known(unread, |k| k.key.fingerprint == fingerprint);
+        let own_key = FileKey {
+            dev: dev_ino.0,
+            ino: dev_ino.1,
+            fingerprint,
+            generation: 0,
+        };
+        let (offset, key) = known.as_ref().map_or((0, own_key), |k| (k.offset, k.key));
+        let mut gz = rotation::open_gzip(path)?;
+        // Positioned as far as it can be read: short of the checkpoint, the rest is lost.
+        let reached = rotation::skip(&mut gz, offset).unwrap_or(0);
+        let watched = Watched::new(
+            path.to_path_buf(),
+            Handle::Gzip(Box::new(gz)),
+            dev_ino,
+            Start::At(reached, key),
+        );
+        return Ok(Some(Sibling {
+            watched,
+            known,
+            fingerprint,
+            modified,
+        }));
+    }
+    let mut watched = Watched::open(path, Start::Beginning)?;
+    let Some(key) = watched.identify()? else {
+        return Ok(None);
+    };
+    let known = take_known(unread, |k| {
+        k.key == key || ((k.key.dev, k.key.ino) == (0, 0) && k.key.fingerprint == key.fingerprint)
+    });
+    if let Some(k) = &known {
+        let holds = watched
+            .file()
+            .is_some_and(|f| Tail::read(f, k.offset).is_ok() || k.offset == 0);
+        watched.start = if holds {
+            Start::At(k.offset, key)
+        } else {
+            Start::At(0, key)
+        };
+    }
+    Ok(Some(Sibling {
+        watched,
+        known,
+        fingerprint: key.fingerprint,
+        modified,
+    }))
+}
+
+fn take_known(unread: &mut Vec<Known>, matches: impl Fn(&Known) -> bool) -> Option<Known> {
+    let i = unread.iter().position(matches)?;
+    Some(unread.remove(i))
+}
