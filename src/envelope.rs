@@ -48,6 +48,9 @@ pub struct LineOrigin<'a> {
     pub stream: Option<&'a str>,
     /// Byte offset of the line's first byte in the stream.
     pub offset: u64,
+    /// What the record id hashes as the line's place in the stream: `offset`, unless the
+    /// source knows a more stable one ([`crate::line::Line::id_position`]).
+    pub id_position: u64,
     /// The container runtime's timestamp of the line (CRI or docker framing), as written.
     pub time: Option<&'a str>,
     /// The line's end never came; it was processed as it stood (`source.unterminated`).
@@ -103,7 +106,7 @@ pub struct EnvelopeParts<'a> {
     pub read_time: DateTime<Utc>,
 }
 
-/// A stable id: 128 bits of XXH3 over the stream identity, the offset and the line's bytes.
+/// A stable id: 128 bits of XXH3 over the stream identity, the line's place in it and its bytes.
 pub fn record_id(identity: u64, offset: u64, line: &[u8]) -> String {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(&identity.to_le_bytes());
@@ -132,7 +135,7 @@ fn json_opt_time(out: &mut Vec<u8>, t: Option<&DateTime<Utc>>) {
 impl Record {
     /// Builds the record and its envelope.
     pub fn build(parts: EnvelopeParts<'_>, key: KeyStrategy, ack: Ack) -> Record {
-        let id = record_id(parts.origin.identity, parts.origin.offset, parts.line);
+        let id = record_id(parts.origin.identity, parts.origin.id_position, parts.line);
         let key = match key {
             KeyStrategy::PodUid => parts.pod_uid.map(str::to_owned),
             KeyStrategy::Id => Some(id.clone()),
@@ -282,6 +285,7 @@ pub(crate) mod testing {
             identity: 1,
             stream: Some("stdout"),
             offset,
+            id_position: offset,
             time: None,
             unterminated: false,
         };
@@ -353,6 +357,7 @@ mod tests {
             identity: 1,
             stream: Some("stdout"),
             offset: 7,
+            id_position: 7,
             time: None,
             unterminated: false,
         };

@@ -111,6 +111,7 @@ impl Framer {
             time: None,
             offset,
             unterminated: false,
+            id_position: None,
         })
     }
 
@@ -131,6 +132,7 @@ impl Framer {
             time: Some(time),
             offset,
             unterminated: false,
+            id_position: None,
         })
     }
 
@@ -193,6 +195,7 @@ impl Framer {
             time: (!self.time.is_empty()).then_some(self.time.as_str()),
             offset,
             unterminated: false,
+            id_position: None,
         })
     }
 
@@ -223,6 +226,7 @@ impl Framer {
                 time: Some(time),
                 offset,
                 unterminated: false,
+                id_position: None,
             });
         }
         append(p, text, time, offset, self.max_line_bytes);
@@ -267,6 +271,7 @@ impl Framer {
                     time: (!p.time.is_empty()).then_some(p.time.as_str()),
                     offset: start,
                     unterminated: true,
+                    id_position: None,
                 })
             });
         }
@@ -295,6 +300,7 @@ impl Framer {
             time: (!p.time.is_empty()).then_some(p.time.as_str()),
             offset: start,
             unterminated,
+            id_position: None,
         })
     }
 }

@@ -166,6 +166,7 @@ impl LineReader {
                     time: None,
                     offset: tail_start,
                     unterminated: true,
+                    id_position: None,
                 }),
                 end,
             );

@@ -74,13 +74,14 @@ impl StreamReader {
     }
 
     /// As [`StreamReader::process`], but a line `admit` refuses is skipped, uncounted (a line
-    /// the source has already dealt with before a reconnect).
+    /// the source has already dealt with before a reconnect); `admit` may set the line's
+    /// [`Line::id_position`].
     pub(crate) fn process_admitted(
         &mut self,
         processor: &Processor,
         stats: &mut Stats,
         records: &mut Vec<Record>,
-        mut admit: impl FnMut(&Line<'_>) -> bool,
+        mut admit: impl FnMut(&mut Line<'_>) -> bool,
     ) {
         let StreamReader {
             lines,
@@ -89,8 +90,8 @@ impl StreamReader {
             ..
         } = self;
         let progress = progress.as_ref();
-        lines.drain(|framed, end| {
-            if let Framed::Line(line) = &framed {
+        lines.drain(|mut framed, end| {
+            if let Framed::Line(line) = &mut framed {
                 if !admit(line) {
                     return;
                 }
