@@ -252,6 +252,7 @@ pub struct OutputMetrics {
     pub acked: IntCounterVec,
     pub failed: IntCounterVec,
     pub dead_lettered: IntCounterVec,
+    pub chunked: IntCounterVec,
     pub dropped: IntCounterVec,
     pub in_flight_records: IntGaugeVec,
     pub in_flight_bytes: IntGaugeVec,
@@ -285,6 +286,7 @@ impl OutputMetrics {
             acked: counter_vec(r, "auditrail_output_records_acked_total", "Records durably delivered (Kafka: acknowledged by the broker).", &["output", "topic"]),
             failed: counter_vec(r, "auditrail_output_records_failed_total", "Delivery attempts that failed (the record is retried, dead-lettered or held; never dropped).", &["output", "topic", "reason"]),
             dead_lettered: counter_vec(r, "auditrail_output_records_dead_lettered_total", "Records the broker rejected for good, sent to the dead-letter topic.", &["output", "topic"]),
+            chunked: counter_vec(r, "auditrail_kafka_records_chunked_total", "Records larger than their topic takes, sent in chunks (see the README's chunk protocol).", &["topic"]),
             dropped: counter_vec(r, "auditrail_output_records_dropped_total", "Records an optional output (required: false) had no room for while it fell behind; never for a required output.", &["output"]),
             in_flight_records: gauge_vec(r, "auditrail_output_in_flight_records", "Records taken by an output and not yet acknowledged.", &["output"]),
             in_flight_bytes: gauge_vec(r, "auditrail_output_in_flight_bytes", "Bytes of records taken by an output and not yet acknowledged.", &["output"]),
@@ -366,6 +368,10 @@ impl OutputHandles {
             .dead_lettered
             .with_label_values(&[self.output, topic])
             .inc();
+    }
+
+    pub fn chunked(&self, topic: &str) {
+        self.metrics.chunked.with_label_values(&[topic]).inc();
     }
 
     pub fn broker_up(&self, up: bool) {

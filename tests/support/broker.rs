@@ -70,14 +70,28 @@ impl Broker {
     }
 
     pub fn create_topic(&self, name: &str, partitions: i32, retention_ms: &str) {
+        self.create_topic_with(name, partitions, retention_ms, &[]);
+    }
+
+    /// [`Broker::create_topic`] with more topic settings (`max.message.bytes`).
+    pub fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: i32,
+        retention_ms: &str,
+        settings: &[(&str, &str)],
+    ) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", self.address())
             .create()
             .unwrap();
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
             .set("retention.ms", retention_ms)
             .set("retention.bytes", "-1")
             .set("cleanup.policy", "delete");
+        for (key, value) in settings {
+            topic = topic.set(key, value);
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -1,6 +1,6 @@
 //! The delivery loop: produce, wait for acknowledgements, retry, dead-letter, hold.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::chunk;
 use super::health::{KafkaContext, KafkaHealth};
 use super::topics::{self, Classes};
 use super::KafkaConfig;
@@ -108,6 +109,9 @@ struct Item {
     /// Set when the record was rejected for good and no dead-letter topic takes it.
     stuck: bool,
     attempts: u32,
+    /// Bytes of value per message, when the broker refused messages of the size the topic's
+    /// limit allowed (its limit was lowered since it was read): halved on each refusal.
+    limit: Option<usize>,
 }
 
 type Delivery = Pin<Box<dyn std::future::Future<Output = (Item, Result<(), RdKafkaError>)> + Send>>;
@@ -130,7 +134,8 @@ pub(super) async fn run(
         metrics,
         classes,
     } = output;
-    let (verified_tx, mut verified_rx) = watch::channel::<Arc<BTreeSet<String>>>(Arc::default());
+    let (verified_tx, mut verified_rx) =
+        watch::channel::<Arc<BTreeMap<String, usize>>>(Arc::default());
     let checker = tokio::spawn(topics::check_topics(
         admin,
         classes,
@@ -205,8 +210,11 @@ struct Sink {
     /// Records and bytes in flight or held (what the limits bound).
     records: usize,
     bytes: usize,
-    /// Topics checked on the broker and fit for their class: the only ones shipped to.
-    verified: Arc<BTreeSet<String>>,
+    /// Topics checked on the broker and fit for their class, the only ones shipped to, with
+    /// their `max.message.bytes`.
+    verified: Arc<BTreeMap<String, usize>>,
+    /// The producer's `message.max.bytes`.
+    producer_limit: usize,
     retry_at: Option<Instant>,
     backoff: Duration,
     dead_letter_topic: Option<Arc<str>>,
@@ -224,7 +232,13 @@ impl Sink {
         metrics: OutputHandles,
     ) -> Sink {
         let dead_letter_topic = config.dead_letter_topic.as_deref().map(Arc::from);
+        let producer_limit = config
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(chunk::PRODUCER_DEFAULT_MAX_MESSAGE_BYTES);
         Sink {
+            producer_limit,
             producer,
             config,
             health,
@@ -254,6 +268,7 @@ impl Sink {
             dead_letter: None,
             stuck: false,
             attempts: 0,
+            limit: None,
         }));
     }
 
@@ -319,20 +334,31 @@ impl Sink {
             };
             self.count(&item, true);
             let topic = self.topic(&item);
-            if !self.verified.contains(&*topic) {
+            let Some(&topic_limit) = self.verified.get(&*topic) else {
                 self.held.push(item);
                 self.metrics.blocked.set(self.held.len() as i64);
                 continue;
-            }
-            match produce(&self.producer, &item, &topic) {
-                Ok(future) => {
+            };
+            let limit = self.payload_limit(&item, topic_limit);
+            match produce(&self.producer, &item, &topic, limit) {
+                Ok(futures) => {
+                    if futures.len() > 1 {
+                        self.metrics.chunked(&topic);
+                    }
                     self.metrics.sent(&topic, item.record.value.len());
                     self.inflight.push(Box::pin(async move {
-                        let result = match future.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((e, _))) => Err(e),
-                            Err(_) => Err(RdKafkaError::Canceled),
-                        };
+                        let mut result = Ok(());
+                        for future in futures {
+                            let delivered = match future.await {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err((e, _))) => Err(e),
+                                Err(_) => Err(RdKafkaError::Canceled),
+                            };
+                            // Every chunk is awaited; the record fails with its first failure.
+                            if let (Ok(()), Err(e)) = (&result, delivered) {
+                                result = Err(e);
+                            }
+                        }
                         (item, result)
                     }))
                 }
@@ -347,6 +373,24 @@ impl Sink {
                 }
             }
         }
+    }
+
+    /// Bytes of the item's value per message: what its topic and the producer take, less room
+    /// for the key and headers, or less after the broker refused that.
+    fn payload_limit(&self, item: &Item, topic_limit: usize) -> usize {
+        let record = &item.record;
+        let key_and_headers = record.key.as_ref().map_or(record.id.len(), String::len)
+            + record
+                .headers()
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + CHUNK_HEADERS
+            + item.dead_letter.as_ref().map_or(0, |r| {
+                DEAD_LETTER_HEADERS + r.len() + record.retention.topic.len()
+            });
+        let limit = chunk::payload_limit(topic_limit.min(self.producer_limit), key_and_headers);
+        item.limit.map_or(limit, |l| l.min(limit))
     }
 
     fn delivered(&mut self, item: Item, result: Result<(), RdKafkaError>) {
@@ -380,6 +424,22 @@ impl Sink {
         let code = error.rdkafka_error_code();
         let reason_label = code.map_or_else(|| "client".to_owned(), |c| format!("{c:?}"));
         self.metrics.failed(&self.topic(&item), &reason_label);
+        if is_too_large(code) {
+            // The topic's limit was lowered since it was read, or the broker counts differently:
+            // send smaller chunks, down to a floor below which nothing is worth trying.
+            let topic = self.topic(&item);
+            let current = self
+                .verified
+                .get(&*topic)
+                .map_or(chunk::MIN_CHUNK, |&l| self.payload_limit(&item, l));
+            if current > chunk::MIN_CHUNK {
+                let smaller = (current / 2).max(chunk::MIN_CHUNK);
+                tracing::warn!(id = %item.record.id, %topic, bytes = item.record.value.len(), chunk = smaller, error = %error, "record too large for the broker; sending it in smaller chunks");
+                item.limit = Some(smaller);
+                self.pending.push_front(item);
+                return;
+            }
+        }
         if is_permanent(code) {
             let reason = error.to_string();
             if item.dead_letter.is_none() && self.config.dead_letter_topic.is_some() {
@@ -411,7 +471,7 @@ impl Sink {
     }
 
     /// New topic verdicts: held records go back in line, in front, to be judged again.
-    fn set_verified(&mut self, verified: Arc<BTreeSet<String>>) {
+    fn set_verified(&mut self, verified: Arc<BTreeMap<String, usize>>) {
         self.verified = verified;
         for item in std::mem::take(&mut self.held).into_iter().rev() {
             self.count(&item, false);
@@ -447,13 +507,22 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// Bytes the chunk headers take at most (names, up to 20-digit numbers, a 64-digit hash).
+const CHUNK_HEADERS: usize = 11 + 20 + 11 + 20 + 12 + 64;
+/// Bytes of the dead-letter header names.
+const DEAD_LETTER_HEADERS: usize = 18 + 14;
+
+/// Hands the item to the producer: as one message when its value fits in `limit` bytes,
+/// otherwise in chunks (see `chunk`). On an error no more chunks are produced; the item is
+/// sent again whole.
 fn produce(
     producer: &FutureProducer<KafkaContext>,
     item: &Item,
     topic: &str,
-) -> Result<rdkafka::producer::DeliveryFuture, RdKafkaError> {
+    limit: usize,
+) -> Result<Vec<rdkafka::producer::DeliveryFuture>, RdKafkaError> {
     let record = &item.record;
-    let mut headers = OwnedHeaders::new_with_capacity(8);
+    let mut headers = OwnedHeaders::new_with_capacity(11);
     for (key, value) in record.headers() {
         headers = headers.insert(Header {
             key,
@@ -471,14 +540,58 @@ fn produce(
                 value: Some(record.retention.topic.as_bytes()),
             });
     }
-    let mut future = FutureRecord::to(topic)
-        .payload(&record.value)
-        .headers(headers)
-        .timestamp(record.read_time.timestamp_millis());
-    if let Some(key) = &record.key {
-        future = future.key(key.as_str());
+    let ranges = chunk::ranges(record.value.len(), limit);
+    if ranges.len() == 1 {
+        let mut future = FutureRecord::to(topic)
+            .payload(&record.value)
+            .headers(headers)
+            .timestamp(record.read_time.timestamp_millis());
+        if let Some(key) = &record.key {
+            future = future.key(key.as_str());
+        }
+        return Ok(vec![producer.send_result(future).map_err(|(e, _)| e)?]);
     }
-    producer.send_result(future).map_err(|(e, _)| e)
+    // All chunks under one key, so they land in one partition, in order.
+    let key = record.key.as_deref().unwrap_or(&record.id);
+    let count = ranges.len().to_string();
+    let sha256 = chunk::sha256_hex(&record.value);
+    let mut futures = Vec::with_capacity(ranges.len());
+    for (index, range) in ranges.into_iter().enumerate() {
+        let index = index.to_string();
+        let chunk_headers = headers
+            .clone()
+            .insert(Header {
+                key: "chunk_index",
+                value: Some(index.as_bytes()),
+            })
+            .insert(Header {
+                key: "chunk_count",
+                value: Some(count.as_bytes()),
+            })
+            .insert(Header {
+                key: "chunk_sha256",
+                value: Some(sha256.as_bytes()),
+            });
+        let future = FutureRecord::to(topic)
+            .payload(&record.value[range])
+            .key(key)
+            .headers(chunk_headers)
+            .timestamp(record.read_time.timestamp_millis());
+        futures.push(producer.send_result(future).map_err(|(e, _)| e)?);
+    }
+    Ok(futures)
+}
+
+/// Errors that say the message was too large: smaller chunks will do.
+fn is_too_large(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
 }
 
 /// Errors after which sending the same record again can never succeed.
@@ -512,6 +625,7 @@ mod tests {
             dead_letter: None,
             stuck: false,
             attempts: 0,
+            limit: None,
         }
     }
 
@@ -621,19 +735,66 @@ mod tests {
         );
         assert!(s.inflight.is_empty());
         assert!(!s.under_limits());
-        s.set_verified(Arc::new(BTreeSet::from(["other".to_string()])));
+        s.set_verified(Arc::new(BTreeMap::from([("other".to_string(), 1_000_000)])));
         s.produce_ready();
         assert_eq!(
             (s.held.len(), s.inflight.len()),
             (3, 0),
             "an unverified topic gets nothing"
         );
-        s.set_verified(Arc::new(BTreeSet::from(["audit".to_string()])));
+        s.set_verified(Arc::new(BTreeMap::from([("audit".to_string(), 1_000_000)])));
         s.produce_ready();
         assert_eq!(
             (s.held.len(), s.inflight.len()),
             (0, 3),
             "a verified topic gets its records"
         );
+    }
+
+    /// Finding 3: a record above the producer's `message.max.bytes` was rejected for good (and
+    /// the dead-letter topic got the same payload, so it could not take it either). Now the
+    /// limit decides how many chunks it goes in, with room for the headers.
+    #[test]
+    fn a_record_larger_than_its_topic_takes_is_cut_to_fit_with_its_headers() {
+        let mut s = sink(Some("dlq"));
+        s.verified = Arc::new(BTreeMap::from([
+            ("audit".to_string(), 20_000),
+            ("dlq".to_string(), 10_000),
+        ]));
+        let mut it = item(Ack::none());
+        it.record.value = vec![b'x'; 100_000];
+        let limit = s.payload_limit(&it, 20_000);
+        assert!(limit < 20_000 - 300 && limit > 18_000, "{limit}");
+        assert_eq!(chunk::ranges(it.record.value.len(), limit).len(), 6);
+        // Dead-lettered, it is cut to the dead-letter topic's own limit.
+        it.dead_letter = Some("not authorised".into());
+        assert_eq!(&*s.topic(&it), "dlq");
+        let dlq_limit = s.payload_limit(&it, 10_000);
+        assert!(dlq_limit < 10_000 - 300, "{dlq_limit}");
+        // The producer's own limit counts too.
+        s.producer_limit = 5_000;
+        assert!(s.payload_limit(&it, 20_000) < 5_000);
+    }
+
+    /// A broker that refuses a message as too large (its topic's limit was lowered after it
+    /// was read) gets the record again in smaller chunks; only below the floor is it a
+    /// permanent rejection.
+    #[test]
+    fn too_large_means_smaller_chunks_until_the_floor() {
+        let progress = Progress::new(0);
+        let mut s = sink(None);
+        s.verified = Arc::new(BTreeMap::from([("audit".to_string(), 20_000)]));
+        let mut it = item(progress.register(0, 1));
+        it.record.value = vec![b'x'; 100_000];
+        let first = s.payload_limit(&it, 20_000);
+        s.failed(it, too_large());
+        let it = s.pending.pop_front().unwrap();
+        assert_eq!(it.limit, Some(first / 2));
+        assert!(!it.stuck && s.retry_at.is_none(), "sent again at once");
+        let mut it = it;
+        it.limit = Some(chunk::MIN_CHUNK);
+        s.failed(it, too_large());
+        assert!(s.pending[0].stuck, "below the floor it holds progress");
+        assert_eq!(progress.committed(), 0);
     }
 }
