@@ -22,6 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::ack::Ack;
+use crate::budget::Charge;
 
 /// `outputs.kafka.key`: what the Kafka record key is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -84,6 +85,8 @@ pub struct Record {
     pub ack: Ack,
     /// Which outputs take the record: bit `i` is the `i`-th of `OutputsConfig::enabled`.
     pub outputs: u32,
+    /// What the record holds of the memory budget (charged when a source sends it).
+    pub charge: Charge,
 }
 
 /// The inputs of an envelope, borrowed from the line being processed.
@@ -205,6 +208,7 @@ impl Record {
             read_time: parts.read_time,
             ack,
             outputs: 1,
+            charge: Charge::none(),
         }
     }
 
@@ -220,6 +224,7 @@ impl Record {
             read_time: self.read_time,
             ack: self.ack.share(),
             outputs: self.outputs,
+            charge: self.charge.another(self.charge.bytes()),
         }
     }
 

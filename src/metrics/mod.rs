@@ -393,6 +393,9 @@ pub struct ProcessMetrics {
     pub reloads: IntCounterVec,
     /// What `/readyz` answers, as a metric (alerts cannot read HTTP status codes).
     pub ready: IntGauge,
+    /// The memory budget (`memory.budget_bytes` or derived), and what is charged to it.
+    pub memory_budget: IntGauge,
+    pub memory_used: IntGauge,
 }
 
 impl ProcessMetrics {
@@ -425,6 +428,16 @@ impl ProcessMetrics {
                 r,
                 "auditrail_ready",
                 "1 when /readyz answers ready, else 0.",
+            ),
+            memory_budget: gauge(
+                r,
+                "auditrail_memory_budget_bytes",
+                "Bytes records and read buffers may hold before reading stops (memory.budget_bytes).",
+            ),
+            memory_used: gauge(
+                r,
+                "auditrail_memory_used_bytes",
+                "Bytes records and read buffers hold now, charged to the memory budget.",
             ),
         }
     }

@@ -69,6 +69,13 @@ impl Framer {
         }
     }
 
+    /// Bytes its buffers hold (partial lines being joined, scratch).
+    pub fn held_bytes(&self) -> usize {
+        self.partial.iter().map(|p| p.buf.capacity()).sum::<usize>()
+            + self.scratch.capacity()
+            + self.time.capacity()
+    }
+
     /// The format in force (`auto` until the first line decides).
     pub fn format(&self) -> Format {
         self.format

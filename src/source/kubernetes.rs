@@ -281,6 +281,7 @@ impl KubernetesLogSource {
                 base,
                 info.clone(),
                 Some(Arc::clone(&progress)),
+                self.context.budget.charge(0),
             );
             let mut meta_version = None;
             let mut chunk = vec![0u8; 64 * 1024];

@@ -19,6 +19,7 @@ use super::chunk;
 use super::health::{KafkaContext, KafkaHealth};
 use super::topics::{self, Classes};
 use super::KafkaConfig;
+use crate::budget::Charge;
 use crate::envelope::Record;
 use crate::metrics::OutputHandles;
 use crate::output::Drain;
@@ -112,6 +113,9 @@ struct Item {
     /// Bytes of value per message, when the broker refused messages of the size the topic's
     /// limit allowed (its limit was lowered since it was read): halved on each refusal.
     limit: Option<usize>,
+    /// The copy of the value librdkafka holds while the record is in flight, charged to the
+    /// memory budget.
+    copy: Charge,
 }
 
 type Delivery = Pin<Box<dyn std::future::Future<Output = (Item, Result<(), RdKafkaError>)> + Send>>;
@@ -269,6 +273,7 @@ impl Sink {
             stuck: false,
             attempts: 0,
             limit: None,
+            copy: Charge::none(),
         }));
     }
 
@@ -342,6 +347,8 @@ impl Sink {
             let limit = self.payload_limit(&item, topic_limit);
             match produce(&self.producer, &item, &topic, limit) {
                 Ok(futures) => {
+                    let mut item = item;
+                    item.copy = item.record.charge.another(item.record.value.len());
                     if futures.len() > 1 {
                         self.metrics.chunked(&topic);
                     }
@@ -393,8 +400,10 @@ impl Sink {
         item.limit.map_or(limit, |l| l.min(limit))
     }
 
-    fn delivered(&mut self, item: Item, result: Result<(), RdKafkaError>) {
+    fn delivered(&mut self, mut item: Item, result: Result<(), RdKafkaError>) {
         self.count(&item, false);
+        // librdkafka is done with its copy.
+        item.copy = Charge::none();
         match result {
             Ok(()) => {
                 self.backoff = Duration::from_millis(100);
@@ -626,6 +635,7 @@ mod tests {
             stuck: false,
             attempts: 0,
             limit: None,
+            copy: Charge::none(),
         }
     }
 
