@@ -107,58 +107,70 @@ impl Broker {
     /// Everything in `topic` so far, read from the beginning of every partition, polling until
     /// `want` messages arrived or `wait` passed.
     pub fn consume(&self, topic: &str, want: usize, wait: Duration) -> Vec<Consumed> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.address())
-            .set("group.id", format!("test-{}", std::process::id()))
-            .set("enable.auto.commit", "false")
-            .create()
-            .unwrap();
-        let deadline = Instant::now() + wait;
-        let partitions = loop {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(5))
-                .unwrap();
-            let n = metadata
-                .topics()
-                .first()
-                .map_or(0, |t| t.partitions().len());
-            if n > 0 || Instant::now() > deadline {
-                break n;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        };
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions as i32 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
-        let mut out = Vec::new();
-        while out.len() < want && Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Ok(m)) => {
-                    let mut headers = BTreeMap::new();
-                    if let Some(h) = m.headers() {
-                        for header in h.iter() {
-                            headers.insert(
-                                header.key.to_string(),
-                                String::from_utf8_lossy(header.value.unwrap_or_default())
-                                    .into_owned(),
-                            );
-                        }
-                    }
-                    out.push(Consumed {
-                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        headers,
-                        value: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap(),
-                    });
-                }
-                Some(Err(e)) => eprintln!("consumer: {e}"),
-                None => {}
-            }
-        }
-        out
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", self.address());
+        consume_with(client, topic, want, wait)
     }
+}
+
+/// [`Broker::consume`] with a consumer built from `client` (its brokers, TLS and SASL
+/// settings): everything in `topic` so far, polling until `want` messages arrived or `wait`
+/// passed.
+pub fn consume_with(
+    mut client: ClientConfig,
+    topic: &str,
+    want: usize,
+    wait: Duration,
+) -> Vec<Consumed> {
+    let consumer: BaseConsumer = client
+        .set("group.id", format!("test-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + wait;
+    let partitions = loop {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .unwrap();
+        let n = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
+        if n > 0 || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    while out.len() < want && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for header in h.iter() {
+                        headers.insert(
+                            header.key.to_string(),
+                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push(Consumed {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    headers,
+                    value: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap(),
+                });
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    out
 }
 
 impl Drop for Broker {

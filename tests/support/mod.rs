@@ -11,6 +11,7 @@ pub mod fake_api;
 mod http;
 pub mod kubelet;
 mod oneshot;
+pub mod secure;
 
 // Each test binary uses some of these.
 #[allow(unused_imports)]

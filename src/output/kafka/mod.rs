@@ -23,8 +23,10 @@
 
 mod chunk;
 mod config;
+mod credentials;
 mod health;
 mod sink;
+mod tls;
 mod topics;
 
 use std::sync::Arc;

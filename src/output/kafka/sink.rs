@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::chunk;
+use super::credentials::{self, CredentialsWatch, Secrets};
 use super::health::{KafkaContext, KafkaHealth};
+use super::tls::TlsDiagnosis;
 use super::topics::{self, Classes};
 use super::KafkaConfig;
 use crate::budget::Charge;
@@ -40,8 +42,9 @@ pub(crate) enum KafkaError {
 
 /// A built Kafka output, not yet consuming records.
 pub(super) struct KafkaOutput {
-    producer: FutureProducer<KafkaContext>,
-    admin: AdminClient<KafkaContext>,
+    clients: Clients,
+    /// What the clients were built from of the credentials files.
+    secrets: Secrets,
     config: KafkaConfig,
     pub(super) health: Arc<KafkaHealth>,
     metrics: OutputHandles,
@@ -60,46 +63,68 @@ pub(super) fn build(
     metrics: OutputHandles,
     classes: watch::Receiver<Classes>,
 ) -> Result<KafkaOutput, KafkaError> {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", config.brokers.list().join(","))
-        .set("client.id", "auditrail")
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", &config.compression)
-        .set("linger.ms", config.linger.as_millis().to_string())
-        .set(
-            "queue.buffering.max.messages",
-            (config.max_in_flight_records.saturating_mul(2))
-                .max(100_000)
-                .to_string(),
-        );
-    for (name, value) in &config.properties {
-        client.set(name, value);
-    }
-    for (property, path) in &config.secret_files {
-        let value = std::fs::read_to_string(path).map_err(|source| KafkaError::SecretFile {
-            property: property.clone(),
-            path: path.clone(),
-            source,
-        })?;
-        client.set(property, value.trim_end_matches(['\n', '\r']));
-    }
+    let secrets = Secrets::read(config)?;
     let health = Arc::new(KafkaHealth::default());
-    let producer = client.create_with_context(KafkaContext {
-        health: Arc::clone(&health),
-    })?;
-    let admin = client.create_with_context(KafkaContext {
-        health: Arc::clone(&health),
-    })?;
+    let clients = Clients::new(config, &secrets, &health)?;
     Ok(KafkaOutput {
-        producer,
-        admin,
+        clients,
+        secrets,
         config: config.clone(),
         health,
         metrics,
         classes,
     })
+}
+
+/// A producer and an admin client built from one set of credentials.
+struct Clients {
+    producer: FutureProducer<KafkaContext>,
+    admin: AdminClient<KafkaContext>,
+}
+
+impl Clients {
+    /// Builds both clients as the next generation; they are the ones `health` listens to
+    /// from then on.
+    fn new(
+        config: &KafkaConfig,
+        secrets: &Secrets,
+        health: &Arc<KafkaHealth>,
+    ) -> Result<Clients, KafkaError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", config.brokers.list().join(","))
+            .set("client.id", "auditrail")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", &config.compression)
+            .set("linger.ms", config.linger.as_millis().to_string())
+            .set(
+                "queue.buffering.max.messages",
+                (config.max_in_flight_records.saturating_mul(2))
+                    .max(100_000)
+                    .to_string(),
+            );
+        for (name, value) in &config.properties {
+            client.set(name, value);
+        }
+        secrets.apply(&mut client);
+        let generation = health.snapshot().generation + 1;
+        let tls = TlsDiagnosis::new(&secrets.with_properties(&config.properties)).map(Arc::new);
+        let context = || KafkaContext {
+            health: Arc::clone(health),
+            generation,
+            tls: tls.clone(),
+        };
+        let clients = Clients {
+            producer: client.create_with_context(context())?,
+            admin: client.create_with_context(context())?,
+        };
+        health.update(|h| {
+            h.generation = generation;
+            h.refused_connection = None;
+        });
+        Ok(clients)
+    }
 }
 
 /// One record on its way, with what happened to it so far.
@@ -131,24 +156,34 @@ pub(super) async fn run(
     mut drain: Drain,
 ) -> Result<(), KafkaError> {
     let KafkaOutput {
-        producer,
-        admin,
+        clients,
+        secrets,
         config,
         health,
         metrics,
         classes,
     } = output;
-    let (verified_tx, mut verified_rx) =
-        watch::channel::<Arc<BTreeMap<String, usize>>>(Arc::default());
-    let checker = tokio::spawn(topics::check_topics(
-        admin,
-        classes,
+    let mut credentials = CredentialsWatch::start(&config, secrets);
+    let check = |admin| {
+        let (verified_tx, verified_rx) =
+            watch::channel::<Arc<BTreeMap<String, usize>>>(Arc::default());
+        let checker = tokio::spawn(topics::check_topics(
+            admin,
+            classes.clone(),
+            config.clone(),
+            Arc::clone(&health),
+            metrics.clone(),
+            verified_tx,
+        ));
+        (checker, verified_rx)
+    };
+    let (mut checker, mut verified_rx) = check(clients.admin);
+    let mut sink = Sink::new(
+        clients.producer,
         config.clone(),
         Arc::clone(&health),
         metrics.clone(),
-        verified_tx,
-    ));
-    let mut sink = Sink::new(producer, config, health, metrics);
+    );
     let mut channel_open = true;
     let mut checker_alive = true;
 
@@ -190,6 +225,20 @@ pub(super) async fn run(
                 sink.set_verified(verified);
             }
             _ = sleep_until(retry_at), if retry_at.is_some() => {}
+            secrets = credentials.changed() => {
+                // New credentials in the mounted files: new clients take over, the old
+                // producer's records are acknowledged or re-sent (see `credentials::retire`).
+                match Clients::new(&config, &secrets, &health) {
+                    Ok(clients) => {
+                        tracing::info!("kafka credentials files changed: new clients take over");
+                        checker.abort();
+                        (checker, verified_rx) = check(clients.admin);
+                        checker_alive = true;
+                        credentials::retire(std::mem::replace(&mut sink.producer, clients.producer));
+                    }
+                    Err(e) => tracing::error!(error = %e, "the new kafka credentials cannot make a client; the running one stays"),
+                }
+            }
         }
     }
     checker.abort();
@@ -311,6 +360,7 @@ impl Sink {
             h.in_flight = records;
             if progressed {
                 h.connected = true;
+                h.refused_connection = None;
                 h.last_progress = Some(now);
             }
         });
@@ -429,10 +479,19 @@ impl Sink {
 
     /// A delivery failed: retry it, send it to the dead-letter topic, or hold progress on it.
     fn failed(&mut self, mut item: Item, error: RdKafkaError) {
-        item.attempts += 1;
         let code = error.rdkafka_error_code();
         let reason_label = code.map_or_else(|| "client".to_owned(), |c| format!("{c:?}"));
         self.metrics.failed(&self.topic(&item), &reason_label);
+        if matches!(
+            code,
+            Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+        ) {
+            // Given back by a producer that new credentials replaced: not the record's fault,
+            // it goes out again at once on the new one.
+            self.pending.push_front(item);
+            return;
+        }
+        item.attempts += 1;
         if is_too_large(code) {
             // The topic's limit was lowered since it was read, or the broker counts differently:
             // send smaller chunks, down to a floor below which nothing is worth trying.
@@ -649,7 +708,7 @@ mod tests {
         let metrics = Metrics::new().outputs.for_output("kafka");
         let (_classes_tx, classes) = watch::channel(Vec::new());
         let output = build(&config, metrics.clone(), classes).unwrap();
-        Sink::new(output.producer, config, output.health, metrics)
+        Sink::new(output.clients.producer, config, output.health, metrics)
     }
 
     fn too_large() -> RdKafkaError {

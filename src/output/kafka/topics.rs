@@ -317,7 +317,10 @@ pub(super) async fn check_topics(
                     last = Some(seen);
                 }
                 metrics.broker_up(true);
-                health.update(|h| h.connected = true);
+                health.update(|h| {
+                    h.connected = true;
+                    h.refused_connection = None;
+                });
                 !refused.is_empty()
             }
             Err(e) => {
