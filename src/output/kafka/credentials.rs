@@ -159,8 +159,11 @@ impl CredentialsWatch {
     pub(super) fn start(config: &KafkaConfig, current: Secrets) -> CredentialsWatch {
         let (tx, changes) = mpsc::channel(1);
         let dirs = directories(config);
-        let task =
-            (!dirs.is_empty()).then(|| tokio::spawn(follow(config.clone(), dirs, current, tx)));
+        let task = (!dirs.is_empty()).then(|| {
+            // Watching before the task runs, so that no change in between goes unseen.
+            let (watcher, events) = watch_dirs(&dirs);
+            tokio::spawn(follow(config.clone(), watcher, events, current, tx))
+        });
         CredentialsWatch { changes, task }
     }
 
@@ -182,22 +185,17 @@ impl Drop for CredentialsWatch {
     }
 }
 
-/// Reads the files again after each event in their directories (and every [`RECHECK`]);
-/// sends what they hold when it changed. A file that cannot be read (a Secret half updated,
-/// a key removed) keeps the running credentials, and says so.
-async fn follow(
-    config: KafkaConfig,
-    dirs: BTreeSet<PathBuf>,
-    mut current: Secrets,
-    tx: mpsc::Sender<Secrets>,
-) {
-    let (event_tx, mut events) = mpsc::channel::<()>(1);
+/// Watches `dirs`; a message on the receiver for each event there.
+fn watch_dirs(
+    dirs: &BTreeSet<PathBuf>,
+) -> (Option<notify::RecommendedWatcher>, mpsc::Receiver<()>) {
+    let (event_tx, events) = mpsc::channel::<()>(1);
     let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
         let _ = event_tx.try_send(());
     });
-    let _watcher = match watcher {
+    let watcher = match watcher {
         Ok(mut watcher) => {
-            for dir in &dirs {
+            for dir in dirs {
                 if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
                     tracing::warn!(error = %e, dir = %dir.display(), "cannot watch a Kafka credentials directory; it is read again every 30 s");
                 }
@@ -209,15 +207,33 @@ async fn follow(
             None
         }
     };
+    (watcher, events)
+}
+
+/// Reads the files at once (they may have changed since `current` was read), then again
+/// after each event in their directories and every [`RECHECK`]; sends what they hold when it
+/// changed. A file that cannot be read (a Secret half updated, a key removed) keeps the
+/// running credentials, and says so.
+async fn follow(
+    config: KafkaConfig,
+    _watcher: Option<notify::RecommendedWatcher>,
+    mut events: mpsc::Receiver<()>,
+    mut current: Secrets,
+    tx: mpsc::Sender<Secrets>,
+) {
     let mut unreadable = false;
+    let mut first = true;
     loop {
-        tokio::select! {
-            Some(()) = events.recv() => {
-                tokio::time::sleep(SETTLE).await;
-                while events.try_recv().is_ok() {}
+        if !first {
+            tokio::select! {
+                Some(()) = events.recv() => {
+                    tokio::time::sleep(SETTLE).await;
+                    while events.try_recv().is_ok() {}
+                }
+                () = tokio::time::sleep(RECHECK) => {}
             }
-            () = tokio::time::sleep(RECHECK) => {}
         }
+        first = false;
         let secrets = match Secrets::read(&config) {
             Ok(secrets) => secrets,
             Err(e) => {
