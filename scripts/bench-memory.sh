@@ -10,9 +10,9 @@
 #   kafka-stopped    stdout to /dev/null and Kafka to a tansu broker stopped with SIGSTOP
 #                    before the first record (both outputs required)
 #
-# Once reading has stopped (auditrail_source_bytes_total unchanged for 2 s) it prints the
-# bytes read, what the budget says is held (auditrail_memory_used_bytes), VmRSS and VmHWM
-# from /proc. MEM_BEFORE=path/to/old/auditrail also runs an older binary (without a
+# Once reading has stopped (the position of auditrail's handle on the log, from
+# /proc/<pid>/fdinfo, unchanged for 2 s) it prints how far it read, what the budget says is
+# held (auditrail_memory_used_bytes), VmRSS and VmHWM from /proc. MEM_BEFORE=path/to/old/auditrail also runs an older binary (without a
 # `memory` section) for comparison.
 #
 # Environment: MEM_RECORDS [3000]  MEM_BUDGETS ["16777216 33554432 67108864"]
@@ -62,6 +62,20 @@ def status(pid):
     return out
 
 
+def read_offset(pid, path):
+    """How far the process has read `path`: the position of its open file description."""
+    best = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != path:
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                best = max(best, int(f.readline().split()[1]))
+        except OSError:
+            pass
+    return best
+
+
 def scrape(port):
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     samples = {}
@@ -77,7 +91,8 @@ def scrape(port):
 def run(label, binary, budget, scenario):
     case = tempfile.mkdtemp(dir=work)
     os.makedirs(os.path.join(case, "logs"))
-    os.link(os.path.join(work, "input.log"), os.path.join(case, "logs", "0.log"))
+    log_path = os.path.join(case, "logs", "0.log")
+    os.link(os.path.join(work, "input.log"), log_path)
     port = free_port()
     memory = f"memory:\n  budget_bytes: {budget}\n" if budget else ""
     broker = None
@@ -131,14 +146,14 @@ source:
                 samples = scrape(port)
             except OSError:
                 continue
-            read = samples.get("auditrail_source_bytes_total", 0)
+            read = read_offset(proc.pid, log_path)
             still = still + 1 if read == last else 0
             last = read
         mem = status(proc.pid)
         return {
             "binary": label, "scenario": scenario,
             "budget MiB": f"{budget / 2**20:.0f}" if budget else "none",
-            "read MiB": f"{samples.get('auditrail_source_bytes_total', 0) / 2**20:.1f}",
+            "read MiB": f"{last / 2**20:.1f}",
             "held MiB": (f"{samples['auditrail_memory_used_bytes'] / 2**20:.1f}"
                          if "auditrail_memory_used_bytes" in samples else "-"),
             "VmRSS MiB": f"{mem['VmRSS']:.1f}", "VmHWM MiB": f"{mem['VmHWM']:.1f}",

@@ -253,6 +253,7 @@ pub struct OutputMetrics {
     pub failed: IntCounterVec,
     pub dead_lettered: IntCounterVec,
     pub chunked: IntCounterVec,
+    pub producer_restarts: IntCounterVec,
     pub dropped: IntCounterVec,
     pub in_flight_records: IntGaugeVec,
     pub in_flight_bytes: IntGaugeVec,
@@ -286,6 +287,7 @@ impl OutputMetrics {
             acked: counter_vec(r, "auditrail_output_records_acked_total", "Records durably delivered (Kafka: acknowledged by the broker).", &["output", "topic"]),
             failed: counter_vec(r, "auditrail_output_records_failed_total", "Delivery attempts that failed (the record is retried, dead-lettered or held; never dropped).", &["output", "topic", "reason"]),
             dead_lettered: counter_vec(r, "auditrail_output_records_dead_lettered_total", "Records the broker rejected for good, sent to the dead-letter topic.", &["output", "topic"]),
+            producer_restarts: counter_vec(r, "auditrail_kafka_producer_restarts_total", "New Kafka producers that took over: after a fatal producer error (fatal) or when the mounted credentials changed (credentials).", &["reason"]),
             chunked: counter_vec(r, "auditrail_kafka_records_chunked_total", "Records larger than their topic takes, sent in chunks (see the README's chunk protocol).", &["topic"]),
             dropped: counter_vec(r, "auditrail_output_records_dropped_total", "Records an optional output (required: false) had no room for while it fell behind; never for a required output.", &["output"]),
             in_flight_records: gauge_vec(r, "auditrail_output_in_flight_records", "Records taken by an output and not yet acknowledged.", &["output"]),
@@ -367,6 +369,13 @@ impl OutputHandles {
         self.metrics
             .dead_lettered
             .with_label_values(&[self.output, topic])
+            .inc();
+    }
+
+    pub fn producer_restarted(&self, reason: &str) {
+        self.metrics
+            .producer_restarts
+            .with_label_values(&[reason])
             .inc();
     }
 

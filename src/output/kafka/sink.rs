@@ -163,7 +163,7 @@ pub(super) async fn run(
         metrics,
         classes,
     } = output;
-    let mut credentials = CredentialsWatch::start(&config, secrets);
+    let mut credentials = CredentialsWatch::start(&config, secrets.clone());
     let check = |admin| {
         let (verified_tx, verified_rx) =
             watch::channel::<Arc<BTreeMap<String, usize>>>(Arc::default());
@@ -180,14 +180,38 @@ pub(super) async fn run(
     let (mut checker, mut verified_rx) = check(clients.admin);
     let mut sink = Sink::new(
         clients.producer,
+        secrets,
         config.clone(),
         Arc::clone(&health),
         metrics.clone(),
     );
     let mut channel_open = true;
     let mut checker_alive = true;
+    let mut new_secrets = None;
 
     loop {
+        // New clients: the producer is unusable after a fatal error (with the same
+        // credentials), or the mounted credentials changed.
+        let renew = if sink.needs_new_producer {
+            Some((sink.secrets.clone(), "fatal"))
+        } else {
+            new_secrets.take().map(|s| (s, "credentials"))
+        };
+        if let Some((secrets, reason)) = renew {
+            match Clients::new(&config, &secrets, &health) {
+                Ok(clients) => {
+                    checker.abort();
+                    (checker, verified_rx) = check(clients.admin);
+                    checker_alive = true;
+                    sink.secrets = secrets;
+                    sink.replace_producer(clients.producer, reason);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, reason, "cannot make a new kafka client; the running one stays");
+                    sink.retry_at = Some(Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
         sink.produce_ready();
         if drain.draining() {
             if sink.drained() {
@@ -225,20 +249,10 @@ pub(super) async fn run(
                 sink.set_verified(verified);
             }
             _ = sleep_until(retry_at), if retry_at.is_some() => {}
-            secrets = credentials.changed() => {
-                // New credentials in the mounted files: new clients take over, the old
-                // producer's records are acknowledged or re-sent (see `credentials::retire`).
-                match Clients::new(&config, &secrets, &health) {
-                    Ok(clients) => {
-                        tracing::info!("kafka credentials files changed: new clients take over");
-                        checker.abort();
-                        (checker, verified_rx) = check(clients.admin);
-                        checker_alive = true;
-                        credentials::retire(std::mem::replace(&mut sink.producer, clients.producer));
-                    }
-                    Err(e) => tracing::error!(error = %e, "the new kafka credentials cannot make a client; the running one stays"),
-                }
-            }
+            // New credentials in the mounted files: new clients take over at the top of the
+            // loop; the old producer's records are acknowledged or re-sent
+            // (`credentials::retire`).
+            secrets = credentials.changed() => new_secrets = Some(secrets),
         }
     }
     checker.abort();
@@ -252,6 +266,10 @@ pub(super) async fn run(
 /// The delivery state: records waiting, held, and in flight, within the limits.
 struct Sink {
     producer: FutureProducer<KafkaContext>,
+    /// The credentials the producer was built from (for a new one after a fatal error).
+    secrets: Secrets,
+    /// The producer reported a fatal error: it cannot deliver anything any more.
+    needs_new_producer: bool,
     config: KafkaConfig,
     health: Arc<KafkaHealth>,
     metrics: OutputHandles,
@@ -280,6 +298,7 @@ struct Sink {
 impl Sink {
     fn new(
         producer: FutureProducer<KafkaContext>,
+        secrets: Secrets,
         config: KafkaConfig,
         health: Arc<KafkaHealth>,
         metrics: OutputHandles,
@@ -293,6 +312,8 @@ impl Sink {
         Sink {
             producer_limit,
             producer,
+            secrets,
+            needs_new_producer: false,
             config,
             health,
             metrics,
@@ -379,7 +400,12 @@ impl Sink {
 
     /// Produces pending records while the limits and any backoff allow.
     fn produce_ready(&mut self) {
-        while self.retry_at.is_none_or(|t| Instant::now() >= t) {
+        if !self.needs_new_producer && self.producer.client().fatal_error().is_some() {
+            // Nothing given to a producer in this state would ever be delivered.
+            tracing::error!("fatal kafka producer error; a new producer takes over");
+            self.needs_new_producer = true;
+        }
+        while !self.needs_new_producer && self.retry_at.is_none_or(|t| Instant::now() >= t) {
             self.retry_at = None;
             if !self.under_limits() {
                 break;
@@ -450,6 +476,23 @@ impl Sink {
         item.limit.map_or(limit, |l| l.min(limit))
     }
 
+    /// New clients took over: the old producer's records come back (purged) and go out on
+    /// the new one, with their ids.
+    fn replace_producer(&mut self, producer: FutureProducer<KafkaContext>, reason: &str) {
+        match reason {
+            "credentials" => {
+                tracing::info!("kafka credentials files changed: new clients take over")
+            }
+            _ => tracing::warn!(
+                reason,
+                "the kafka producer cannot go on: new clients take over"
+            ),
+        }
+        self.metrics.producer_restarted(reason);
+        self.needs_new_producer = false;
+        credentials::retire(std::mem::replace(&mut self.producer, producer));
+    }
+
     fn delivered(&mut self, mut item: Item, result: Result<(), RdKafkaError>) {
         self.count(&item, false);
         // librdkafka is done with its copy.
@@ -488,6 +531,17 @@ impl Sink {
         ) {
             // Given back by a producer that new credentials replaced: not the record's fault,
             // it goes out again at once on the new one.
+            self.pending.push_front(item);
+            return;
+        }
+        if code == Some(RDKafkaErrorCode::Fatal) || self.producer.client().fatal_error().is_some() {
+            // The producer is unusable (after a fatal error, such as the broker refusing the
+            // idempotent producer an id, librdkafka purges or fails everything): a new one is
+            // made at the next turn of the loop and the record goes out on it.
+            if !self.needs_new_producer {
+                tracing::error!(error = %error, "fatal kafka producer error; a new producer takes over");
+            }
+            self.needs_new_producer = true;
             self.pending.push_front(item);
             return;
         }
@@ -708,7 +762,13 @@ mod tests {
         let metrics = Metrics::new().outputs.for_output("kafka");
         let (_classes_tx, classes) = watch::channel(Vec::new());
         let output = build(&config, metrics.clone(), classes).unwrap();
-        Sink::new(output.clients.producer, config, output.health, metrics)
+        Sink::new(
+            output.clients.producer,
+            output.secrets,
+            config,
+            output.health,
+            metrics,
+        )
     }
 
     fn too_large() -> RdKafkaError {
@@ -865,5 +925,65 @@ mod tests {
         s.failed(it, too_large());
         assert!(s.pending[0].stuck, "below the floor it holds progress");
         assert_eq!(progress.committed(), 0);
+    }
+
+    /// Finding 4, second half: after a fatal error (here: the broker refused the idempotent
+    /// producer an id), librdkafka fails every record and the producer is unusable; auditrail
+    /// retried on it forever. Now a new producer takes over and the record goes out on it,
+    /// with the same id. librdkafka's mock cluster stands in for the broker: tansu cannot be
+    /// made to answer InitProducerId with an error.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_fatal_producer_error_gives_a_new_producer_and_the_record_is_sent_again() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("audit", 1, 1).unwrap();
+        mock.request_errors(
+            RDKafkaApiKey::InitProducerId,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+        );
+        let config = KafkaConfig {
+            brokers: crate::output::kafka::config::Brokers::One(mock.bootstrap_servers()),
+            ..KafkaConfig::default()
+        };
+        let metrics = Metrics::new();
+        let handles = metrics.outputs.for_output("kafka");
+        let (_classes_tx, classes) = watch::channel(Vec::new());
+        let output = build(&config, handles.clone(), classes).unwrap();
+        let mut s = Sink::new(
+            output.clients.producer,
+            output.secrets,
+            config.clone(),
+            output.health,
+            handles,
+        );
+        s.verified = Arc::new(BTreeMap::from([("audit".to_string(), 1_000_000)]));
+        let progress = Progress::new(0);
+        let record = item(progress.register(0, 1)).record;
+        let id = record.id.clone();
+        s.take(vec![record]);
+        progress.set_read(100, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while progress.committed() == 0 {
+            assert!(Instant::now() < deadline, "the record was never delivered");
+            s.produce_ready();
+            if s.needs_new_producer {
+                let clients = Clients::new(&config, &s.secrets, &s.health).unwrap();
+                s.replace_producer(clients.producer, "fatal");
+            }
+            tokio::select! {
+                Some((item, result)) = s.inflight.next(), if !s.inflight.is_empty() => {
+                    assert_eq!(item.record.id, id, "the same id on every attempt");
+                    s.delivered(item, result);
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        assert_eq!(progress.committed(), 100);
+        let text = metrics.encode();
+        assert!(
+            text.contains("auditrail_kafka_producer_restarts_total{reason=\"fatal\"} 1"),
+            "{text}"
+        );
     }
 }
