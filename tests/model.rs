@@ -251,7 +251,9 @@ enum Op {
     DeleteAndRecreate,
     /// The container restarts (`<n+1>.log`), its last output perhaps a record without a
     /// newline (a lone `P` line).
-    ContainerRestart { last: Option<(Stream, usize)> },
+    ContainerRestart {
+        last: Option<(Stream, usize)>,
+    },
     Pause(u64),
     /// SIGTERM: auditrail drains and exits; it stays down until [`Op::Start`].
     Term,
@@ -746,7 +748,11 @@ impl Harness {
                 let spans = self.spans_so_far();
                 for (id, w) in &self.written {
                     if w.file == live && w.segment == segment {
-                        let reason = if unseen(&spans, w) { UNSEEN } else { "truncated" };
+                        let reason = if unseen(&spans, w) {
+                            UNSEEN
+                        } else {
+                            "truncated"
+                        };
                         self.at_risk.entry(id.clone()).or_insert(reason);
                     }
                 }
@@ -831,16 +837,18 @@ impl Harness {
                     w.text.len(),
                     if marked { " (marked unterminated)" } else { "" }
                 )),
-                Some(w) if marked && !w.unterminated => {
-                    problems.push(format!("{id} was written whole but shipped as unterminated"))
-                }
+                Some(w) if marked && !w.unterminated => problems.push(format!(
+                    "{id} was written whole but shipped as unterminated"
+                )),
                 Some(_) => *shipped.entry(id).or_default() += 1,
             }
         }
         let known_paths: BTreeSet<&String> = self.files.iter().flat_map(|f| &f.paths).collect();
         for g in &gaps {
             if !known_paths.contains(&g.file) || g.start > g.end {
-                problems.push(format!("a gap record names no range of a file written: {g:?}"));
+                problems.push(format!(
+                    "a gap record names no range of a file written: {g:?}"
+                ));
             }
         }
         let mut lost_with_gap = 0;
@@ -856,9 +864,7 @@ impl Harness {
                 (Some(_), true) => lost_with_gap += 1,
                 (Some(&UNSEEN), false) => lost_unseen += 1,
                 (_, false) if tolerated_unread(file, w) => tolerated += 1,
-                (Some(reason), false) if tolerated_loss(reason) => {
-                    tolerated += 1
-                }
+                (Some(reason), false) if tolerated_loss(reason) => tolerated += 1,
                 (Some(reason), false) => problems.push(format!(
                     "{id} lost ({reason}) and no gap record covers it: bytes {}..{} of {:?} \
                      (segment {})",
@@ -898,10 +904,18 @@ impl Harness {
         for t in &self.trace {
             let _ = writeln!(report, "  {t}");
         }
-        let _ = writeln!(report, "gap records: {gaps:#?}\nat risk: {:?}", self.at_risk);
+        let _ = writeln!(
+            report,
+            "gap records: {gaps:#?}\nat risk: {:?}",
+            self.at_risk
+        );
         let _ = writeln!(report, "files:");
         for (i, f) in self.files.iter().enumerate() {
-            let _ = writeln!(report, "  {i}: {:?} gone={} segment={}", f.paths, f.gone, f.segment);
+            let _ = writeln!(
+                report,
+                "  {i}: {:?} gone={} segment={}",
+                f.paths, f.gone, f.segment
+            );
         }
         for r in &self.runs {
             let _ = writeln!(report, "{r}");
@@ -933,9 +947,11 @@ fn proptest_config() -> Config {
     if std::env::var_os("PROPTEST_MAX_SHRINK_ITERS").is_none() {
         config.max_shrink_iters = DEFAULT_SHRINK_ITERS;
     }
-    config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
-        "proptest-regressions",
-    )));
+    if std::env::var_os("PROPTEST_DISABLE_FAILURE_PERSISTENCE").is_none() {
+        config.failure_persistence = Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        )));
+    }
     config
 }
 
@@ -1052,6 +1068,8 @@ struct CrashLoop {
     distinct: usize,
     /// Per restart: the records shipped again that an earlier run had shipped.
     duplicates: Vec<usize>,
+    /// Gap records of an empty range (a known finding).
+    empty_gaps: usize,
     elapsed: Duration,
 }
 
@@ -1083,9 +1101,7 @@ fn run_crash_loop(kills: usize) -> CrashLoop {
     let writer = {
         let stop = Arc::clone(&stop);
         let rng = Rng(rng.next() | 1);
-        std::thread::spawn(move || {
-            write_continuously(app, rng, Duration::from_millis(700), stop)
-        })
+        std::thread::spawn(move || write_continuously(app, rng, Duration::from_millis(700), stop))
     };
     let started = Instant::now();
     let mut runs: Vec<Vec<String>> = Vec::new();
@@ -1102,19 +1118,24 @@ fn run_crash_loop(kills: usize) -> CrashLoop {
     runs.push(last.stdout);
     let elapsed = started.elapsed();
 
-    let by_id: BTreeMap<String, &String> = written
-        .iter()
-        .map(|r| (record_id(r).unwrap(), r))
-        .collect();
+    let by_id: BTreeMap<String, &String> =
+        written.iter().map(|r| (record_id(r).unwrap(), r)).collect();
     let mut seen: BTreeSet<String> = BTreeSet::new();
     let mut duplicates = Vec::new();
     let mut problems = Vec::new();
     let mut shipped_lines = 0;
+    let mut empty_gaps = 0;
     for (run, lines) in runs.iter().enumerate() {
         let mut again = 0;
         for line in lines {
             if is_gap(line) {
-                problems.push(format!("run {run}: a gap record: {}", record_text(line)));
+                let g = gap_of(line);
+                if g.start == g.end && !strict() {
+                    // Names no byte: a_file_read_to_its_end_and_deleted_is_not_a_gap.
+                    empty_gaps += 1;
+                } else {
+                    problems.push(format!("run {run}: a gap record: {}", record_text(line)));
+                }
                 continue;
             }
             shipped_lines += 1;
@@ -1160,6 +1181,7 @@ fn run_crash_loop(kills: usize) -> CrashLoop {
         shipped_lines,
         distinct: seen.len(),
         duplicates,
+        empty_gaps,
         elapsed,
     }
 }
@@ -1176,7 +1198,8 @@ fn report(c: &CrashLoop) {
     };
     eprintln!(
         "crash loop: {} kills in {:.1} s; {} records written, {} shipped lines, {} distinct, \
-         exactly the written set; duplicates per restart: mean {:.1}, min {}, median {}, max {}",
+         exactly the written set; duplicates per restart: mean {:.1}, min {}, median {}, max {}; \
+         empty gap records: {}",
         c.kills,
         c.elapsed.as_secs_f64(),
         c.written,
@@ -1186,6 +1209,7 @@ fn report(c: &CrashLoop) {
         d.first().copied().unwrap_or(0),
         median,
         d.last().copied().unwrap_or(0),
+        c.empty_gaps,
     );
 }
 
@@ -1200,4 +1224,275 @@ fn crash_loop_ci() {
 #[ignore = "about two minutes; run by scripts/crash-loop.sh"]
 fn crash_loop() {
     report(&run_crash_loop(env_or("CRASH_LOOP_KILLS", 100)));
+}
+
+// === regression tests: losses the model found ===
+//
+// Each shows one finding as a deterministic history, in the words of what a user sees. They
+// fail until the finding is fixed; [`tolerated_loss`] and [`tolerated_unread`] name them.
+
+/// How soon a record must be shipped once nothing stands in its way (the fast config's
+/// intervals are tens of milliseconds; room for a loaded machine).
+const SOON: Duration = Duration::from_secs(5);
+
+/// The ids of the records shipped in `lines`.
+fn shipped_ids(lines: &[String]) -> BTreeSet<String> {
+    lines
+        .iter()
+        .filter(|l| !is_gap(l))
+        .filter_map(|l| record_id(record_text(l)))
+        .collect()
+}
+
+fn ids(records: &[String]) -> BTreeSet<String> {
+    records.iter().filter_map(|r| record_id(r)).collect()
+}
+
+/// Waits at most `within` for every record of `written` to be shipped by `daemon`.
+fn give_time_to_ship(daemon: &Daemon, written: &[String], within: Duration) {
+    let want = ids(written);
+    let start = Instant::now();
+    while start.elapsed() < within && !shipped_ids(&daemon.stdout_lines()).is_superset(&want) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The ids of `written` that `lines` neither ships nor names in a gap record (`ranges`: each
+/// record's byte range in `file`).
+fn missing_unnamed(
+    lines: &[String],
+    file: &Path,
+    written: &[String],
+    ranges: &[(u64, u64)],
+) -> Vec<String> {
+    let shipped = shipped_ids(lines);
+    let gaps: Vec<Gap> = lines
+        .iter()
+        .filter(|l| is_gap(l))
+        .map(|l| gap_of(l))
+        .collect();
+    written
+        .iter()
+        .zip(ranges)
+        .filter(|(r, (start, end))| {
+            !shipped.contains(&record_id(r).unwrap())
+                && !gaps.iter().any(|g| {
+                    g.file == file.display().to_string() && g.start <= *start && *end <= g.end
+                })
+        })
+        .map(|(r, _)| record_id(r).unwrap())
+        .collect()
+}
+
+/// Writes `n` audit records of 300 bytes, one line each, and returns them with their byte
+/// ranges in the log.
+fn write_with_ranges(app: &mut Kubelet, n: usize) -> (Vec<String>, Vec<(u64, u64)>) {
+    let mut records = Vec::new();
+    let mut ranges = Vec::new();
+    for _ in 0..n {
+        let start = app.len();
+        records.extend(app.write_audit(Stdout, 1, 300));
+        ranges.push((start, app.len()));
+    }
+    (records, ranges)
+}
+
+fn signal(daemon: &Daemon, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(daemon.pid().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn fast_setup() -> (tempfile::TempDir, PathBuf, Kubelet) {
+    let dir = tempdir();
+    let (pod, pattern) = pod_dir(dir.path());
+    let config = config(dir.path(), &pattern, FAST_SOURCE);
+    let app = Kubelet::new(&pod);
+    (dir, config, app)
+}
+
+/// Found by the model: a log that auditrail watches while it is still empty (or has no
+/// complete first line yet) and that is then renamed away (logrotate without `notifempty`
+/// rotating an application's own log; the kubelet only rotates logs of 10 MiB) or deleted,
+/// is never identified, so never "read to its end": it is never let go, and the container's
+/// next log, which waits for its older files, is never read. Nothing of it is shipped, not
+/// even by the drain on SIGTERM, which exits 0.
+#[test]
+fn an_empty_log_rotated_away_does_not_block_the_next_one() {
+    let (_dir, config, mut app) = fast_setup();
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for_log("watching file");
+    std::thread::sleep(Duration::from_millis(100));
+    app.rotate();
+    let written = app.write_audit(Stdout, 10, 300);
+    give_time_to_ship(&daemon, &written, SOON);
+    let stopped = daemon.stop_cleanly();
+    let shipped = shipped_ids(&stopped.stdout);
+    assert!(
+        shipped.is_superset(&ids(&written)),
+        "{} of the 10 records written to the new log were shipped; the empty rotated log \
+         blocks it",
+        shipped.len()
+    );
+}
+
+/// Found by the model: auditrail follows a container's log that is still empty (so no
+/// checkpoint knows it yet) and stops; while it is down the application writes and the
+/// kubelet rotates. On restart, rotated siblings are only looked for next to files the
+/// checkpoints know, so the rotated file (`0.log.<ts>`, which the glob does not match) is
+/// never read: its records are lost without a gap record, though they are on disk.
+/// The same happens when the rotation comes during auditrail's start, before its first scan.
+#[test]
+fn a_rotated_log_no_checkpoint_knew_is_read_after_a_restart() {
+    let (_dir, config, mut app) = fast_setup();
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for_log("watching file");
+    std::thread::sleep(Duration::from_millis(200));
+    daemon.stop_cleanly();
+
+    let mut written = app.write_audit(Stdout, 10, 300);
+    app.rotate();
+    written.extend(app.write_audit(Stdout, 5, 300));
+    let daemon = Daemon::start(&config);
+    give_time_to_ship(&daemon, &written, SOON);
+    let stopped = daemon.stop_cleanly();
+    let missing: Vec<String> = ids(&written)
+        .difference(&shipped_ids(&stopped.stdout))
+        .cloned()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "never shipped, though in {}: {missing:?}; gap records: {}",
+        app.rotated()[0].display(),
+        stopped.stdout.iter().filter(|l| is_gap(l)).count()
+    );
+}
+
+/// Found by the model: the application writes, and the log is copy-truncated before
+/// auditrail's next look (here auditrail is held off the CPU with SIGSTOP for that moment;
+/// on a node it is a busy poll loop or a slow disk). The records written since its last
+/// read were copied away and truncated: they are lost, and a gap record must say so. None
+/// does: the gap's range ends at the size auditrail last saw, which is where it had read to,
+/// so the range is empty and no gap record is shipped.
+#[test]
+fn copy_truncate_loses_what_was_written_since_the_last_read_without_a_gap() {
+    let (dir, config, mut app) = fast_setup();
+    let first = app.write_audit(Stdout, 10, 300);
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for_records(first.len());
+    wait_for_checkpoint(dir.path(), &app.path(), app.len());
+
+    signal(&daemon, "STOP");
+    let (lost, ranges) = write_with_ranges(&mut app, 5);
+    app.copy_truncate();
+    let after = app.write_audit(Stdout, 2, 300);
+    signal(&daemon, "CONT");
+    give_time_to_ship(&daemon, &after, SOON);
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = daemon.stop_cleanly();
+    let shipped = shipped_ids(&stopped.stdout);
+    assert!(shipped.is_superset(&ids(&after)), "the new content is read");
+    let unnamed = missing_unnamed(&stopped.stdout, &app.path(), &lost, &ranges);
+    assert!(
+        unnamed.is_empty(),
+        "lost in the copy-truncate and named by no gap record: {unnamed:?} (byte ranges \
+         {ranges:?} of {}); gap records: {:?}",
+        app.path().display(),
+        stopped
+            .stdout
+            .iter()
+            .filter(|l| is_gap(l))
+            .map(|l| gap_of(l))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Found by the model: a file is checked for truncation only at the start of a read turn.
+/// When the log is copy-truncated and written again while auditrail is in the middle of a
+/// turn (here: its output is stuck, so the turn waits to hand on a batch), the turn reads on
+/// at its old position, now in the middle of the new content: the records before that
+/// position are skipped and the line it lands in is cut (counted malformed or invalid). No
+/// truncation is counted and no gap record is shipped; the records are on disk, unread.
+#[test]
+fn a_truncation_during_a_read_turn_is_noticed() {
+    let (dir, config, mut app) = fast_setup();
+    app.write_ordinary(Stdout, 1);
+    let daemon = Daemon::start(&config);
+    wait_for_checkpoint(dir.path(), &app.path(), app.len());
+
+    // The output's consumer is stuck: auditrail stops in the middle of a read turn of the
+    // 4,000 records, waiting to hand a batch on.
+    daemon.hold_stdout_after(0);
+    let old = app.write_audit(Stdout, 4_000, 300);
+    std::thread::sleep(Duration::from_millis(500));
+    app.copy_truncate();
+    let new = app.write_audit(Stdout, 6_000, 300);
+    daemon.hold_stdout_after(usize::MAX);
+    give_time_to_ship(&daemon, &new, SOON);
+    let stopped = daemon.stop_cleanly();
+    let shipped = shipped_ids(&stopped.stdout);
+    let missing_new = ids(&new).difference(&shipped).count();
+    let missing_old = ids(&old).difference(&shipped).count();
+    assert_eq!(
+        missing_new,
+        0,
+        "{missing_new} of the 6,000 records written after the truncation were never shipped \
+         ({missing_old} of the 4,000 before it); truncations counted: {}, gap records: {}, \
+         malformed: {}, invalid: {}",
+        stopped.stopped_stat("truncations"),
+        stopped.stopped_stat("gaps"),
+        stopped.stopped_stat("malformed"),
+        stopped.stopped_stat("invalid"),
+    );
+}
+
+/// Found by the crash loop: a rotated file that auditrail had read to its end and whose
+/// records were all confirmed, but that it had not let go yet (it waits `rotate_wait` for a
+/// late writer) when it was killed, is reported as a loss once the kubelet deletes it: a gap
+/// record of reason `deleted` with an empty range (start = end = its size). Nothing is
+/// missing; an auditor is told of a loss that did not happen.
+#[test]
+fn a_file_read_to_its_end_and_deleted_is_not_a_gap() {
+    let dir = tempdir();
+    let (pod, pattern) = pod_dir(dir.path());
+    // A long rotate_wait: the rotated file is still held when auditrail is killed.
+    let config = config(
+        dir.path(),
+        &pattern,
+        &FAST_SOURCE.replace("rotate_wait: 200ms", "rotate_wait: 30s"),
+    );
+    let mut app = Kubelet::new(&pod).max_files(2);
+    let mut written = app.write_audit(Stdout, 10, 300);
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for_records(10);
+    let rotated = app.rotate();
+    written.extend(app.write_audit(Stdout, 5, 300));
+    daemon.wait_for_records(15);
+    wait_for_checkpoint(dir.path(), &app.path(), app.len());
+    std::thread::sleep(Duration::from_millis(200));
+    let first = daemon.kill();
+
+    // While auditrail is down, the kubelet rotates again: with containerLogMaxFiles 2 the
+    // first rotated file, read to its end, is deleted.
+    app.rotate();
+    assert!(!rotated.exists());
+    written.extend(app.write_audit(Stdout, 5, 300));
+    let daemon = Daemon::start(&config);
+    give_time_to_ship(&daemon, &written, SOON);
+    std::thread::sleep(Duration::from_millis(300));
+    let second = daemon.stop_cleanly();
+    let all: Vec<String> = first.stdout.iter().chain(&second.stdout).cloned().collect();
+    assert!(shipped_ids(&all).is_superset(&ids(&written)));
+    let gaps: Vec<Gap> = all
+        .iter()
+        .filter(|l| is_gap(l))
+        .map(|l| gap_of(l))
+        .collect();
+    assert!(
+        gaps.is_empty(),
+        "nothing was lost, yet gap records were shipped: {gaps:?}"
+    );
 }
