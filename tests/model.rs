@@ -29,11 +29,13 @@
 //! lose nothing. Anything else missing is a loss the model cannot explain: a bug.
 //!
 //! A missing record is named by a gap record of its file (any name the file had) whose
-//! range covers its bytes; for reason `deleted` the range only has to start at or before
-//! it, since auditrail cannot know how far a file grew after its last look ([`covers`]).
-//! No gap is expected for a record lost before any auditrail had the time to see it
-//! (written while auditrail was down or starting, and gone before one had run [`STARTUP`] +
-//! [`LOOK`] after the write): nothing could know of it ([`UNSEEN`]).
+//! range covers its bytes; for reasons `deleted` and `truncated` the range only has to start
+//! at or before it, since auditrail cannot know how far a file grew after its last look
+//! ([`covers`]). No gap is expected for a record whose file was deleted before any
+//! auditrail had the time to see the record (written while auditrail was down or starting,
+//! and gone before one had run [`STARTUP`] + [`LOOK`] after the write): nothing could know
+//! of it ([`UNSEEN`]). A truncation has no such exception: auditrail sees that the file was
+//! truncated, so it can name a loss from its read position on.
 //!
 //! Known findings (each a regression test at the end of this file) are let pass unless
 //! `MODEL_STRICT=1` ([`tolerated_loss`], [`tolerated_unread`]), so that runs look further;
@@ -105,17 +107,18 @@ const LOOK: Duration = Duration::from_millis(100);
 /// Kills in the crash loop that `cargo test` runs.
 const CI_KILLS: usize = 10;
 
-/// The reason for records gone with their file before any auditrail had had the time to
-/// see them ([`STARTUP`] + [`LOOK`]): nothing could know they existed, so no
+/// The reason for records gone with their deleted file before any auditrail had had the
+/// time to see them ([`STARTUP`] + [`LOOK`]): nothing could know they existed, so no
 /// gap record is expected.
 const UNSEEN: &str = "deleted before any auditrail could see it";
 
 /// Whether gap record `g` names the loss of `w`, whose file had `paths`: a gap of the file
-/// whose range covers the record's bytes. A file deleted unread is named by where its
-/// unread range starts: where it ended, auditrail cannot know when the file was written
-/// after its last look, so the range ends at the size it saw last (possibly empty).
+/// whose range covers the record's bytes. A file deleted or truncated unread is named by
+/// where its unread range starts: where it ended, auditrail cannot know when the file was
+/// written after its last look, so the range ends at the size it saw last (possibly empty).
 fn covers(g: &Gap, paths: &BTreeSet<String>, w: &Written) -> bool {
-    paths.contains(&g.file) && g.start <= w.start && (w.end <= g.end || g.reason == "deleted")
+    let open_end = matches!(g.reason.as_str(), "deleted" | "truncated");
+    paths.contains(&g.file) && g.start <= w.start && (w.end <= g.end || open_end)
 }
 
 /// Whether no auditrail had the time ([`STARTUP`] + [`LOOK`]) to see `w` before now: lost
@@ -767,15 +770,12 @@ impl Harness {
                 self.kubelet_done();
                 let live = self.live;
                 let segment = self.files[live].segment;
-                let spans = self.spans_so_far();
+                // Auditrail sees a truncation (the file is shorter than its position, or
+                // holds other bytes before it), so it can name the loss from its position
+                // on, whether or not it saw the lost bytes: no record here is unseen.
                 for (id, w) in &self.written {
                     if w.file == live && w.segment == segment {
-                        let reason = if unseen(&spans, w) {
-                            UNSEEN
-                        } else {
-                            "truncated"
-                        };
-                        self.at_risk.entry(id.clone()).or_insert(reason);
+                        self.at_risk.entry(id.clone()).or_insert("truncated");
                     }
                 }
                 self.files[live].segment += 1;
@@ -1299,7 +1299,7 @@ fn give_time_to_ship(daemon: &Daemon, written: &[String], within: Duration) {
 }
 
 /// The ids of `written` that `lines` neither ships nor names in a gap record (`ranges`: each
-/// record's byte range in `file`).
+/// record's byte range in `file`), as the model's [`covers`] names them.
 fn missing_unnamed(
     lines: &[String],
     file: &Path,
@@ -1318,7 +1318,10 @@ fn missing_unnamed(
         .filter(|(r, (start, end))| {
             !shipped.contains(&record_id(r).unwrap())
                 && !gaps.iter().any(|g| {
-                    g.file == file.display().to_string() && g.start <= *start && *end <= g.end
+                    let open_end = matches!(g.reason.as_str(), "deleted" | "truncated");
+                    g.file == file.display().to_string()
+                        && g.start <= *start
+                        && (*end <= g.end || open_end)
                 })
         })
         .map(|(r, _)| record_id(r).unwrap())
@@ -1417,9 +1420,10 @@ fn a_rotated_log_no_checkpoint_knew_is_read_after_a_restart() {
 /// Found by the model: the application writes, and the log is copy-truncated before
 /// auditrail's next look (here auditrail is held off the CPU with SIGSTOP for that moment;
 /// on a node it is a busy poll loop or a slow disk). The records written since its last
-/// read were copied away and truncated: they are lost, and a gap record must say so. None
-/// does: the gap's range ends at the size auditrail last saw, which is where it had read to,
-/// so the range is empty and no gap record is shipped.
+/// read were copied away and truncated: they are lost, and a gap record must say so, from
+/// where auditrail had read to (it sees the truncation: the file is shorter than that). None
+/// does: the gap's range would end at the size auditrail last saw, which is where it had
+/// read to, so the range is empty and no gap record is shipped.
 #[test]
 fn copy_truncate_loses_what_was_written_since_the_last_read_without_a_gap() {
     let _serial = one_at_a_time();
