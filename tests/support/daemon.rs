@@ -265,6 +265,31 @@ impl Daemon {
         self.child.as_ref().expect("running").id()
     }
 
+    /// The regular files the process holds open now: device, inode, and the path the kernel
+    /// gives for it (with " (deleted)" once its last name is gone). A deleted file it holds
+    /// is still readable by it; one nothing holds is gone.
+    pub fn open_files(&self) -> Vec<(u64, u64, String)> {
+        use std::os::unix::fs::MetadataExt;
+        let fds = PathBuf::from(format!("/proc/{}/fd", self.pid()));
+        let Ok(entries) = fs::read_dir(&fds) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                let target = fs::read_link(e.path()).ok()?;
+                let meta = fs::metadata(e.path()).ok()?;
+                meta.is_file().then(|| {
+                    (
+                        meta.dev(),
+                        meta.ino(),
+                        target.to_string_lossy().into_owned(),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Stops reading stdout once `lines` lines have been read, like a stuck consumer: the
     /// pipe fills up and auditrail's stdout output blocks, so the records it is writing are
     /// never confirmed. Reading resumes when the process is stopped.
