@@ -32,12 +32,24 @@ use crate::ack::Progress;
 const VERSION: u32 = 2;
 const FILE_NAME: &str = "checkpoints.json";
 /// How long the entry of a file no longer watched is kept.
-const KEEP_FINISHED: Duration = Duration::hours(24);
+pub(crate) const KEEP_FINISHED: Duration = Duration::hours(24);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct CheckpointFile {
     version: u32,
     files: Vec<Entry>,
+    /// Containers' logs followed (directory and base name, `0.log`), with when they were last
+    /// followed: a log followed while it was still empty has no entry in `files`, yet its
+    /// rotated siblings written after that time must be read after a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    followed: Vec<Followed>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Followed {
+    dir: String,
+    base: String,
+    updated: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +77,10 @@ struct Entry {
     /// resumed into, and what of it was not confirmed is reported lost.
     #[serde(default, skip_serializing_if = "is_zero")]
     generation: u32,
+    /// It was rotated and its runtime writes to a newer file: `size` is final, so a file
+    /// confirmed up to it and then deleted lost nothing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    sealed: bool,
     updated: DateTime<Utc>,
 }
 
@@ -81,6 +97,8 @@ struct Slot {
     done: bool,
     /// Becomes `done` once its records (a gap record) are confirmed.
     done_when_confirmed: bool,
+    /// Nothing writes to it any more: `size` is final.
+    sealed: bool,
     updated: DateTime<Utc>,
     /// Loaded from a version 1 file: known by its fingerprint only.
     legacy: bool,
@@ -103,6 +121,8 @@ pub(crate) struct Known {
     pub(crate) done: bool,
     /// Its content was replaced under its identity: it cannot be read again.
     pub(crate) replaced: bool,
+    /// Nothing wrote to it any more when it was last saved: `size` was final.
+    pub(crate) sealed: bool,
     pub(crate) updated: DateTime<Utc>,
 }
 
@@ -124,6 +144,11 @@ pub(crate) enum Resume {
 pub(crate) struct Checkpoints {
     file: StateFile,
     slots: Mutex<HashMap<FileKey, Slot>>,
+    /// Containers' logs followed, by directory and base name: when last followed, and
+    /// whether followed now.
+    followed: Mutex<HashMap<(PathBuf, String), (DateTime<Utc>, bool)>>,
+    /// Those the file held at startup.
+    followed_before: Vec<((PathBuf, String), DateTime<Utc>)>,
 }
 
 impl Checkpoints {
@@ -131,10 +156,14 @@ impl Checkpoints {
     pub(crate) fn load(dir: &Path) -> Result<Arc<Checkpoints>, CheckpointError> {
         let file = StateFile::open(dir, FILE_NAME)?;
         let mut slots = HashMap::new();
-        for e in file
+        let (files, followed) = file
             .load::<CheckpointFile>(1..=VERSION)?
-            .map_or_else(Vec::new, |f| f.files)
-        {
+            .map_or_else(Default::default, |f| (f.files, f.followed));
+        let followed_before: Vec<_> = followed
+            .into_iter()
+            .map(|f| ((PathBuf::from(f.dir), f.base), f.updated))
+            .collect();
+        for e in files {
             let Ok(fingerprint) = u64::from_str_radix(&e.fingerprint, 16) else {
                 continue;
             };
@@ -154,6 +183,7 @@ impl Checkpoints {
                     size: e.size.max(e.offset),
                     done: e.done,
                     done_when_confirmed: false,
+                    sealed: e.sealed,
                     updated: e.updated,
                     legacy,
                     progress: None,
@@ -165,6 +195,13 @@ impl Checkpoints {
         Ok(Arc::new(Checkpoints {
             file,
             slots: Mutex::new(slots),
+            followed: Mutex::new(
+                followed_before
+                    .iter()
+                    .map(|(base, at)| (base.clone(), (*at, false)))
+                    .collect(),
+            ),
+            followed_before,
         }))
     }
 
@@ -233,6 +270,7 @@ impl Checkpoints {
                 size,
                 done: false,
                 done_when_confirmed: false,
+                sealed: false,
                 updated: Utc::now(),
                 legacy: false,
                 progress: Some(progress),
@@ -254,6 +292,32 @@ impl Checkpoints {
         if let Some(slot) = self.lock().get_mut(&key) {
             slot.size = size;
         }
+    }
+
+    /// The file was rotated and its runtime writes to a newer one: its size is final.
+    pub(crate) fn seal(&self, key: FileKey) {
+        if let Some(slot) = self.lock().get_mut(&key) {
+            slot.sealed = true;
+        }
+    }
+
+    /// A file of this container log (directory and base name) is followed, identified or not.
+    pub(crate) fn follow(&self, base: &(PathBuf, String)) {
+        let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        followed.insert(base.clone(), (Utc::now(), true));
+    }
+
+    /// No file of this container log is followed any more.
+    pub(crate) fn unfollow(&self, base: &(PathBuf, String)) {
+        let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, now)) = followed.get_mut(base) {
+            *now = false;
+        }
+    }
+
+    /// The container logs followed before this start, with when they were last followed.
+    pub(crate) fn followed_before(&self) -> &[((PathBuf, String), DateTime<Utc>)] {
+        &self.followed_before
     }
 
     /// The file is no longer read; its entry stays while records are in flight and for a day.
@@ -293,11 +357,13 @@ impl Checkpoints {
         known
     }
 
-    /// The directories and base names (`0.log`) of every file the checkpoints know.
+    /// The directories and base names (`0.log`) of every file the checkpoints know, and of
+    /// the container logs followed before.
     pub(crate) fn bases(&self) -> BTreeSet<(PathBuf, String)> {
         self.lock()
             .values()
             .filter_map(|s| super::rotation::base_of(&s.path))
+            .chain(self.followed_before.iter().map(|(base, _)| base.clone()))
             .collect()
     }
 }
@@ -347,15 +413,36 @@ impl Checkpoint for Checkpoints {
                     size: s.size.max(s.offset),
                     done: s.done,
                     generation: key.generation,
+                    sealed: s.sealed,
                     updated: s.updated,
                 })
                 .collect();
             files.sort_by(|a, b| a.path.cmp(&b.path).then(a.fingerprint.cmp(&b.fingerprint)));
             files
         };
+        let followed = {
+            let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+            for (at, now_followed) in followed.values_mut() {
+                if *now_followed {
+                    *at = now;
+                }
+            }
+            followed.retain(|_, (at, _)| now - *at < KEEP_FINISHED);
+            let mut list: Vec<Followed> = followed
+                .iter()
+                .map(|((dir, base), (at, _))| Followed {
+                    dir: dir.display().to_string(),
+                    base: base.clone(),
+                    updated: *at,
+                })
+                .collect();
+            list.sort_by(|a, b| a.dir.cmp(&b.dir).then(a.base.cmp(&b.base)));
+            list
+        };
         self.file.save(&CheckpointFile {
             version: VERSION,
             files,
+            followed,
         })
     }
 }
@@ -368,6 +455,7 @@ fn known(key: FileKey, s: &Slot) -> Known {
         size: s.size,
         done: s.done,
         replaced: key.generation > 0,
+        sealed: s.sealed,
         updated: s.updated,
     }
 }

@@ -99,6 +99,13 @@ impl LineReader {
         Ok(n)
     }
 
+    /// Gives back the last `n` bytes [`LineReader::fill`] read (they were not the file's any
+    /// more: it was replaced under the read).
+    pub(crate) fn unfill(&mut self, n: usize) {
+        let keep = self.buf.len().saturating_sub(n).max(self.start);
+        self.buf.truncate(keep);
+    }
+
     /// Frames every complete line in the buffer. `f` gets each framing result and the offset
     /// just past the physical line it came from.
     pub(crate) fn drain(&mut self, mut f: impl FnMut(Framed<'_>, u64)) {

@@ -71,6 +71,11 @@ impl StreamReader {
         n
     }
 
+    /// Gives back the last `n` bytes read, unprocessed.
+    pub(crate) fn unfill(&mut self, n: usize) {
+        self.lines.unfill(n);
+    }
+
     /// Passes every complete line read so far through `processor`; records are pushed onto
     /// `records`.
     pub(crate) fn process(

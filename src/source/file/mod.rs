@@ -71,6 +71,8 @@ pub(super) struct FileTailer {
     /// a checkpoint was written while nothing read it (a rotation, a container restart), so
     /// `read_from: end` does not apply to it.
     known_dirs: BTreeSet<PathBuf>,
+    /// The logs (directory and base name) the checkpoints knew at startup.
+    known_bases: BTreeSet<(PathBuf, String)>,
     last_scan: Instant,
 }
 
@@ -86,11 +88,8 @@ impl FileTailer {
             .iter()
             .filter_map(|p| glob::Pattern::new(p).ok())
             .collect();
-        let known_dirs = checkpoints
-            .bases()
-            .into_iter()
-            .map(|(dir, _)| dir)
-            .collect();
+        let known_bases = checkpoints.bases();
+        let known_dirs = known_bases.iter().map(|(dir, _)| dir.clone()).collect();
         FileTailer {
             config,
             exclude,
@@ -101,6 +100,7 @@ impl FileTailer {
             local: Stats::default(),
             runtime,
             known_dirs,
+            known_bases,
             last_scan: Instant::now(),
         }
     }
@@ -290,6 +290,11 @@ impl FileTailer {
             match Watched::open(&path, start) {
                 Ok(w) => {
                     tracing::info!(path = %path.display(), "watching file");
+                    // Known as followed even while it is empty and has no checkpoint: its
+                    // rotated siblings are looked for after a restart.
+                    if let Some(base) = &w.base {
+                        self.checkpoints.follow(base);
+                    }
                     self.watched.push(w);
                     self.start_file(self.watched.len() - 1);
                 }
@@ -341,11 +346,13 @@ impl FileTailer {
             w.meta_version = Some(meta.version);
         }
         let mut read = 0u64;
+        let mut replaced_midway = false;
         while read < TURN_BYTES && !self.context.stop.expired() {
             let w = &mut self.watched[i];
             let Some(reader) = w.reader.as_mut() else {
                 break;
             };
+            let before = reader.position();
             let n = match reader.fill(&mut w.handle) {
                 Ok(0) => {
                     w.at_eof = true;
@@ -365,6 +372,16 @@ impl FileTailer {
                     break;
                 }
             };
+            // What was just read follows what was read before only if the file still holds
+            // those bytes before it: truncated and written again since the turn's check, the
+            // read landed in the middle of the new content. It is given back unprocessed.
+            if let Handle::Plain(file) = &w.handle {
+                if !w.tail.holds(file, before).unwrap_or(true) {
+                    reader.unfill(n);
+                    replaced_midway = true;
+                    break;
+                }
+            }
             w.at_eof = false;
             w.failing_since = None;
             read += n as u64;
@@ -379,7 +396,19 @@ impl FileTailer {
                 || self.batch.iter().map(|r| r.value.len()).sum::<usize>() >= BATCH_BYTES
             {
                 self.flush_batch();
+                // The outputs may have held this turn for long: the file may have been
+                // truncated (and written again) meanwhile. Reading on at the old position
+                // would land in the middle of the new content; the next turn starts over.
+                if self.replaced(i) {
+                    replaced_midway = true;
+                    break;
+                }
             }
+        }
+        if replaced_midway {
+            // `len_seen` stays what it was: the unread range of the old content.
+            self.read_again_from_start(i);
+            return true;
         }
         let w = &mut self.watched[i];
         if let Some(len) = w.len() {
@@ -595,6 +624,19 @@ impl FileTailer {
     /// of the next file of its container (the kubelet rotated between its chunks): it is
     /// joined with its end there; without one it ships as it stands.
     fn let_go_of_rotated(&mut self) {
+        // A rotated file whose runtime writes to a newer one grows no more: its checkpoint
+        // says so, and once confirmed to that size nothing of it can be lost should it be
+        // deleted while auditrail is down.
+        for i in 0..self.watched.len() {
+            let w = &self.watched[i];
+            if w.sealed || w.rotated_at.is_none() || !self.writer_moved_on(i) {
+                continue;
+            }
+            if let Some(key) = w.key {
+                self.checkpoints.seal(key);
+                self.watched[i].sealed = true;
+            }
+        }
         let wait = self.config.rotate_wait;
         let done: Vec<usize> = (0..self.watched.len())
             .filter(|&i| {
@@ -626,6 +668,11 @@ impl FileTailer {
             if let Some(key) = w.key {
                 self.checkpoints.seen(key, w.position());
                 self.checkpoints.release(key);
+            }
+            if let Some(base) = &w.base {
+                if !self.watched.iter().any(|o| o.base.as_ref() == Some(base)) {
+                    self.checkpoints.unfollow(base);
+                }
             }
         }
     }

@@ -37,6 +37,21 @@ impl FileTailer {
     /// files the checkpoints know, read first; known files gone unread, reported.
     pub(super) fn resume_rotated(&mut self) {
         let mut by_base: HashMap<(PathBuf, String), Vec<Known>> = HashMap::new();
+        // Container logs followed before, though no file of theirs has a checkpoint (they were
+        // empty): their siblings rotated since are read too.
+        let followed: HashMap<(PathBuf, String), chrono::DateTime<chrono::Utc>> =
+            self.checkpoints.followed_before().iter().cloned().collect();
+        for base in followed.keys() {
+            by_base.entry(base.clone()).or_default();
+        }
+        // Logs of a followed container never known at all (a container restarted as `1.log`
+        // and rotated while auditrail was down): their rotated siblings are read, those
+        // written in the time a checkpoint of them would have been kept.
+        let never_known = self.never_known_bases();
+        let recent = chrono::Utc::now() - crate::source::checkpoint::KEEP_FINISHED;
+        for base in &never_known {
+            by_base.entry(base.clone()).or_default();
+        }
         for known in self.checkpoints.unread() {
             if known.replaced {
                 // Its content is gone: only its gap remains to be reported.
@@ -56,7 +71,16 @@ impl FileTailer {
             .collect();
         let mut rotated = Vec::new();
         for ((dir, base), mut unread) in by_base {
-            let last_update = unread.iter().map(|k| k.updated).max();
+            let last_update = unread
+                .iter()
+                .map(|k| k.updated)
+                .chain(followed.get(&(dir.clone(), base.clone())).copied())
+                .chain(
+                    never_known
+                        .contains(&(dir.clone(), base.clone()))
+                        .then_some(recent),
+                )
+                .max();
             let mut siblings = Vec::new();
             for path in rotation::siblings(&dir, &base) {
                 if live.contains(&path) {
@@ -106,7 +130,12 @@ impl FileTailer {
                     rotated.push(sibling.watched);
                 }
             }
-            for gone in unread.iter().filter(|k| !k.done || k.offset < k.size) {
+            // Gone with bytes unread, or perhaps grown after its last save (not let go, and its
+            // runtime could still write to it).
+            for gone in unread
+                .iter()
+                .filter(|k| k.offset < k.size || !(k.done || k.sealed))
+            {
                 self.report_lost(gone, "deleted");
             }
         }
@@ -116,6 +145,29 @@ impl FileTailer {
         for i in 0..n {
             self.start_file(i);
         }
+    }
+
+    /// Logs (directory and base name) with rotated files in the directories the checkpoints
+    /// knew at startup, of which they knew no file.
+    fn never_known_bases(&self) -> BTreeSet<(PathBuf, String)> {
+        let known = &self.known_bases;
+        let mut found = BTreeSet::new();
+        for dir in &self.known_dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Some(base) = rotation::base_of(&path) else {
+                    continue;
+                };
+                let rotated = path.file_name().and_then(|n| n.to_str()) != Some(&base.1);
+                if rotated && !known.contains(&base) {
+                    found.insert(base);
+                }
+            }
+        }
+        found
     }
 
     /// A known file is gone (or its content replaced) with `[offset, size)` unread: ships a

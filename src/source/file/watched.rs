@@ -69,6 +69,8 @@ pub(super) struct Watched {
     /// Nothing writes to it any more (a compressed copy, the copy of a copy-truncate): it is
     /// let go as soon as it is read to its end.
     pub(super) writer_gone: bool,
+    /// Its checkpoint says its size is final (rotated, and its runtime writes to a newer file).
+    pub(super) sealed: bool,
     /// The last read found nothing more.
     pub(super) at_eof: bool,
     /// Reading a compressed copy failed since then (it may still be being written).
@@ -96,6 +98,7 @@ impl Watched {
             tail_checked: Instant::now(),
             rotated_at: None,
             writer_gone: false,
+            sealed: false,
             at_eof: false,
             failing_since: None,
             last_data: Instant::now(),
@@ -134,8 +137,12 @@ impl Watched {
         self.reader.as_ref().map_or(0, StreamReader::position)
     }
 
-    /// Whether everything the file holds has been read.
+    /// Whether everything the file holds has been read. A file never identified (it has no
+    /// first line) is read to its end while it is empty.
     pub(super) fn read_to_end(&self) -> bool {
+        if self.reader.is_none() {
+            return self.len() == Some(0);
+        }
         match self.len() {
             Some(len) => self.position() >= len && self.at_eof,
             None => self.at_eof,
