@@ -139,6 +139,9 @@ pub(crate) enum Resume {
     Replaced(Known),
 }
 
+/// A container's log: its directory and base name (`0.log`).
+type Base = (PathBuf, String);
+
 /// All checkpoints: those loaded at startup and those of the files being read.
 #[derive(Debug)]
 pub(crate) struct Checkpoints {
@@ -146,9 +149,9 @@ pub(crate) struct Checkpoints {
     slots: Mutex<HashMap<FileKey, Slot>>,
     /// Containers' logs followed, by directory and base name: when last followed, and
     /// whether followed now.
-    followed: Mutex<HashMap<(PathBuf, String), (DateTime<Utc>, bool)>>,
+    followed: Mutex<HashMap<Base, (DateTime<Utc>, bool)>>,
     /// Those the file held at startup.
-    followed_before: Vec<((PathBuf, String), DateTime<Utc>)>,
+    followed_before: Vec<(Base, DateTime<Utc>)>,
 }
 
 impl Checkpoints {
@@ -302,13 +305,13 @@ impl Checkpoints {
     }
 
     /// A file of this container log (directory and base name) is followed, identified or not.
-    pub(crate) fn follow(&self, base: &(PathBuf, String)) {
+    pub(crate) fn follow(&self, base: &Base) {
         let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
         followed.insert(base.clone(), (Utc::now(), true));
     }
 
     /// No file of this container log is followed any more.
-    pub(crate) fn unfollow(&self, base: &(PathBuf, String)) {
+    pub(crate) fn unfollow(&self, base: &Base) {
         let mut followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, now)) = followed.get_mut(base) {
             *now = false;
@@ -316,7 +319,7 @@ impl Checkpoints {
     }
 
     /// The container logs followed before this start, with when they were last followed.
-    pub(crate) fn followed_before(&self) -> &[((PathBuf, String), DateTime<Utc>)] {
+    pub(crate) fn followed_before(&self) -> &[(Base, DateTime<Utc>)] {
         &self.followed_before
     }
 
