@@ -683,6 +683,55 @@ fn the_in_flight_byte_limit_backs_reading_off_and_loses_nothing() {
     );
 }
 
+/// While backpressure holds reading back, `auditrail_source_lag_bytes` must count what the
+/// file holds beyond the checkpoint (what an operator alerts on during a Kafka outage).
+///
+/// Fails today: the gauge is published from the read loop (`publish` in
+/// `src/source/file/mod.rs`), which does not run while it waits for room in the output's
+/// channel, so the gauge keeps its value from before the outage (0 here) for as long as the
+/// outage lasts; the `backlog` readiness check is computed there too.
+#[test]
+fn the_lag_metric_counts_what_backpressure_leaves_unread() {
+    let broker = Broker::start();
+    let s = setup(
+        &broker,
+        "    max_in_flight_records: 5\n    max_in_flight_bytes: 65536",
+        "",
+    );
+    let mut written = write_audit(&s.log, "beforePause", 0, 200, 300);
+    let mut run = Daemon::start(&s.config);
+    let addr = run.metrics_address();
+    consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(30));
+    wait_until("the checkpoint reaches the end", || {
+        s.checkpoint_offset() == s.log_len()
+    });
+    broker.signal("-STOP");
+    written.extend(write_audit(&s.log, "paused", 0, 5_000, 300));
+    let lines = |addr: &str| metric(addr, "auditrail_source_lines_total", &[]);
+    let mut last = lines(&addr);
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = lines(&addr);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    // Two publication periods (at most once a second) more.
+    std::thread::sleep(Duration::from_millis(2500));
+    let lag = metric(&addr, "auditrail_source_lag_bytes", &[]);
+    let behind = s.log_len() - s.checkpoint_offset();
+    broker.signal("-CONT");
+    let consumed = consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(30));
+    tally(&consumed, &written).assert_nothing_lost("after the pause");
+    run.stop_cleanly();
+    eprintln!("paused: {behind} bytes behind the checkpoint, lag gauge {lag}");
+    assert!(
+        lag >= behind as f64,
+        "auditrail_source_lag_bytes is {lag} while {behind} bytes of the file are beyond the checkpoint"
+    );
+}
+
 // === 4. the dead-letter topic ===
 
 /// A JSON schema for the standard topic that rejects every envelope whose record has a
