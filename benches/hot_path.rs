@@ -85,6 +85,7 @@ fn envelope(c: &mut Criterion) {
         identity: 0x1234_5678_9abc_def0,
         stream: Some("stdout"),
         offset: 123_456_789,
+        id_position: 123_456_789,
         time: Some("2026-01-01T00:00:00.000409000Z"),
         unterminated: false,
     };

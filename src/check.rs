@@ -7,6 +7,7 @@
 use std::io::{self, Read, Write};
 use std::path::Path;
 
+use crate::budget::Charge;
 use crate::config::Config;
 use crate::enrich::{self, Enrichment};
 use crate::line::{Stats, StreamInfo};
@@ -66,6 +67,7 @@ pub fn check(
         0,
         info,
         None,
+        Charge::none(),
     );
     let mut stats = Stats::default();
     let mut records = Vec::new();

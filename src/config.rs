@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::budget::MemoryConfig;
 use crate::enrich::EnrichConfig;
 use crate::extract::AuditConfig;
 use crate::filter::TypesConfig;
@@ -41,6 +42,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Pod metadata on every record.
     pub enrich: EnrichConfig,
+    /// How much memory records and buffers may hold.
+    pub memory: MemoryConfig,
 }
 
 /// Why a config could not be used.
@@ -149,6 +152,7 @@ impl Config {
         self.outputs.validate("outputs", &mut problems);
         self.metrics.validate("metrics", &mut problems);
         self.enrich.validate("enrich", &mut problems);
+        self.memory.validate("memory", &mut problems);
         problems
     }
 }

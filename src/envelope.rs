@@ -22,6 +22,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::ack::Ack;
+use crate::budget::Charge;
 
 /// `outputs.kafka.key`: what the Kafka record key is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -48,6 +49,9 @@ pub struct LineOrigin<'a> {
     pub stream: Option<&'a str>,
     /// Byte offset of the line's first byte in the stream.
     pub offset: u64,
+    /// What the record id hashes as the line's place in the stream: `offset`, unless the
+    /// source knows a more stable one ([`crate::line::Line::id_position`]).
+    pub id_position: u64,
     /// The container runtime's timestamp of the line (CRI or docker framing), as written.
     pub time: Option<&'a str>,
     /// The line's end never came; it was processed as it stood (`source.unterminated`).
@@ -81,6 +85,8 @@ pub struct Record {
     pub ack: Ack,
     /// Which outputs take the record: bit `i` is the `i`-th of `OutputsConfig::enabled`.
     pub outputs: u32,
+    /// What the record holds of the memory budget (charged when a source sends it).
+    pub charge: Charge,
 }
 
 /// The inputs of an envelope, borrowed from the line being processed.
@@ -103,7 +109,7 @@ pub struct EnvelopeParts<'a> {
     pub read_time: DateTime<Utc>,
 }
 
-/// A stable id: 128 bits of XXH3 over the stream identity, the offset and the line's bytes.
+/// A stable id: 128 bits of XXH3 over the stream identity, the line's place in it and its bytes.
 pub fn record_id(identity: u64, offset: u64, line: &[u8]) -> String {
     let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(&identity.to_le_bytes());
@@ -132,7 +138,7 @@ fn json_opt_time(out: &mut Vec<u8>, t: Option<&DateTime<Utc>>) {
 impl Record {
     /// Builds the record and its envelope.
     pub fn build(parts: EnvelopeParts<'_>, key: KeyStrategy, ack: Ack) -> Record {
-        let id = record_id(parts.origin.identity, parts.origin.offset, parts.line);
+        let id = record_id(parts.origin.identity, parts.origin.id_position, parts.line);
         let key = match key {
             KeyStrategy::PodUid => parts.pod_uid.map(str::to_owned),
             KeyStrategy::Id => Some(id.clone()),
@@ -202,6 +208,7 @@ impl Record {
             read_time: parts.read_time,
             ack,
             outputs: 1,
+            charge: Charge::none(),
         }
     }
 
@@ -217,6 +224,7 @@ impl Record {
             read_time: self.read_time,
             ack: self.ack.share(),
             outputs: self.outputs,
+            charge: self.charge.another(self.charge.bytes()),
         }
     }
 
@@ -282,6 +290,7 @@ pub(crate) mod testing {
             identity: 1,
             stream: Some("stdout"),
             offset,
+            id_position: offset,
             time: None,
             unterminated: false,
         };
@@ -353,6 +362,7 @@ mod tests {
             identity: 1,
             stream: Some("stdout"),
             offset: 7,
+            id_position: 7,
             time: None,
             unterminated: false,
         };

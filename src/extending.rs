@@ -42,6 +42,7 @@ fn record(
         time: None,
         offset,
         unterminated: false,
+        id_position: None,
     };
     let info = StreamInfo::new("/logs/0.log", 1);
     processor

@@ -11,6 +11,7 @@
 // The library's surface: the two commands, the config they take, and the per-line stages
 // the benchmarks measure. Everything else is crate-private, so unused code surfaces.
 pub mod ack;
+pub mod budget;
 pub mod check;
 pub mod config;
 mod enrich;

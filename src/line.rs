@@ -48,6 +48,11 @@ pub struct Line<'a> {
     /// last bytes without `\n`): it is processed as it stands, at a drain, when its file is
     /// released, or after `source.partial_line_expiry`.
     pub unterminated: bool,
+    /// Where the line is, for its record id, when the byte offset is not stable: a line the
+    /// Kubernetes API serves again after a reconnect or restart starts at another offset, so
+    /// that source sets this from the line's timestamp and how many lines before it carried
+    /// the same one. `None`: the id uses `offset`.
+    pub id_position: Option<u64>,
 }
 
 /// What the framer made of a physical line.

@@ -181,6 +181,7 @@ impl Processor {
             identity: stream.identity,
             stream: line.stream.map(|s| s.as_str()),
             offset: line.offset,
+            id_position: line.id_position.unwrap_or(line.offset),
             time: line.time,
             unterminated: line.unterminated,
         };
@@ -252,6 +253,7 @@ impl Processor {
             identity: stream.identity,
             stream: None,
             offset: gap.start,
+            id_position: gap.start,
             time: None,
             unterminated: false,
         };

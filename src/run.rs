@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::enrich;
 use crate::line::Stats;
@@ -91,6 +92,13 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
         Arc::clone(&metrics),
     );
 
+    let (budget, budget_from) = config.memory.budget();
+    tracing::info!(bytes = budget, from = %budget_from, "memory budget");
+    metrics
+        .process
+        .memory_budget
+        .set(i64::try_from(budget).unwrap_or(i64::MAX));
+    let budget = Budget::new(budget, Some(metrics.process.memory_used.clone()));
     let context = source::Context {
         processor: Arc::clone(&processor),
         out: outputs.sender,
@@ -102,6 +110,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
         enrichment: Arc::clone(&enricher.enrichment),
         stop: Arc::default(),
         stats: Arc::new(Mutex::new(Stats::default())),
+        budget,
     };
     let source = source::start(&config.source, context, enricher.client.clone())?;
     let checkpoint = source.checkpoint();

@@ -23,8 +23,13 @@ const STANDARD: &str = "audit-60d";
 const FOREVER: &str = "audit-forever";
 
 fn setup(broker: &Broker, extra_kafka: &str) -> Setup {
+    setup_with(broker, "", extra_kafka)
+}
+
+/// [`setup`] with more `source` keys (indented two spaces).
+fn setup_with(broker: &Broker, extra_source: &str, extra_kafka: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let base = support::service_yaml(dir.path());
+    let base = support::service_yaml(dir.path()) + extra_source;
     let logs = dir.path().join("logs");
     let config = dir.path().join("auditrail.yaml");
     let yaml = format!(
@@ -298,22 +303,103 @@ fn sigterm_drains_and_a_restart_resumes_without_loss() {
     assert_eq!(record_ids(&consumed), expected_ids(&records));
 }
 
+/// Issue 13, finding 3: a record larger than its topic or the producer takes was rejected
+/// for good (held, or dead-lettered with the same payload, which the dead-letter topic cannot
+/// take either), and the default `max_line_bytes` (1 MiB) let such lines through. Now it goes
+/// in chunks that a real consumer (the confluent-kafka Python client, `scripts/reassemble.py`)
+/// puts back together, checking the SHA-256, and the checkpoint passes it.
+///
+/// tansu reports a topic's `max.message.bytes` when it was set at creation but does not
+/// enforce it, so "fits its topic" is asserted on what the consumer received.
 #[test]
-fn a_record_rejected_for_good_without_a_dead_letter_topic_holds_progress() {
+fn oversized_records_are_sent_in_chunks_a_consumer_reassembles() {
     let broker = Broker::start();
-    // librdkafka refuses messages above message.max.bytes: a permanent error for that record.
-    // (tansu enforces no size or ACL limits, so the dead-letter route itself is covered by the
-    // unit tests of the sink; this is the compliance default: stop and say why.)
-    let s = setup(&broker, "    properties: {message.max.bytes: \"4000\"}");
+    let forever_ms = "-1";
+    let standard_ms = (61u64 * 86_400_000).to_string();
+    broker.create_topic_with(STANDARD, 2, &standard_ms, &[("max.message.bytes", "20000")]);
+    broker.create_topic(FOREVER, 2, forever_ms);
+    let s = setup_with(&broker, "  max_line_bytes: 4194304\n", "");
     let log = s.logs.join("0.log");
-    let big = format!(
-        r#"{{"level": "audit", "recordType": "spark", "id": "big", "blob": "{}"}}"#,
-        "x".repeat(8000)
+    // 100 KB for the 20,000-byte topic; 1.5 MB for a topic at Kafka's default limit, above
+    // the producer's own 1,000,000; and ordinary-sized records around them.
+    let mut records = write_lines(&log, 0, 20);
+    let large = format!(
+        r#"{{"level": "audit", "recordType": "dataSourceGet", "id": "large", "blob": "{}"}}"#,
+        "l".repeat(100_000)
     );
-    std::fs::write(&log, format!("{big}\n")).unwrap();
-    write_lines(&log, 0, 11);
+    let huge = format!(
+        r#"{{"level": "audit", "recordType": "spark", "id": "huge", "blob": "{}"}}"#,
+        "h".repeat(1_500_000)
+    );
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    writeln!(file, "{large}\n{huge}").unwrap();
+    drop(file);
+    records.push(large.clone());
+    records.push(huge.clone());
+    records.extend(write_lines(&log, 20, 20));
     let mut run = Daemon::start(&s.config);
-    run.wait_for_log("rejected by the broker for good");
+
+    let python = support::tool("kafka-python");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/reassemble.py");
+    let output = std::process::Command::new(python)
+        .arg(&script)
+        .args([
+            "--bootstrap",
+            &broker.address(),
+            "--topic",
+            STANDARD,
+            "--topic",
+            FOREVER,
+        ])
+        .args(["--want", &records.len().to_string(), "--timeout", "90"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "reassemble.py failed: {stderr}");
+    let got: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let by_record: BTreeMap<String, &serde_json::Value> = got
+        .iter()
+        .map(|r| (r["value"]["record"]["id"].as_str().unwrap().to_owned(), r))
+        .collect();
+    assert_eq!(
+        by_record.keys().cloned().collect::<BTreeSet<_>>(),
+        expected_ids(&records),
+        "{stderr}"
+    );
+    let large_got = by_record["large"];
+    assert_eq!(large_got["topic"], STANDARD);
+    assert!(
+        large_got["chunks"].as_u64().unwrap() >= 6,
+        "{large_got:.200}"
+    );
+    assert!(
+        large_got["largest"].as_u64().unwrap() <= 20_000,
+        "fits its topic"
+    );
+    let huge_got = by_record["huge"];
+    assert_eq!(huge_got["topic"], FOREVER);
+    assert!(huge_got["chunks"].as_u64().unwrap() >= 2);
+    assert!(
+        huge_got["largest"].as_u64().unwrap() <= 1_000_000,
+        "fits the producer"
+    );
+    for (text, id) in [(&large, "large"), (&huge, "huge")] {
+        let record = &by_record[id]["value"]["record"];
+        assert_eq!(
+            record,
+            &serde_json::from_str::<serde_json::Value>(text).unwrap()
+        );
+    }
+    let address = run.metrics_address();
+    let scrape = support::metric_samples(&support::http_get(&address, "/metrics").1);
+    assert_eq!(
+        support::metric_sum(&scrape, "auditrail_kafka_records_chunked_total", &[]),
+        2.0
+    );
+    // Confirmed: the checkpoint passes them.
     run.stop_cleanly();
     let checkpoints = std::fs::read_to_string(
         s.config
@@ -324,7 +410,8 @@ fn a_record_rejected_for_good_without_a_dead_letter_topic_holds_progress() {
     .unwrap();
     let checkpoints: serde_json::Value = serde_json::from_str(&checkpoints).unwrap();
     assert_eq!(
-        checkpoints["files"][0]["offset"], 0,
-        "the checkpoint must not pass the rejected record"
+        checkpoints["files"][0]["offset"].as_u64(),
+        Some(std::fs::metadata(&log).unwrap().len()),
+        "the checkpoint passes every record"
     );
 }

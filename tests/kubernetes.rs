@@ -312,3 +312,42 @@ fn lines_rotated_away_while_down_are_counted_as_a_gap() {
     let stopped = run.stop_cleanly();
     assert_eq!(records(&stopped.stdout)[0]["type"], "new");
 }
+
+/// Issue 13, finding 6: with `source.kind: kubernetes` a record's id depended on where the
+/// line fell in the stream auditrail read (a count of lines since it connected), so a line
+/// read again after a restart got another id and consumers could not deduplicate it. The id
+/// now comes from the line itself: the pod, the container, its timestamp, how many lines
+/// before it carried that timestamp, and its bytes.
+#[test]
+fn kubernetes_record_ids_are_the_same_when_a_line_is_read_again() {
+    let api = FakeApi::start(pod(json!({"app": "shop"})));
+    let dir = tempdir();
+    let config = api_source_config(dir.path());
+    let kubeconfig = api.kubeconfig(dir.path());
+    let env = api_env(&kubeconfig);
+    for i in 0..6u32 {
+        // Seconds 1 and 2; two lines share each timestamp.
+        api.log(&ts(1 + i / 3, i / 2), &audit_line("again", i as usize));
+        api.log(&ts(1 + i / 3, i / 2), &ordinary_line(i as usize));
+    }
+    let by_text = |stdout: &[String]| -> std::collections::BTreeMap<String, String> {
+        stdout
+            .iter()
+            .map(|l| (support::record_text(l).to_owned(), support::id_of(l)))
+            .collect()
+    };
+    let mut run = Daemon::start_with_env(&config, &env);
+    run.wait_for_records(6);
+    let first = by_text(&run.stop_cleanly().stdout);
+    // Read again (the checkpoint lost), from another start of the stream: the kubelet rotated
+    // the first second's lines away.
+    std::fs::remove_dir_all(dir.path().join("checkpoints")).unwrap();
+    api.rotate_before(&ts(2, 0));
+    let mut run = Daemon::start_with_env(&config, &env);
+    run.wait_for_records(3);
+    let second = by_text(&run.stop_cleanly().stdout);
+    assert_eq!(second.len(), 3);
+    for (text, id) in &second {
+        assert_eq!(first.get(text), Some(id), "{text}");
+    }
+}

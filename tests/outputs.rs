@@ -198,3 +198,63 @@ fn an_optional_output_that_stalls_never_blocks_the_others() {
     let stopped = daemon.stop_cleanly();
     assert!(stopped.status.success());
 }
+
+/// Finding 1. Memory was bounded per channel in batches, not in bytes: with 40 KiB records
+/// and a stalled output, 85 MiB RSS against the chart's 128 MiB limit. With a budget of 4 MiB
+/// (less than the channels alone would hold), what auditrail reads ahead of a stalled output
+/// and what it holds stay within the budget plus one batch. The RSS figures are in
+/// BENCHMARKS.md (`scripts/bench-memory.sh`).
+#[test]
+fn memory_is_bounded_in_bytes_with_large_records_and_a_stalled_output() {
+    const BUDGET: u64 = 4 * 1024 * 1024;
+    let dir = tempdir();
+    let config = write_config(
+        dir.path(),
+        "run.yaml",
+        &format!(
+            "{}memory:\n  budget_bytes: {BUDGET}\noutputs:\n  stdout: {{drain_timeout: 1s}}\n",
+            service_yaml(dir.path())
+        ),
+    );
+    // 2,000 records of 40 KiB: 80 MiB, ten times the budget.
+    let blob = "b".repeat(40 * 1024);
+    let mut text = String::new();
+    for i in 0..2_000 {
+        text.push_str(&format!(
+            r#"{{"level": "audit", "recordType": "bulkExport", "id": "large-{i}", "blob": "{blob}"}}"#
+        ));
+        text.push('\n');
+    }
+    append(&dir.path().join("logs/0.log"), text);
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for_records(10);
+    daemon.hold_stdout_after(10);
+    let address = daemon.metrics_address();
+    // Wait until reading has stopped: the output's backpressure reached the source.
+    let mut last = -1.0;
+    let mut still = 0;
+    let deadline = Instant::now() + DEADLINE;
+    let scrape = loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let scrape = metric_samples(&http_get(&address, "/metrics").1);
+        let read = metric_sum(&scrape, "auditrail_source_bytes_total", &[]);
+        still = if read == last { still + 1 } else { 0 };
+        last = read;
+        if still >= 4 || Instant::now() > deadline {
+            break scrape;
+        }
+    };
+    let read = metric_sum(&scrape, "auditrail_source_bytes_total", &[]) as u64;
+    let held = metric_sum(&scrape, "auditrail_memory_used_bytes", &[]) as u64;
+    let budget = metric_sum(&scrape, "auditrail_memory_budget_bytes", &[]) as u64;
+    assert_eq!(budget, BUDGET);
+    // One batch (1 MiB) past the budget, the pipe, what the test read and the reader's buffer.
+    let slack = 3 * 1024 * 1024;
+    assert!(
+        read <= BUDGET + slack,
+        "read {read} bytes ahead of a stalled output"
+    );
+    assert!(held <= BUDGET + slack, "holds {held} bytes");
+    assert!(held > BUDGET / 2, "the budget is used ({held} bytes)");
+    let _ = daemon.terminate();
+}

@@ -252,6 +252,8 @@ pub struct OutputMetrics {
     pub acked: IntCounterVec,
     pub failed: IntCounterVec,
     pub dead_lettered: IntCounterVec,
+    pub chunked: IntCounterVec,
+    pub producer_restarts: IntCounterVec,
     pub dropped: IntCounterVec,
     pub in_flight_records: IntGaugeVec,
     pub in_flight_bytes: IntGaugeVec,
@@ -285,6 +287,8 @@ impl OutputMetrics {
             acked: counter_vec(r, "auditrail_output_records_acked_total", "Records durably delivered (Kafka: acknowledged by the broker).", &["output", "topic"]),
             failed: counter_vec(r, "auditrail_output_records_failed_total", "Delivery attempts that failed (the record is retried, dead-lettered or held; never dropped).", &["output", "topic", "reason"]),
             dead_lettered: counter_vec(r, "auditrail_output_records_dead_lettered_total", "Records the broker rejected for good, sent to the dead-letter topic.", &["output", "topic"]),
+            producer_restarts: counter_vec(r, "auditrail_kafka_producer_restarts_total", "New Kafka producers that took over: after a fatal producer error (fatal) or when the mounted credentials changed (credentials).", &["reason"]),
+            chunked: counter_vec(r, "auditrail_kafka_records_chunked_total", "Records larger than their topic takes, sent in chunks (see the README's chunk protocol).", &["topic"]),
             dropped: counter_vec(r, "auditrail_output_records_dropped_total", "Records an optional output (required: false) had no room for while it fell behind; never for a required output.", &["output"]),
             in_flight_records: gauge_vec(r, "auditrail_output_in_flight_records", "Records taken by an output and not yet acknowledged.", &["output"]),
             in_flight_bytes: gauge_vec(r, "auditrail_output_in_flight_bytes", "Bytes of records taken by an output and not yet acknowledged.", &["output"]),
@@ -368,6 +372,17 @@ impl OutputHandles {
             .inc();
     }
 
+    pub fn producer_restarted(&self, reason: &str) {
+        self.metrics
+            .producer_restarts
+            .with_label_values(&[reason])
+            .inc();
+    }
+
+    pub fn chunked(&self, topic: &str) {
+        self.metrics.chunked.with_label_values(&[topic]).inc();
+    }
+
     pub fn broker_up(&self, up: bool) {
         self.metrics.broker_up.set(i64::from(up));
     }
@@ -387,6 +402,9 @@ pub struct ProcessMetrics {
     pub reloads: IntCounterVec,
     /// What `/readyz` answers, as a metric (alerts cannot read HTTP status codes).
     pub ready: IntGauge,
+    /// The memory budget (`memory.budget_bytes` or derived), and what is charged to it.
+    pub memory_budget: IntGauge,
+    pub memory_used: IntGauge,
 }
 
 impl ProcessMetrics {
@@ -419,6 +437,16 @@ impl ProcessMetrics {
                 r,
                 "auditrail_ready",
                 "1 when /readyz answers ready, else 0.",
+            ),
+            memory_budget: gauge(
+                r,
+                "auditrail_memory_budget_bytes",
+                "Bytes records and read buffers may hold before reading stops (memory.budget_bytes).",
+            ),
+            memory_used: gauge(
+                r,
+                "auditrail_memory_used_bytes",
+                "Bytes records and read buffers hold now, charged to the memory budget.",
             ),
         }
     }

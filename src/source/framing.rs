@@ -69,6 +69,13 @@ impl Framer {
         }
     }
 
+    /// Bytes its buffers hold (partial lines being joined, scratch).
+    pub fn held_bytes(&self) -> usize {
+        self.partial.iter().map(|p| p.buf.capacity()).sum::<usize>()
+            + self.scratch.capacity()
+            + self.time.capacity()
+    }
+
     /// The format in force (`auto` until the first line decides).
     pub fn format(&self) -> Format {
         self.format
@@ -111,6 +118,7 @@ impl Framer {
             time: None,
             offset,
             unterminated: false,
+            id_position: None,
         })
     }
 
@@ -131,6 +139,7 @@ impl Framer {
             time: Some(time),
             offset,
             unterminated: false,
+            id_position: None,
         })
     }
 
@@ -193,6 +202,7 @@ impl Framer {
             time: (!self.time.is_empty()).then_some(self.time.as_str()),
             offset,
             unterminated: false,
+            id_position: None,
         })
     }
 
@@ -223,6 +233,7 @@ impl Framer {
                 time: Some(time),
                 offset,
                 unterminated: false,
+                id_position: None,
             });
         }
         append(p, text, time, offset, self.max_line_bytes);
@@ -267,6 +278,7 @@ impl Framer {
                     time: (!p.time.is_empty()).then_some(p.time.as_str()),
                     offset: start,
                     unterminated: true,
+                    id_position: None,
                 })
             });
         }
@@ -295,6 +307,7 @@ impl Framer {
             time: (!p.time.is_empty()).then_some(p.time.as_str()),
             offset: start,
             unterminated,
+            id_position: None,
         })
     }
 }

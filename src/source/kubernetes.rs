@@ -43,6 +43,16 @@ pub(crate) struct Position {
 }
 
 impl Position {
+    /// A number that stands for the position in a record id.
+    fn id(self) -> u64 {
+        let mut bytes = [0u8; 20];
+        let nanos = self.time.timestamp_subsec_nanos();
+        bytes[..8].copy_from_slice(&self.time.timestamp().to_le_bytes());
+        bytes[8..12].copy_from_slice(&nanos.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.nth.to_le_bytes());
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
+
     /// The position of the line at `time` that follows `previous`.
     fn next(previous: Option<Position>, time: DateTime<Utc>) -> Position {
         match previous {
@@ -271,6 +281,7 @@ impl KubernetesLogSource {
                 base,
                 info.clone(),
                 Some(Arc::clone(&progress)),
+                self.context.budget.charge(0),
             );
             let mut meta_version = None;
             let mut chunk = vec![0u8; 64 * 1024];
@@ -356,7 +367,12 @@ struct Gate {
 }
 
 impl Gate {
-    fn admit(&mut self, line: &Line<'_>, checkpoint: &LogCheckpoint, context: &Context) -> bool {
+    fn admit(
+        &mut self,
+        line: &mut Line<'_>,
+        checkpoint: &LogCheckpoint,
+        context: &Context,
+    ) -> bool {
         // Without a timestamp the line has no position: it is shipped, and its offset still
         // holds the checkpoint until it is confirmed.
         let Some(time) = line.time.and_then(parse_time) else {
@@ -364,6 +380,9 @@ impl Gate {
         };
         let position = Position::next(self.last, time);
         self.last = Some(position);
+        // The byte offset of a line depends on where the connection started; its timestamp
+        // and rank do not, so a line served again gets the same record id.
+        line.id_position = Some(position.id());
         if let Some(r) = self.resume {
             if !self.checked_gap {
                 self.checked_gap = true;

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::budget::{self, Budget};
 use crate::enrich::Enrichment;
 use crate::envelope::Record;
 use crate::line::Stats;
@@ -73,6 +74,9 @@ pub(crate) struct Context {
     pub stop: Arc<Stop>,
     /// The counts so far, published for the final summary.
     pub stats: Arc<Mutex<Stats>>,
+    /// The memory budget: a batch is sent only when there is room, and its records are
+    /// charged to it until every output is done with them.
+    pub budget: Arc<Budget>,
 }
 
 impl Context {
@@ -85,13 +89,18 @@ impl Context {
     /// when they are busy, `Err(None)` when they are gone.
     async fn send_within(
         &self,
-        batch: Vec<Record>,
+        mut batch: Vec<Record>,
         wait: Duration,
     ) -> Result<(), Option<Vec<Record>>> {
         // Waiting for the outputs is not a stall: the loop is alive.
         self.telemetry.health.beat();
-        match tokio::time::timeout(wait, self.out.reserve()).await {
+        let ready = async {
+            self.budget.room().await;
+            self.out.reserve().await
+        };
+        match tokio::time::timeout(wait, ready).await {
             Ok(Ok(permit)) => {
+                self.charge(&mut batch);
                 permit.send(batch);
                 Ok(())
             }
@@ -100,21 +109,27 @@ impl Context {
         }
     }
 
+    /// Charges each record of a batch to the memory budget.
+    fn charge(&self, batch: &mut [Record]) {
+        for record in batch {
+            if record.charge.bytes() == 0 {
+                record.charge = self
+                    .budget
+                    .charge(record.value.len() + budget::RECORD_OVERHEAD);
+            }
+        }
+    }
+
     /// Sends a batch, waiting while the outputs are busy (backpressure) but giving up when
     /// the drain's time is up: unsent records are unconfirmed and will be read again. Returns
     /// false when the batch was not sent.
-    async fn send(&self, batch: Vec<Record>) -> bool {
+    async fn send(&self, mut batch: Vec<Record>) -> bool {
         loop {
-            // Waiting for the outputs is not a stall: the loop is alive.
-            self.telemetry.health.beat();
-            match tokio::time::timeout(Duration::from_millis(200), self.out.reserve()).await {
-                Ok(Ok(permit)) => {
-                    permit.send(batch);
-                    return true;
-                }
-                Ok(Err(_)) => return false,
-                Err(_) if self.stop.expired() => return false,
-                Err(_) => {}
+            match self.send_within(batch, Duration::from_millis(200)).await {
+                Ok(()) => return true,
+                Err(None) => return false,
+                Err(Some(_)) if self.stop.expired() => return false,
+                Err(Some(unsent)) => batch = unsent,
             }
         }
     }

@@ -45,6 +45,11 @@ impl LineReader {
         }
     }
 
+    /// Bytes its buffers hold (read, and partial lines being joined).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.buf.capacity() + self.framer.held_bytes()
+    }
+
     /// The offset up to which every physical line has been processed.
     pub(crate) fn offset(&self) -> u64 {
         self.base + self.start as u64
@@ -166,6 +171,7 @@ impl LineReader {
                     time: None,
                     offset: tail_start,
                     unterminated: true,
+                    id_position: None,
                 }),
                 end,
             );

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use super::framing::Format;
 use super::reader::LineReader;
 use crate::ack::{Ack, Progress};
+use crate::budget::Charge;
 use crate::envelope::Record;
 use crate::line::{Framed, Line, Stats, StreamInfo};
 use crate::pipeline::{Gap, Processor};
@@ -28,6 +29,8 @@ pub(crate) struct StreamReader {
     pub info: StreamInfo,
     /// `None` for `check`, where nothing is acknowledged.
     progress: Option<Arc<Progress>>,
+    /// What its buffers hold of the memory budget.
+    charge: Charge,
 }
 
 impl StreamReader {
@@ -38,14 +41,18 @@ impl StreamReader {
         offset: u64,
         info: StreamInfo,
         progress: Option<Arc<Progress>>,
+        charge: Charge,
     ) -> StreamReader {
-        StreamReader {
+        let mut reader = StreamReader {
             lines: LineReader::new(format, max_line_bytes, offset),
             format,
             max_line_bytes,
             info,
             progress,
-        }
+            charge,
+        };
+        reader.charge.resize(reader.lines.held_bytes());
+        reader
     }
 
     /// Goes on from `offset` (a later offset of the same stream: what lies before it was dealt
@@ -59,7 +66,9 @@ impl StreamReader {
 
     /// Reads once from `src`. Returns the number of bytes read; 0 at end of input.
     pub(crate) fn fill(&mut self, src: &mut impl Read) -> io::Result<usize> {
-        self.lines.fill(src)
+        let n = self.lines.fill(src);
+        self.charge.resize(self.lines.held_bytes());
+        n
     }
 
     /// Passes every complete line read so far through `processor`; records are pushed onto
@@ -74,13 +83,14 @@ impl StreamReader {
     }
 
     /// As [`StreamReader::process`], but a line `admit` refuses is skipped, uncounted (a line
-    /// the source has already dealt with before a reconnect).
+    /// the source has already dealt with before a reconnect); `admit` may set the line's
+    /// [`Line::id_position`].
     pub(crate) fn process_admitted(
         &mut self,
         processor: &Processor,
         stats: &mut Stats,
         records: &mut Vec<Record>,
-        mut admit: impl FnMut(&Line<'_>) -> bool,
+        mut admit: impl FnMut(&mut Line<'_>) -> bool,
     ) {
         let StreamReader {
             lines,
@@ -89,8 +99,8 @@ impl StreamReader {
             ..
         } = self;
         let progress = progress.as_ref();
-        lines.drain(|framed, end| {
-            if let Framed::Line(line) = &framed {
+        lines.drain(|mut framed, end| {
+            if let Framed::Line(line) = &mut framed {
                 if !admit(line) {
                     return;
                 }

@@ -25,29 +25,7 @@ pub fn chart() -> PathBuf {
     repo().join("helm/auditrail")
 }
 
-/// A tool installed by scripts/deploy-tools.sh.
-pub fn tool(name: &str) -> PathBuf {
-    let mut dirs = Vec::new();
-    if let Some(t) = std::env::var_os("AUDITRAIL_TOOLS") {
-        dirs.push(PathBuf::from(t).join("bin"));
-    }
-    if let Some(home) = std::env::var_os("HOME") {
-        dirs.push(PathBuf::from(home).join(".local/auditrail-tools/bin"));
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "`{name}` is not installed (looked in $AUDITRAIL_TOOLS/bin, \
-                 ~/.local/auditrail-tools/bin and PATH). Install the deploy tools with:\n\n    \
-                 bash scripts/deploy-tools.sh\n"
-            )
-        })
-}
+pub use crate::support::tool;
 
 /// Runs `cmd`, fails the test with its output unless it succeeds, returns its stdout.
 pub fn run(cmd: &mut Command) -> String {

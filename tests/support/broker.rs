@@ -162,14 +162,28 @@ impl Broker {
     }
 
     pub fn create_topic(&self, name: &str, partitions: i32, retention_ms: &str) {
+        self.create_topic_with(name, partitions, retention_ms, &[]);
+    }
+
+    /// [`Broker::create_topic`] with more topic settings (`max.message.bytes`).
+    pub fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: i32,
+        retention_ms: &str,
+        settings: &[(&str, &str)],
+    ) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", self.address())
             .create()
             .unwrap();
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1))
             .set("retention.ms", retention_ms)
             .set("retention.bytes", "-1")
             .set("cleanup.policy", "delete");
+        for (key, value) in settings {
+            topic = topic.set(key, value);
+        }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -185,100 +199,112 @@ impl Broker {
     /// Everything in `topic` so far, read from the beginning of every partition, polling until
     /// `want` messages arrived or `wait` passed.
     pub fn consume(&self, topic: &str, want: usize, wait: Duration) -> Vec<Consumed> {
-        self.read(topic, want, None, wait)
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", self.address());
+        consume_with(client, topic, want, wait)
     }
 
     /// Everything in `topic`, read from the beginning of every partition until no message
     /// came for `idle` (or `wait` passed): for topics too large to read within a fixed wait.
     pub fn consume_all(&self, topic: &str, idle: Duration, wait: Duration) -> Vec<Consumed> {
-        self.read(topic, usize::MAX, Some(idle), wait)
+        let mut client = ClientConfig::new();
+        client.set("bootstrap.servers", self.address());
+        read(client, topic, usize::MAX, Some(idle), wait)
     }
+}
 
-    fn read(
-        &self,
-        topic: &str,
-        want: usize,
-        idle: Option<Duration>,
-        wait: Duration,
-    ) -> Vec<Consumed> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", self.address())
-            .set("group.id", format!("test-{}", std::process::id()))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", idle.is_some().to_string())
-            .create()
-            .unwrap();
-        let deadline = Instant::now() + wait;
-        let partitions = loop {
-            // A broker that was just started again may not answer at once.
-            let n = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-                Ok(metadata) => metadata
-                    .topics()
-                    .first()
-                    .map_or(0, |t| t.partitions().len()),
-                Err(e) if Instant::now() > deadline => {
-                    panic!("no metadata for {topic} from the broker: {e}")
-                }
-                Err(_) => 0,
-            };
-            if n > 0 || Instant::now() > deadline {
-                break n;
+/// [`Broker::consume`] with a consumer built from `client` (its brokers, TLS and SASL
+/// settings): everything in `topic` so far, polling until `want` messages arrived or `wait`
+/// passed.
+pub fn consume_with(
+    client: ClientConfig,
+    topic: &str,
+    want: usize,
+    wait: Duration,
+) -> Vec<Consumed> {
+    read(client, topic, want, None, wait)
+}
+
+/// [`consume_with`], and with `idle`: until every partition reported its end and no message
+/// came for `idle` (its end alone is not enough: tansu's end offsets can fall short).
+fn read(
+    mut client: ClientConfig,
+    topic: &str,
+    want: usize,
+    idle: Option<Duration>,
+    wait: Duration,
+) -> Vec<Consumed> {
+    let consumer: BaseConsumer = client
+        .set("group.id", format!("test-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", idle.is_some().to_string())
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + wait;
+    let partitions = loop {
+        // A broker that was just started again may not answer at once.
+        let n = match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(metadata) => metadata
+                .topics()
+                .first()
+                .map_or(0, |t| t.partitions().len()),
+            Err(e) if Instant::now() > deadline => {
+                panic!("no metadata for {topic} from the broker: {e}")
             }
-            std::thread::sleep(Duration::from_millis(200));
+            Err(_) => 0,
         };
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions as i32 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
+        if n > 0 || Instant::now() > deadline {
+            break n;
         }
-        consumer.assign(&tpl).unwrap();
-        let mut out = Vec::new();
-        // With `idle`: stop once every partition reported its end and nothing came for `idle`
-        // (its end alone is not enough: tansu's end offsets can fall short).
-        let mut at_end = vec![false; partitions];
-        let mut last_message = Instant::now();
-        while out.len() < want && Instant::now() < deadline {
-            if idle.is_some_and(|idle| {
-                at_end.iter().all(|e| *e) && last_message.elapsed() > idle
-            }) {
-                break;
-            }
-            match consumer.poll(Duration::from_millis(200)) {
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) if idle.is_some() => {
-                    if let Some(e) = at_end.get_mut(p as usize) {
-                        *e = true;
-                    }
-                }
-                Some(Ok(m)) => {
-                    last_message = Instant::now();
-                    if let Some(e) = at_end.get_mut(m.partition() as usize) {
-                        *e = false;
-                    }
-                    let mut headers = BTreeMap::new();
-                    if let Some(h) = m.headers() {
-                        for header in h.iter() {
-                            headers.insert(
-                                header.key.to_string(),
-                                String::from_utf8_lossy(header.value.unwrap_or_default())
-                                    .into_owned(),
-                            );
-                        }
-                    }
-                    out.push(Consumed {
-                        topic: m.topic().to_owned(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        headers,
-                        value: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap(),
-                    });
-                }
-                Some(Err(e)) => eprintln!("consumer: {e}"),
-                None => {}
-            }
-        }
-        out
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut at_end = vec![false; partitions];
+    let mut last_message = Instant::now();
+    while out.len() < want && Instant::now() < deadline {
+        if idle.is_some_and(|idle| at_end.iter().all(|e| *e) && last_message.elapsed() > idle) {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(p))) if idle.is_some() => {
+                if let Some(e) = at_end.get_mut(p as usize) {
+                    *e = true;
+                }
+            }
+            Some(Ok(m)) => {
+                last_message = Instant::now();
+                if let Some(e) = at_end.get_mut(m.partition() as usize) {
+                    *e = false;
+                }
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for header in h.iter() {
+                        headers.insert(
+                            header.key.to_string(),
+                            String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push(Consumed {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    headers,
+                    value: serde_json::from_slice(m.payload().unwrap_or_default()).unwrap(),
+                });
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    out
 }
 
 impl Drop for Broker {

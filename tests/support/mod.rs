@@ -11,6 +11,7 @@ pub mod fake_api;
 mod http;
 pub mod kubelet;
 mod oneshot;
+pub mod secure;
 
 // Each test binary uses some of these.
 #[allow(unused_imports)]
@@ -90,4 +91,28 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A tool installed by scripts/deploy-tools.sh.
+pub fn tool(name: &str) -> PathBuf {
+    let mut dirs = Vec::new();
+    if let Some(t) = std::env::var_os("AUDITRAIL_TOOLS") {
+        dirs.push(PathBuf::from(t).join("bin"));
+    }
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home).join(".local/auditrail-tools/bin"));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`{name}` is not installed (looked in $AUDITRAIL_TOOLS/bin, \
+                 ~/.local/auditrail-tools/bin and PATH). Install the deploy tools with:\n\n    \
+                 bash scripts/deploy-tools.sh\n"
+            )
+        })
 }

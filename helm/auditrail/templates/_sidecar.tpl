@@ -123,6 +123,13 @@ automountServiceAccountToken: {{ include "auditrail.needsApi" $c | eq "true" }}
       valueFrom:
         fieldRef:
           fieldPath: status.podIP
+    {{- if and $v.resources $v.resources.limits $v.resources.limits.memory }}
+    # The memory budget defaults to half the container's memory limit (memory.budget_bytes).
+    - name: AUDITRAIL_MEMORY_LIMIT
+      valueFrom:
+        resourceFieldRef:
+          resource: limits.memory
+    {{- end }}
     - name: RUST_LOG
       value: {{ $v.logLevel | quote }}
     {{- with $v.extraEnv }}

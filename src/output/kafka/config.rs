@@ -117,6 +117,9 @@ impl Default for KafkaConfig {
     }
 }
 
+/// The smallest producer `message.max.bytes` accepted: a chunk's headers and some value.
+const MIN_MESSAGE_MAX_BYTES: usize = 4096;
+
 /// Properties auditrail sets itself; setting them under `properties` is refused.
 const OWN_PROPERTIES: &[&str] = &["bootstrap.servers", "metadata.broker.list"];
 
@@ -164,6 +167,18 @@ impl KafkaConfig {
                 problems.push(Problem::new(
                     at,
                     "must be true: retries must not duplicate or reorder records",
+                ));
+            } else if name == "message.max.bytes"
+                && !value
+                    .trim()
+                    .parse::<usize>()
+                    .is_ok_and(|n| n >= MIN_MESSAGE_MAX_BYTES)
+            {
+                problems.push(Problem::new(
+                    at,
+                    format!(
+                        "must be a number of at least {MIN_MESSAGE_MAX_BYTES}: records larger than it are sent in chunks of this size, with their headers"
+                    ),
                 ));
             }
         }
@@ -235,8 +250,8 @@ mod tests {
 
     #[test]
     fn at_least_once_cannot_be_weakened() {
-        let p = problems("brokers: a:1\nproperties: {acks: '1', enable.idempotence: 'false', bootstrap.servers: x}");
-        assert_eq!(p.len(), 3, "{p:?}");
+        let p = problems("brokers: a:1\nproperties: {acks: '1', enable.idempotence: 'false', bootstrap.servers: x, message.max.bytes: '100'}");
+        assert_eq!(p.len(), 4, "{p:?}");
         assert!(p
             .iter()
             .any(|p| p.starts_with("outputs.kafka.properties.acks:")));

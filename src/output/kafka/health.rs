@@ -10,6 +10,7 @@ use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
+use super::tls::TlsDiagnosis;
 use crate::output::{OutputHealth, STALL};
 
 /// What an operator (and `/readyz`) needs to know about the Kafka output.
@@ -33,6 +34,12 @@ pub(crate) struct HealthState {
     pub in_flight: usize,
     /// The last acknowledgement, or when records started waiting for one.
     pub last_progress: Option<std::time::Instant>,
+    /// Why the broker refused the connection (TLS, SASL), until the clients connect or are
+    /// built anew.
+    pub refused_connection: Option<String>,
+    /// Which clients are in use: each set built from new credentials is one more. What the
+    /// clients they replaced report no longer counts.
+    pub generation: u64,
 }
 
 impl HealthState {
@@ -42,6 +49,9 @@ impl HealthState {
         let mut reasons = Vec::new();
         if !self.connected {
             reasons.push("kafka: the broker is unreachable".to_owned());
+        }
+        if let Some(why) = &self.refused_connection {
+            reasons.push(format!("kafka: {why}"));
         }
         if !self.topics_checked {
             reasons.push("kafka: class topics are not verified on the broker yet".to_owned());
@@ -80,6 +90,38 @@ impl KafkaHealth {
 /// Routes librdkafka's own logs and errors into `tracing` and the health state.
 pub(super) struct KafkaContext {
     pub(super) health: Arc<KafkaHealth>,
+    /// The generation of the clients this context belongs to (see [`HealthState::generation`]).
+    pub(super) generation: u64,
+    /// Explains a refused broker certificate, when the clients verify one.
+    pub(super) tls: Option<Arc<TlsDiagnosis>>,
+}
+
+impl KafkaContext {
+    /// Probes the broker `reason` names once, on a thread of its own (this runs on
+    /// librdkafka's), and puts what it finds in the readiness reason and the log.
+    fn diagnose(&self, tls: &Arc<TlsDiagnosis>, reason: &str) {
+        let Some(address) = tls.start_probe(reason) else {
+            return;
+        };
+        let (tls, health, generation) =
+            (Arc::clone(tls), Arc::clone(&self.health), self.generation);
+        std::thread::spawn(move || {
+            let Some(found) = tls.probe(&address) else {
+                return;
+            };
+            let why = format!("TLS with the broker failed: {found}");
+            let mut current = false;
+            health.update(|h| {
+                current = h.generation == generation && h.refused_connection.is_some();
+                if current {
+                    h.refused_connection = Some(why.clone());
+                }
+            });
+            if current {
+                tracing::error!(broker = %address, "kafka: {why}; nothing is shipped until it is fixed");
+            }
+        });
+    }
 }
 
 impl ClientContext for KafkaContext {
@@ -95,10 +137,59 @@ impl ClientContext for KafkaContext {
     }
 
     fn error(&self, error: RdKafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.health.update(|h| h.connected = false);
+        let code = error.rdkafka_error_code();
+        let mut refused = refusal(code, reason);
+        if let (Some(tls), Some(RDKafkaErrorCode::SSL)) = (&self.tls, code) {
+            match tls.found(reason) {
+                Some(found) => refused = Some(format!("TLS with the broker failed: {found}")),
+                None if reason.contains("certificate verify failed") => self.diagnose(tls, reason),
+                None => {}
+            }
         }
-        tracing::warn!(error = %error, reason, "kafka client error");
+        let mut current = true;
+        self.health.update(|h| {
+            current = h.generation == self.generation;
+            if !current {
+                return;
+            }
+            if code == Some(RDKafkaErrorCode::AllBrokersDown) {
+                h.connected = false;
+            }
+            if let Some(why) = &refused {
+                h.connected = false;
+                h.refused_connection = Some(why.clone());
+            }
+        });
+        match refused {
+            Some(why) if current => {
+                tracing::error!(reason, "kafka: {why}; nothing is shipped until it is fixed")
+            }
+            _ => tracing::warn!(error = %error, reason, current, "kafka client error"),
+        }
+    }
+}
+
+/// What to tell an operator when the broker refused the connection itself: a TLS handshake
+/// that failed (a certificate not signed by the configured CA, or not naming the broker's
+/// host) or SASL credentials it did not accept; `None` for any other error.
+fn refusal(code: Option<RDKafkaErrorCode>, reason: &str) -> Option<String> {
+    match code? {
+        RDKafkaErrorCode::SSL => {
+            let hint = if reason.contains("certificate verify failed")
+                || reason.contains("verify broker certificate")
+            {
+                " (the broker's certificate must be signed by the CA of ssl.ca.location or \
+                 ssl.ca.pem, and name the host in `brokers` and in the broker's advertised \
+                 listeners)"
+            } else {
+                ""
+            };
+            Some(format!("TLS with the broker failed: {reason}{hint}"))
+        }
+        RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed => Some(
+            format!("SASL authentication with the broker failed: {reason} (check sasl.mechanism, sasl.username and sasl.password)"),
+        ),
+        _ => None,
     }
 }
 

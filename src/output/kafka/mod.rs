@@ -7,10 +7,12 @@
 //!   bounded, and when the bound is reached the output stops taking batches, which stops the
 //!   source from reading (the file is the buffer). Retriable failures are retried forever,
 //!   with backoff;
-//! - a record the broker rejects for good (too large, not authorised) goes to the dead-letter
-//!   topic with the reason when one is configured; otherwise progress stops and the reason is
-//!   logged on every retry, because a compliance trail with a hole in it is worse than one that
-//!   is late;
+//! - a record larger than its topic (or the producer) takes is sent in chunks a consumer
+//!   reassembles (see `chunk`), never dropped or dead-lettered for its size;
+//! - a record the broker rejects for good (not authorised, invalid) goes to the dead-letter
+//!   topic with the reason when one is configured, in chunks if the dead-letter topic needs
+//!   them; otherwise progress stops and the reason is logged on every retry, because a
+//!   compliance trail with a hole in it is worse than one that is late;
 //! - each retention class's topic is checked on the broker (`retention.ms`, `retention.bytes`,
 //!   `cleanup.policy`); records of a class whose topic would delete them too early are held,
 //!   not shipped, and the topic is named in the logs.
@@ -19,9 +21,12 @@
 //! `key` (the pod uid by default); the headers carry the id, type, format, retention class and
 //! expiry so consumers can route and deduplicate without parsing the value.
 
+mod chunk;
 mod config;
+mod credentials;
 mod health;
 mod sink;
+mod tls;
 mod topics;
 
 use std::sync::Arc;

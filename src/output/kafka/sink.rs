@@ -1,6 +1,6 @@
 //! The delivery loop: produce, wait for acknowledgements, retry, dead-letter, hold.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +15,13 @@ use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::chunk;
+use super::credentials::{self, CredentialsWatch, Secrets};
 use super::health::{KafkaContext, KafkaHealth};
+use super::tls::TlsDiagnosis;
 use super::topics::{self, Classes};
 use super::KafkaConfig;
+use crate::budget::Charge;
 use crate::envelope::Record;
 use crate::metrics::OutputHandles;
 use crate::output::Drain;
@@ -38,8 +42,9 @@ pub(crate) enum KafkaError {
 
 /// A built Kafka output, not yet consuming records.
 pub(super) struct KafkaOutput {
-    producer: FutureProducer<KafkaContext>,
-    admin: AdminClient<KafkaContext>,
+    clients: Clients,
+    /// What the clients were built from of the credentials files.
+    secrets: Secrets,
     config: KafkaConfig,
     pub(super) health: Arc<KafkaHealth>,
     metrics: OutputHandles,
@@ -58,46 +63,68 @@ pub(super) fn build(
     metrics: OutputHandles,
     classes: watch::Receiver<Classes>,
 ) -> Result<KafkaOutput, KafkaError> {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", config.brokers.list().join(","))
-        .set("client.id", "auditrail")
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("compression.type", &config.compression)
-        .set("linger.ms", config.linger.as_millis().to_string())
-        .set(
-            "queue.buffering.max.messages",
-            (config.max_in_flight_records.saturating_mul(2))
-                .max(100_000)
-                .to_string(),
-        );
-    for (name, value) in &config.properties {
-        client.set(name, value);
-    }
-    for (property, path) in &config.secret_files {
-        let value = std::fs::read_to_string(path).map_err(|source| KafkaError::SecretFile {
-            property: property.clone(),
-            path: path.clone(),
-            source,
-        })?;
-        client.set(property, value.trim_end_matches(['\n', '\r']));
-    }
+    let secrets = Secrets::read(config)?;
     let health = Arc::new(KafkaHealth::default());
-    let producer = client.create_with_context(KafkaContext {
-        health: Arc::clone(&health),
-    })?;
-    let admin = client.create_with_context(KafkaContext {
-        health: Arc::clone(&health),
-    })?;
+    let clients = Clients::new(config, &secrets, &health)?;
     Ok(KafkaOutput {
-        producer,
-        admin,
+        clients,
+        secrets,
         config: config.clone(),
         health,
         metrics,
         classes,
     })
+}
+
+/// A producer and an admin client built from one set of credentials.
+struct Clients {
+    producer: FutureProducer<KafkaContext>,
+    admin: AdminClient<KafkaContext>,
+}
+
+impl Clients {
+    /// Builds both clients as the next generation; they are the ones `health` listens to
+    /// from then on.
+    fn new(
+        config: &KafkaConfig,
+        secrets: &Secrets,
+        health: &Arc<KafkaHealth>,
+    ) -> Result<Clients, KafkaError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", config.brokers.list().join(","))
+            .set("client.id", "auditrail")
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("compression.type", &config.compression)
+            .set("linger.ms", config.linger.as_millis().to_string())
+            .set(
+                "queue.buffering.max.messages",
+                (config.max_in_flight_records.saturating_mul(2))
+                    .max(100_000)
+                    .to_string(),
+            );
+        for (name, value) in &config.properties {
+            client.set(name, value);
+        }
+        secrets.apply(&mut client);
+        let generation = health.snapshot().generation + 1;
+        let tls = TlsDiagnosis::new(&secrets.with_properties(&config.properties)).map(Arc::new);
+        let context = || KafkaContext {
+            health: Arc::clone(health),
+            generation,
+            tls: tls.clone(),
+        };
+        let clients = Clients {
+            producer: client.create_with_context(context())?,
+            admin: client.create_with_context(context())?,
+        };
+        health.update(|h| {
+            h.generation = generation;
+            h.refused_connection = None;
+        });
+        Ok(clients)
+    }
 }
 
 /// One record on its way, with what happened to it so far.
@@ -108,6 +135,12 @@ struct Item {
     /// Set when the record was rejected for good and no dead-letter topic takes it.
     stuck: bool,
     attempts: u32,
+    /// Bytes of value per message, when the broker refused messages of the size the topic's
+    /// limit allowed (its limit was lowered since it was read): halved on each refusal.
+    limit: Option<usize>,
+    /// The copy of the value librdkafka holds while the record is in flight, charged to the
+    /// memory budget.
+    copy: Charge,
 }
 
 type Delivery = Pin<Box<dyn std::future::Future<Output = (Item, Result<(), RdKafkaError>)> + Send>>;
@@ -123,27 +156,62 @@ pub(super) async fn run(
     mut drain: Drain,
 ) -> Result<(), KafkaError> {
     let KafkaOutput {
-        producer,
-        admin,
+        clients,
+        secrets,
         config,
         health,
         metrics,
         classes,
     } = output;
-    let (verified_tx, mut verified_rx) = watch::channel::<Arc<BTreeSet<String>>>(Arc::default());
-    let checker = tokio::spawn(topics::check_topics(
-        admin,
-        classes,
+    let mut credentials = CredentialsWatch::start(&config, secrets.clone());
+    let check = |admin| {
+        let (verified_tx, verified_rx) =
+            watch::channel::<Arc<BTreeMap<String, usize>>>(Arc::default());
+        let checker = tokio::spawn(topics::check_topics(
+            admin,
+            classes.clone(),
+            config.clone(),
+            Arc::clone(&health),
+            metrics.clone(),
+            verified_tx,
+        ));
+        (checker, verified_rx)
+    };
+    let (mut checker, mut verified_rx) = check(clients.admin);
+    let mut sink = Sink::new(
+        clients.producer,
+        secrets,
         config.clone(),
         Arc::clone(&health),
         metrics.clone(),
-        verified_tx,
-    ));
-    let mut sink = Sink::new(producer, config, health, metrics);
+    );
     let mut channel_open = true;
     let mut checker_alive = true;
+    let mut new_secrets = None;
 
     loop {
+        // New clients: the producer is unusable after a fatal error (with the same
+        // credentials), or the mounted credentials changed.
+        let renew = if sink.needs_new_producer {
+            Some((sink.secrets.clone(), "fatal"))
+        } else {
+            new_secrets.take().map(|s| (s, "credentials"))
+        };
+        if let Some((secrets, reason)) = renew {
+            match Clients::new(&config, &secrets, &health) {
+                Ok(clients) => {
+                    checker.abort();
+                    (checker, verified_rx) = check(clients.admin);
+                    checker_alive = true;
+                    sink.secrets = secrets;
+                    sink.replace_producer(clients.producer, reason);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, reason, "cannot make a new kafka client; the running one stays");
+                    sink.retry_at = Some(Instant::now() + Duration::from_secs(5));
+                }
+            }
+        }
         sink.produce_ready();
         if drain.draining() {
             if sink.drained() {
@@ -181,6 +249,10 @@ pub(super) async fn run(
                 sink.set_verified(verified);
             }
             _ = sleep_until(retry_at), if retry_at.is_some() => {}
+            // New credentials in the mounted files: new clients take over at the top of the
+            // loop; the old producer's records are acknowledged or re-sent
+            // (`credentials::retire`).
+            secrets = credentials.changed() => new_secrets = Some(secrets),
         }
     }
     checker.abort();
@@ -194,6 +266,10 @@ pub(super) async fn run(
 /// The delivery state: records waiting, held, and in flight, within the limits.
 struct Sink {
     producer: FutureProducer<KafkaContext>,
+    /// The credentials the producer was built from (for a new one after a fatal error).
+    secrets: Secrets,
+    /// The producer reported a fatal error: it cannot deliver anything any more.
+    needs_new_producer: bool,
     config: KafkaConfig,
     health: Arc<KafkaHealth>,
     metrics: OutputHandles,
@@ -205,8 +281,11 @@ struct Sink {
     /// Records and bytes in flight or held (what the limits bound).
     records: usize,
     bytes: usize,
-    /// Topics checked on the broker and fit for their class: the only ones shipped to.
-    verified: Arc<BTreeSet<String>>,
+    /// Topics checked on the broker and fit for their class, the only ones shipped to, with
+    /// their `max.message.bytes`.
+    verified: Arc<BTreeMap<String, usize>>,
+    /// The producer's `message.max.bytes`.
+    producer_limit: usize,
     retry_at: Option<Instant>,
     backoff: Duration,
     dead_letter_topic: Option<Arc<str>>,
@@ -219,13 +298,22 @@ struct Sink {
 impl Sink {
     fn new(
         producer: FutureProducer<KafkaContext>,
+        secrets: Secrets,
         config: KafkaConfig,
         health: Arc<KafkaHealth>,
         metrics: OutputHandles,
     ) -> Sink {
         let dead_letter_topic = config.dead_letter_topic.as_deref().map(Arc::from);
+        let producer_limit = config
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(chunk::PRODUCER_DEFAULT_MAX_MESSAGE_BYTES);
         Sink {
+            producer_limit,
             producer,
+            secrets,
+            needs_new_producer: false,
             config,
             health,
             metrics,
@@ -254,6 +342,8 @@ impl Sink {
             dead_letter: None,
             stuck: false,
             attempts: 0,
+            limit: None,
+            copy: Charge::none(),
         }));
     }
 
@@ -291,6 +381,7 @@ impl Sink {
             h.in_flight = records;
             if progressed {
                 h.connected = true;
+                h.refused_connection = None;
                 h.last_progress = Some(now);
             }
         });
@@ -309,7 +400,12 @@ impl Sink {
 
     /// Produces pending records while the limits and any backoff allow.
     fn produce_ready(&mut self) {
-        while self.retry_at.is_none_or(|t| Instant::now() >= t) {
+        if !self.needs_new_producer && self.producer.client().fatal_error().is_some() {
+            // Nothing given to a producer in this state would ever be delivered.
+            tracing::error!("fatal kafka producer error; a new producer takes over");
+            self.needs_new_producer = true;
+        }
+        while !self.needs_new_producer && self.retry_at.is_none_or(|t| Instant::now() >= t) {
             self.retry_at = None;
             if !self.under_limits() {
                 break;
@@ -319,20 +415,33 @@ impl Sink {
             };
             self.count(&item, true);
             let topic = self.topic(&item);
-            if !self.verified.contains(&*topic) {
+            let Some(&topic_limit) = self.verified.get(&*topic) else {
                 self.held.push(item);
                 self.metrics.blocked.set(self.held.len() as i64);
                 continue;
-            }
-            match produce(&self.producer, &item, &topic) {
-                Ok(future) => {
+            };
+            let limit = self.payload_limit(&item, topic_limit);
+            match produce(&self.producer, &item, &topic, limit) {
+                Ok(futures) => {
+                    let mut item = item;
+                    item.copy = item.record.charge.another(item.record.value.len());
+                    if futures.len() > 1 {
+                        self.metrics.chunked(&topic);
+                    }
                     self.metrics.sent(&topic, item.record.value.len());
                     self.inflight.push(Box::pin(async move {
-                        let result = match future.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((e, _))) => Err(e),
-                            Err(_) => Err(RdKafkaError::Canceled),
-                        };
+                        let mut result = Ok(());
+                        for future in futures {
+                            let delivered = match future.await {
+                                Ok(Ok(_)) => Ok(()),
+                                Ok(Err((e, _))) => Err(e),
+                                Err(_) => Err(RdKafkaError::Canceled),
+                            };
+                            // Every chunk is awaited; the record fails with its first failure.
+                            if let (Ok(()), Err(e)) = (&result, delivered) {
+                                result = Err(e);
+                            }
+                        }
                         (item, result)
                     }))
                 }
@@ -349,8 +458,45 @@ impl Sink {
         }
     }
 
-    fn delivered(&mut self, item: Item, result: Result<(), RdKafkaError>) {
+    /// Bytes of the item's value per message: what its topic and the producer take, less room
+    /// for the key and headers, or less after the broker refused that.
+    fn payload_limit(&self, item: &Item, topic_limit: usize) -> usize {
+        let record = &item.record;
+        let key_and_headers = record.key.as_ref().map_or(record.id.len(), String::len)
+            + record
+                .headers()
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+            + CHUNK_HEADERS
+            + item.dead_letter.as_ref().map_or(0, |r| {
+                DEAD_LETTER_HEADERS + r.len() + record.retention.topic.len()
+            });
+        let limit = chunk::payload_limit(topic_limit.min(self.producer_limit), key_and_headers);
+        item.limit.map_or(limit, |l| l.min(limit))
+    }
+
+    /// New clients took over: the old producer's records come back (purged) and go out on
+    /// the new one, with their ids.
+    fn replace_producer(&mut self, producer: FutureProducer<KafkaContext>, reason: &str) {
+        match reason {
+            "credentials" => {
+                tracing::info!("kafka credentials files changed: new clients take over")
+            }
+            _ => tracing::warn!(
+                reason,
+                "the kafka producer cannot go on: new clients take over"
+            ),
+        }
+        self.metrics.producer_restarted(reason);
+        self.needs_new_producer = false;
+        credentials::retire(std::mem::replace(&mut self.producer, producer));
+    }
+
+    fn delivered(&mut self, mut item: Item, result: Result<(), RdKafkaError>) {
         self.count(&item, false);
+        // librdkafka is done with its copy.
+        item.copy = Charge::none();
         match result {
             Ok(()) => {
                 self.backoff = Duration::from_millis(100);
@@ -376,10 +522,46 @@ impl Sink {
 
     /// A delivery failed: retry it, send it to the dead-letter topic, or hold progress on it.
     fn failed(&mut self, mut item: Item, error: RdKafkaError) {
-        item.attempts += 1;
         let code = error.rdkafka_error_code();
         let reason_label = code.map_or_else(|| "client".to_owned(), |c| format!("{c:?}"));
         self.metrics.failed(&self.topic(&item), &reason_label);
+        if matches!(
+            code,
+            Some(RDKafkaErrorCode::PurgeQueue | RDKafkaErrorCode::PurgeInflight)
+        ) {
+            // Given back by a producer that new credentials replaced: not the record's fault,
+            // it goes out again at once on the new one.
+            self.pending.push_front(item);
+            return;
+        }
+        if code == Some(RDKafkaErrorCode::Fatal) || self.producer.client().fatal_error().is_some() {
+            // The producer is unusable (after a fatal error, such as the broker refusing the
+            // idempotent producer an id, librdkafka purges or fails everything): a new one is
+            // made at the next turn of the loop and the record goes out on it.
+            if !self.needs_new_producer {
+                tracing::error!(error = %error, "fatal kafka producer error; a new producer takes over");
+            }
+            self.needs_new_producer = true;
+            self.pending.push_front(item);
+            return;
+        }
+        item.attempts += 1;
+        if is_too_large(code) {
+            // The topic's limit was lowered since it was read, or the broker counts differently:
+            // send smaller chunks, down to a floor below which nothing is worth trying.
+            let topic = self.topic(&item);
+            let current = self
+                .verified
+                .get(&*topic)
+                .map_or(chunk::MIN_CHUNK, |&l| self.payload_limit(&item, l));
+            if current > chunk::MIN_CHUNK {
+                let smaller = (current / 2).max(chunk::MIN_CHUNK);
+                tracing::warn!(id = %item.record.id, %topic, bytes = item.record.value.len(), chunk = smaller, error = %error, "record too large for the broker; sending it in smaller chunks");
+                item.limit = Some(smaller);
+                self.pending.push_front(item);
+                return;
+            }
+        }
         if is_permanent(code) {
             let reason = error.to_string();
             if item.dead_letter.is_none() && self.config.dead_letter_topic.is_some() {
@@ -411,7 +593,7 @@ impl Sink {
     }
 
     /// New topic verdicts: held records go back in line, in front, to be judged again.
-    fn set_verified(&mut self, verified: Arc<BTreeSet<String>>) {
+    fn set_verified(&mut self, verified: Arc<BTreeMap<String, usize>>) {
         self.verified = verified;
         for item in std::mem::take(&mut self.held).into_iter().rev() {
             self.count(&item, false);
@@ -447,13 +629,22 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// Bytes the chunk headers take at most (names, up to 20-digit numbers, a 64-digit hash).
+const CHUNK_HEADERS: usize = 11 + 20 + 11 + 20 + 12 + 64;
+/// Bytes of the dead-letter header names.
+const DEAD_LETTER_HEADERS: usize = 18 + 14;
+
+/// Hands the item to the producer: as one message when its value fits in `limit` bytes,
+/// otherwise in chunks (see `chunk`). On an error no more chunks are produced; the item is
+/// sent again whole.
 fn produce(
     producer: &FutureProducer<KafkaContext>,
     item: &Item,
     topic: &str,
-) -> Result<rdkafka::producer::DeliveryFuture, RdKafkaError> {
+    limit: usize,
+) -> Result<Vec<rdkafka::producer::DeliveryFuture>, RdKafkaError> {
     let record = &item.record;
-    let mut headers = OwnedHeaders::new_with_capacity(8);
+    let mut headers = OwnedHeaders::new_with_capacity(11);
     for (key, value) in record.headers() {
         headers = headers.insert(Header {
             key,
@@ -471,14 +662,58 @@ fn produce(
                 value: Some(record.retention.topic.as_bytes()),
             });
     }
-    let mut future = FutureRecord::to(topic)
-        .payload(&record.value)
-        .headers(headers)
-        .timestamp(record.read_time.timestamp_millis());
-    if let Some(key) = &record.key {
-        future = future.key(key.as_str());
+    let ranges = chunk::ranges(record.value.len(), limit);
+    if ranges.len() == 1 {
+        let mut future = FutureRecord::to(topic)
+            .payload(&record.value)
+            .headers(headers)
+            .timestamp(record.read_time.timestamp_millis());
+        if let Some(key) = &record.key {
+            future = future.key(key.as_str());
+        }
+        return Ok(vec![producer.send_result(future).map_err(|(e, _)| e)?]);
     }
-    producer.send_result(future).map_err(|(e, _)| e)
+    // All chunks under one key, so they land in one partition, in order.
+    let key = record.key.as_deref().unwrap_or(&record.id);
+    let count = ranges.len().to_string();
+    let sha256 = chunk::sha256_hex(&record.value);
+    let mut futures = Vec::with_capacity(ranges.len());
+    for (index, range) in ranges.into_iter().enumerate() {
+        let index = index.to_string();
+        let chunk_headers = headers
+            .clone()
+            .insert(Header {
+                key: "chunk_index",
+                value: Some(index.as_bytes()),
+            })
+            .insert(Header {
+                key: "chunk_count",
+                value: Some(count.as_bytes()),
+            })
+            .insert(Header {
+                key: "chunk_sha256",
+                value: Some(sha256.as_bytes()),
+            });
+        let future = FutureRecord::to(topic)
+            .payload(&record.value[range])
+            .key(key)
+            .headers(chunk_headers)
+            .timestamp(record.read_time.timestamp_millis());
+        futures.push(producer.send_result(future).map_err(|(e, _)| e)?);
+    }
+    Ok(futures)
+}
+
+/// Errors that say the message was too large: smaller chunks will do.
+fn is_too_large(code: Option<RDKafkaErrorCode>) -> bool {
+    matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
 }
 
 /// Errors after which sending the same record again can never succeed.
@@ -512,6 +747,8 @@ mod tests {
             dead_letter: None,
             stuck: false,
             attempts: 0,
+            limit: None,
+            copy: Charge::none(),
         }
     }
 
@@ -525,7 +762,13 @@ mod tests {
         let metrics = Metrics::new().outputs.for_output("kafka");
         let (_classes_tx, classes) = watch::channel(Vec::new());
         let output = build(&config, metrics.clone(), classes).unwrap();
-        Sink::new(output.producer, config, output.health, metrics)
+        Sink::new(
+            output.clients.producer,
+            output.secrets,
+            config,
+            output.health,
+            metrics,
+        )
     }
 
     fn too_large() -> RdKafkaError {
@@ -621,19 +864,126 @@ mod tests {
         );
         assert!(s.inflight.is_empty());
         assert!(!s.under_limits());
-        s.set_verified(Arc::new(BTreeSet::from(["other".to_string()])));
+        s.set_verified(Arc::new(BTreeMap::from([("other".to_string(), 1_000_000)])));
         s.produce_ready();
         assert_eq!(
             (s.held.len(), s.inflight.len()),
             (3, 0),
             "an unverified topic gets nothing"
         );
-        s.set_verified(Arc::new(BTreeSet::from(["audit".to_string()])));
+        s.set_verified(Arc::new(BTreeMap::from([("audit".to_string(), 1_000_000)])));
         s.produce_ready();
         assert_eq!(
             (s.held.len(), s.inflight.len()),
             (0, 3),
             "a verified topic gets its records"
+        );
+    }
+
+    /// Finding 3: a record above the producer's `message.max.bytes` was rejected for good (and
+    /// the dead-letter topic got the same payload, so it could not take it either). Now the
+    /// limit decides how many chunks it goes in, with room for the headers.
+    #[test]
+    fn a_record_larger_than_its_topic_takes_is_cut_to_fit_with_its_headers() {
+        let mut s = sink(Some("dlq"));
+        s.verified = Arc::new(BTreeMap::from([
+            ("audit".to_string(), 20_000),
+            ("dlq".to_string(), 10_000),
+        ]));
+        let mut it = item(Ack::none());
+        it.record.value = vec![b'x'; 100_000];
+        let limit = s.payload_limit(&it, 20_000);
+        assert!(limit < 20_000 - 300 && limit > 18_000, "{limit}");
+        assert_eq!(chunk::ranges(it.record.value.len(), limit).len(), 6);
+        // Dead-lettered, it is cut to the dead-letter topic's own limit.
+        it.dead_letter = Some("not authorised".into());
+        assert_eq!(&*s.topic(&it), "dlq");
+        let dlq_limit = s.payload_limit(&it, 10_000);
+        assert!(dlq_limit < 10_000 - 300, "{dlq_limit}");
+        // The producer's own limit counts too.
+        s.producer_limit = 5_000;
+        assert!(s.payload_limit(&it, 20_000) < 5_000);
+    }
+
+    /// A broker that refuses a message as too large (its topic's limit was lowered after it
+    /// was read) gets the record again in smaller chunks; only below the floor is it a
+    /// permanent rejection.
+    #[test]
+    fn too_large_means_smaller_chunks_until_the_floor() {
+        let progress = Progress::new(0);
+        let mut s = sink(None);
+        s.verified = Arc::new(BTreeMap::from([("audit".to_string(), 20_000)]));
+        let mut it = item(progress.register(0, 1));
+        it.record.value = vec![b'x'; 100_000];
+        let first = s.payload_limit(&it, 20_000);
+        s.failed(it, too_large());
+        let it = s.pending.pop_front().unwrap();
+        assert_eq!(it.limit, Some(first / 2));
+        assert!(!it.stuck && s.retry_at.is_none(), "sent again at once");
+        let mut it = it;
+        it.limit = Some(chunk::MIN_CHUNK);
+        s.failed(it, too_large());
+        assert!(s.pending[0].stuck, "below the floor it holds progress");
+        assert_eq!(progress.committed(), 0);
+    }
+
+    /// Finding 4, second half: after a fatal error (here: the broker refused the idempotent
+    /// producer an id), librdkafka fails every record and the producer is unusable; auditrail
+    /// retried on it forever. Now a new producer takes over and the record goes out on it,
+    /// with the same id. librdkafka's mock cluster stands in for the broker: tansu cannot be
+    /// made to answer InitProducerId with an error.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_fatal_producer_error_gives_a_new_producer_and_the_record_is_sent_again() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("audit", 1, 1).unwrap();
+        mock.request_errors(
+            RDKafkaApiKey::InitProducerId,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED],
+        );
+        let config = KafkaConfig {
+            brokers: crate::output::kafka::config::Brokers::One(mock.bootstrap_servers()),
+            ..KafkaConfig::default()
+        };
+        let metrics = Metrics::new();
+        let handles = metrics.outputs.for_output("kafka");
+        let (_classes_tx, classes) = watch::channel(Vec::new());
+        let output = build(&config, handles.clone(), classes).unwrap();
+        let mut s = Sink::new(
+            output.clients.producer,
+            output.secrets,
+            config.clone(),
+            output.health,
+            handles,
+        );
+        s.verified = Arc::new(BTreeMap::from([("audit".to_string(), 1_000_000)]));
+        let progress = Progress::new(0);
+        let record = item(progress.register(0, 1)).record;
+        let id = record.id.clone();
+        s.take(vec![record]);
+        progress.set_read(100, None);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while progress.committed() == 0 {
+            assert!(Instant::now() < deadline, "the record was never delivered");
+            s.produce_ready();
+            if s.needs_new_producer {
+                let clients = Clients::new(&config, &s.secrets, &s.health).unwrap();
+                s.replace_producer(clients.producer, "fatal");
+            }
+            tokio::select! {
+                Some((item, result)) = s.inflight.next(), if !s.inflight.is_empty() => {
+                    assert_eq!(item.record.id, id, "the same id on every attempt");
+                    s.delivered(item, result);
+                }
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        assert_eq!(progress.committed(), 100);
+        let text = metrics.encode();
+        assert!(
+            text.contains("auditrail_kafka_producer_restarts_total{reason=\"fatal\"} 1"),
+            "{text}"
         );
     }
 }

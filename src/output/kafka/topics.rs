@@ -6,6 +6,9 @@
 //! `retention.bytes` (size-based deletion ignores age), or `cleanup.policy` with `compact`
 //! (compaction keeps only the newest record per key). A missing topic is created with the
 //! right settings when `create_topics` is on, and refused otherwise.
+//!
+//! The check also reads each topic's `max.message.bytes`, the size above which the output
+//! sends a record in chunks (see `chunk`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,7 +21,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::health::{KafkaContext, KafkaHealth};
-use super::{CreateTopics, KafkaConfig};
+use super::{chunk, CreateTopics, KafkaConfig};
 use crate::metrics::OutputHandles;
 
 const DAY_MS: i64 = 86_400_000;
@@ -37,6 +40,26 @@ pub(super) struct TopicSettings {
     pub retention_ms: Option<String>,
     pub retention_bytes: Option<String>,
     pub cleanup_policy: Option<String>,
+    pub max_message_bytes: Option<String>,
+}
+
+impl TopicSettings {
+    /// The largest message the topic takes: its `max.message.bytes`, or Kafka's default when
+    /// the broker does not report it.
+    fn message_limit(&self) -> usize {
+        self.max_message_bytes
+            .as_deref()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(chunk::KAFKA_DEFAULT_MAX_MESSAGE_BYTES)
+    }
+}
+
+/// What a check found: why topics are refused, and the message size limit of those that are
+/// fit.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Verdict {
+    pub refused: BTreeMap<String, String>,
+    pub fit: BTreeMap<String, usize>,
 }
 
 /// Why a topic cannot hold a class's records; `None` when it can.
@@ -79,16 +102,16 @@ pub(super) fn judge(req: &Requirement, found: &TopicSettings) -> Option<String> 
     }
 }
 
-/// Checks every requirement; returns topic -> refusal reason (absent when the topic is fine).
-/// An error means the broker could not be asked at all.
+/// Checks every requirement. An error means the broker could not be asked at all.
 pub(super) async fn check<C: ClientContext + 'static>(
     admin: &AdminClient<C>,
     requirements: &[Requirement],
     create: Option<&CreateTopics>,
     timeout: Duration,
-) -> Result<BTreeMap<String, String>, rdkafka::error::KafkaError> {
+) -> Result<Verdict, rdkafka::error::KafkaError> {
     let options = AdminOptions::new().request_timeout(Some(timeout));
     let mut refused = BTreeMap::new();
+    let mut fit = BTreeMap::new();
     // Which topics exist, from the metadata of all topics: asking for one topic by name can
     // create it on a broker with auto-creation on, and not every broker answers
     // DescribeConfigs for a missing topic with an error.
@@ -101,11 +124,14 @@ pub(super) async fn check<C: ClientContext + 'static>(
     let described = describe(admin, &present, &options).await?;
     for (req, result) in present.iter().zip(described) {
         match result {
-            Ok(settings) => {
-                if let Some(reason) = judge(req, &settings) {
+            Ok(settings) => match judge(req, &settings) {
+                Some(reason) => {
                     refused.insert(req.topic.clone(), reason);
                 }
-            }
+                None => {
+                    fit.insert(req.topic.clone(), settings.message_limit());
+                }
+            },
             Err(RDKafkaErrorCode::UnknownTopicOrPartition)
             | Err(RDKafkaErrorCode::UnknownTopic) => missing.push(req.clone()),
             Err(code) => {
@@ -117,7 +143,7 @@ pub(super) async fn check<C: ClientContext + 'static>(
         }
     }
     if missing.is_empty() {
-        return Ok(refused);
+        return Ok(Verdict { refused, fit });
     }
     let Some(create) = create else {
         for req in missing {
@@ -129,7 +155,7 @@ pub(super) async fn check<C: ClientContext + 'static>(
                 ),
             );
         }
-        return Ok(refused);
+        return Ok(Verdict { refused, fit });
     };
     let retention: Vec<String> = missing
         .iter()
@@ -170,7 +196,13 @@ pub(super) async fn check<C: ClientContext + 'static>(
             continue;
         }
         let reason = match result {
-            Ok(settings) => judge(req, &settings),
+            Ok(settings) => {
+                let reason = judge(req, &settings);
+                if reason.is_none() {
+                    fit.insert(req.topic.clone(), settings.message_limit());
+                }
+                reason
+            }
             Err(code) => Some(format!(
                 "topic {}: cannot read its configuration after creating it: {code}",
                 req.topic
@@ -180,7 +212,7 @@ pub(super) async fn check<C: ClientContext + 'static>(
             refused.insert(req.topic.clone(), reason);
         }
     }
-    Ok(refused)
+    Ok(Verdict { refused, fit })
 }
 
 async fn describe<C: ClientContext + 'static>(
@@ -206,6 +238,7 @@ async fn describe<C: ClientContext + 'static>(
                     retention_ms: value("retention.ms"),
                     retention_bytes: value("retention.bytes"),
                     cleanup_policy: value("cleanup.policy"),
+                    max_message_bytes: value("max.message.bytes"),
                 }
             })
         })
@@ -242,17 +275,17 @@ fn requirements(classes: &Classes, dead_letter_topic: Option<&str>) -> Vec<Requi
 }
 
 /// Checks class topics at startup, periodically, and whenever the classes change (a config
-/// reload); publishes the topics that are fit to ship to.
+/// reload); publishes the topics that are fit to ship to, with their message size limits.
 pub(super) async fn check_topics(
     admin: AdminClient<KafkaContext>,
     mut classes: watch::Receiver<Classes>,
     config: KafkaConfig,
     health: Arc<KafkaHealth>,
     metrics: OutputHandles,
-    verified_tx: watch::Sender<Arc<BTreeSet<String>>>,
+    verified_tx: watch::Sender<Arc<BTreeMap<String, usize>>>,
 ) {
     let create = config.create_topics.then_some(&config.topic_settings);
-    let mut last: Option<(Vec<Requirement>, BTreeMap<String, String>)> = None;
+    let mut last: Option<(Vec<Requirement>, Verdict)> = None;
     let mut classes_open = true;
     loop {
         let requirements = requirements(
@@ -260,10 +293,11 @@ pub(super) async fn check_topics(
             config.dead_letter_topic.as_deref(),
         );
         let retry_soon = match check(&admin, &requirements, create, Duration::from_secs(10)).await {
-            Ok(refused) => {
-                let verdict = (requirements.clone(), refused.clone());
-                if last.as_ref() != Some(&verdict) {
-                    for (topic, reason) in &refused {
+            Ok(verdict) => {
+                let refused = &verdict.refused;
+                let seen = (requirements.clone(), verdict.clone());
+                if last.as_ref() != Some(&seen) {
+                    for (topic, reason) in refused {
                         tracing::error!(topic, reason, "refusing to ship to this topic");
                     }
                     if refused.is_empty() {
@@ -275,20 +309,18 @@ pub(super) async fn check_topics(
                     for req in &requirements {
                         metrics.topic_refused(&req.topic, refused.contains_key(&req.topic));
                     }
-                    let verified: BTreeSet<String> = requirements
-                        .iter()
-                        .filter(|r| !refused.contains_key(&r.topic))
-                        .map(|r| r.topic.clone())
-                        .collect();
-                    let _ = verified_tx.send(Arc::new(verified));
+                    let _ = verified_tx.send(Arc::new(verdict.fit.clone()));
                     health.update(|h| {
                         h.topics_checked = true;
                         h.refused = refused.clone();
                     });
-                    last = Some(verdict);
+                    last = Some(seen);
                 }
                 metrics.broker_up(true);
-                health.update(|h| h.connected = true);
+                health.update(|h| {
+                    h.connected = true;
+                    h.refused_connection = None;
+                });
                 !refused.is_empty()
             }
             Err(e) => {
@@ -334,6 +366,7 @@ mod tests {
             retention_ms: Some(ms.into()),
             retention_bytes: Some(bytes.into()),
             cleanup_policy: Some(policy.into()),
+            max_message_bytes: None,
         }
     }
 

@@ -42,6 +42,7 @@ use super::identity::Tail;
 use super::stream::StreamReader;
 use super::{Context, Quiet, ReadFrom, SourceConfig};
 use crate::ack::Progress;
+use crate::budget::BATCH_BYTES;
 use crate::envelope::Record;
 use crate::line::{Stats, StreamInfo};
 use crate::pipeline::{Gap, Processor};
@@ -374,7 +375,9 @@ impl FileTailer {
             reader.process(&processor, &mut self.local, &mut self.batch);
             w.tail = Tail::of(reader.recent());
             w.len_seen = w.len_seen.max(reader.position());
-            if self.batch.len() >= BATCH_RECORDS {
+            if self.batch.len() >= BATCH_RECORDS
+                || self.batch.iter().map(|r| r.value.len()).sum::<usize>() >= BATCH_BYTES
+            {
                 self.flush_batch();
             }
         }
@@ -536,6 +539,7 @@ impl FileTailer {
             offset,
             StreamInfo::new(w.path.display().to_string(), key.fingerprint),
             Some(progress),
+            self.context.budget.charge(0),
         ));
         w.meta_version = None;
         true
