@@ -686,10 +686,9 @@ fn the_in_flight_byte_limit_backs_reading_off_and_loses_nothing() {
 /// While backpressure holds reading back, `auditrail_source_lag_bytes` must count what the
 /// file holds beyond the checkpoint (what an operator alerts on during a Kafka outage).
 ///
-/// Fails today: the gauge is published from the read loop (`publish` in
-/// `src/source/file/mod.rs`), which does not run while it waits for room in the output's
-/// channel, so the gauge keeps its value from before the outage (0 here) for as long as the
-/// outage lasts; the `backlog` readiness check is computed there too.
+/// It failed before the read loop published the gauge (and the `backlog` readiness check)
+/// while it waits for room in the output's channel too: the gauge kept its value from before
+/// the outage (0 here) for as long as the outage lasted.
 #[test]
 fn the_lag_metric_counts_what_backpressure_leaves_unread() {
     let broker = Broker::start();
@@ -717,10 +716,17 @@ fn the_lag_metric_counts_what_backpressure_leaves_unread() {
         }
         last = now;
     }
-    // Two publication periods (at most once a second) more.
-    std::thread::sleep(Duration::from_millis(2500));
-    let lag = metric(&addr, "auditrail_source_lag_bytes", &[]);
-    let behind = s.log_len() - s.checkpoint_offset();
+    // The gauge is published at most once a second: it must come to count what is unread
+    // within a generous deadline, while reading stays blocked.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (lag, behind) = loop {
+        let lag = metric(&addr, "auditrail_source_lag_bytes", &[]);
+        let behind = s.log_len() - s.checkpoint_offset();
+        if lag >= behind as f64 || Instant::now() > deadline {
+            break (lag, behind);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     broker.signal("-CONT");
     let consumed = consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(30));
     tally(&consumed, &written).assert_nothing_lost("after the pause");
