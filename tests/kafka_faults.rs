@@ -1374,8 +1374,13 @@ fn crash_loop(kills: usize) -> Vec<usize> {
 ///
 /// It is a race: each attempt starts the second rotation after a different delay (a hundred
 /// older compressed siblings make the scan long enough to hit), until records are lost or
-/// ten attempts passed. On this machine about one attempt in three hits.
+/// ten attempts passed. It hit about one attempt in three for the helper that wrote it, and
+/// in none of ten on a later run before the fix: timing-dependent and about 2.5 minutes, so
+/// it is `#[ignore]`d, a reproducer to run by hand. The deterministic test of the fix is
+/// `a_sibling_compressed_between_listing_and_open_is_found_compressed` in
+/// `src/source/file/restart.rs` (the startup scan lists the siblings again when one vanished).
 #[test]
+#[ignore = "a timing-dependent reproducer (about 2.5 min); see the unit test in src/source/file/restart.rs"]
 fn a_rotated_file_compressed_during_the_startup_scan_is_not_skipped() {
     let mut rng = Rng(seed());
     for attempt in 0..10 {
