@@ -266,10 +266,7 @@ fn tally(consumed: &[Consumed], written: &[String]) -> Tally {
         let id = consumed_record_id(c);
         match id.as_ref().and_then(|id| by_id.get(id)) {
             Some(record) if *record == c.value["record"] => {
-                envelope_ids
-                    .entry(id.unwrap())
-                    .or_default()
-                    .insert(c.id());
+                envelope_ids.entry(id.unwrap()).or_default().insert(c.id());
             }
             _ => t
                 .unexpected
@@ -459,7 +456,12 @@ fn a_broker_killed_and_restarted_while_shipping_loses_nothing() {
     let s = setup(&broker, "", "");
     let mut written = write_audit(&s.log, "beforeKill", 0, 1000, 300);
     let mut run = Daemon::start(&s.config);
-    let before = consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(30));
+    let before = consume_until(
+        &broker,
+        &[STANDARD],
+        &ids(&written),
+        Duration::from_secs(30),
+    );
     tally(&before, &written).assert_nothing_lost("before the first kill");
     let addr = run.metrics_address();
 
@@ -490,7 +492,12 @@ fn a_broker_killed_and_restarted_while_shipping_loses_nothing() {
     broker.restart();
     written.extend(writer.join().unwrap());
 
-    let consumed = consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(60));
+    let consumed = consume_until(
+        &broker,
+        &[STANDARD],
+        &ids(&written),
+        Duration::from_secs(60),
+    );
     let failed = metric(&addr, "auditrail_output_records_failed_total", &[]);
     let t = tally(&consumed, &written);
     eprintln!(
@@ -501,14 +508,26 @@ fn a_broker_killed_and_restarted_while_shipping_loses_nothing() {
         failed as u64
     );
     if !t.lost.is_empty() {
-        let why = diagnose("broker-killed", run, &addr, &s.config, &broker, &[STANDARD], &written);
+        let why = diagnose(
+            "broker-killed",
+            run,
+            &addr,
+            &s.config,
+            &broker,
+            &[STANDARD],
+            &written,
+        );
         eprintln!("60 s after the last restart: {why}");
         t.fail("broker killed twice");
     }
     t.assert_nothing_lost("broker killed twice");
     let stopped = run.stop_cleanly();
     assert!(stopped.status.success());
-    assert_eq!(s.checkpoint_offset(), s.log_len(), "the checkpoint reached the end");
+    assert_eq!(
+        s.checkpoint_offset(),
+        s.log_len(),
+        "the checkpoint reached the end"
+    );
 }
 
 // === 2. an outage longer than message.timeout.ms ===
@@ -524,11 +543,20 @@ fn a_broker_killed_and_restarted_while_shipping_loses_nothing() {
 #[test]
 fn an_outage_longer_than_the_message_timeout_retries_what_timed_out() {
     let broker = Broker::start();
-    let s = setup(&broker, "    properties: {message.timeout.ms: \"3000\"}", "");
+    let s = setup(
+        &broker,
+        "    properties: {message.timeout.ms: \"3000\"}",
+        "",
+    );
     let mut written = write_audit(&s.log, "beforePause", 0, 300, 300);
     let mut run = Daemon::start(&s.config);
     let addr = run.metrics_address();
-    let before = consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(30));
+    let before = consume_until(
+        &broker,
+        &[STANDARD],
+        &ids(&written),
+        Duration::from_secs(30),
+    );
     tally(&before, &written).assert_nothing_lost("before the pause");
 
     broker.signal("-STOP");
@@ -551,7 +579,12 @@ fn an_outage_longer_than_the_message_timeout_retries_what_timed_out() {
     broker.signal("-CONT");
     written.extend(writer.join().unwrap());
 
-    let consumed = consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(30));
+    let consumed = consume_until(
+        &broker,
+        &[STANDARD],
+        &ids(&written),
+        Duration::from_secs(30),
+    );
     let t = tally(&consumed, &written);
     eprintln!(
         "paused 9 s with message.timeout.ms=3000: {timed_out} deliveries timed out and were retried; {} records, {} messages, {} duplicates",
@@ -560,7 +593,15 @@ fn an_outage_longer_than_the_message_timeout_retries_what_timed_out() {
         t.duplicates()
     );
     if !t.lost.is_empty() {
-        let why = diagnose("outage-paused", run, &addr, &s.config, &broker, &[STANDARD], &written);
+        let why = diagnose(
+            "outage-paused",
+            run,
+            &addr,
+            &s.config,
+            &broker,
+            &[STANDARD],
+            &written,
+        );
         eprintln!("30 s after the broker resumed: {why}");
         t.fail("an outage longer than message.timeout.ms");
     }
@@ -603,7 +644,12 @@ fn in_flight_limit_case(
     let mut run = Daemon::start(&s.config);
     let addr = run.metrics_address();
     let sampler = Sampler::start(&addr);
-    let flowing = consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(40));
+    let flowing = consume_until(
+        &broker,
+        &[STANDARD],
+        &ids(&written),
+        Duration::from_secs(40),
+    );
     tally(&flowing, &written).assert_nothing_lost("with the broker up");
 
     broker.signal("-STOP");
@@ -628,7 +674,12 @@ fn in_flight_limit_case(
     broker.signal("-CONT");
     written.extend(paused);
 
-    let consumed = consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(40));
+    let consumed = consume_until(
+        &broker,
+        &[STANDARD],
+        &ids(&written),
+        Duration::from_secs(40),
+    );
     let t = tally(&consumed, &written);
     let (seen_records, seen_bytes) = (
         sampler.max("auditrail_output_in_flight_records", &[]),
@@ -700,7 +751,12 @@ fn the_lag_metric_counts_what_backpressure_leaves_unread() {
     let mut written = write_audit(&s.log, "beforePause", 0, 200, 300);
     let mut run = Daemon::start(&s.config);
     let addr = run.metrics_address();
-    consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(30));
+    consume_until(
+        &broker,
+        &[STANDARD],
+        &ids(&written),
+        Duration::from_secs(30),
+    );
     wait_until("the checkpoint reaches the end", || {
         s.checkpoint_offset() == s.log_len()
     });
@@ -728,7 +784,12 @@ fn the_lag_metric_counts_what_backpressure_leaves_unread() {
         std::thread::sleep(Duration::from_millis(200));
     };
     broker.signal("-CONT");
-    let consumed = consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(30));
+    let consumed = consume_until(
+        &broker,
+        &[STANDARD],
+        &ids(&written),
+        Duration::from_secs(30),
+    );
     tally(&consumed, &written).assert_nothing_lost("after the pause");
     run.stop_cleanly();
     eprintln!("paused: {behind} bytes behind the checkpoint, lag gauge {lag}");
@@ -812,7 +873,9 @@ fn a_record_the_broker_rejects_goes_to_the_dead_letter_topic_and_the_rest_flow()
     }
     t.assert_nothing_lost("the records around the rejected one");
     assert!(
-        consumed.iter().all(|c| c.value["record"]["poison"].is_null()),
+        consumed
+            .iter()
+            .all(|c| c.value["record"]["poison"].is_null()),
         "the rejected record is in {STANDARD}"
     );
     assert_eq!(
@@ -822,7 +885,10 @@ fn a_record_the_broker_rejects_goes_to_the_dead_letter_topic_and_the_rest_flow()
         stderr_tail(&run, 30)
     );
     let d = &dead[0];
-    assert_eq!(d.value["record"], serde_json::from_str::<Value>(&poison).unwrap());
+    assert_eq!(
+        d.value["record"],
+        serde_json::from_str::<Value>(&poison).unwrap()
+    );
     assert_eq!(d.headers["original_topic"], STANDARD);
     assert_eq!(d.headers["id"], d.id());
     let reason = &d.headers["dead_letter_reason"];
@@ -923,7 +989,10 @@ fn poison_records_inside_a_burst_lose_nothing() {
     t.assert_nothing_lost("poison records inside a burst");
     for c in &consumed {
         if c.topic == STANDARD {
-            assert!(c.value["record"]["poison"].is_null(), "poison in {STANDARD}");
+            assert!(
+                c.value["record"]["poison"].is_null(),
+                "poison in {STANDARD}"
+            );
         } else {
             assert_eq!(c.headers["original_topic"], STANDARD);
             assert!(!c.headers["dead_letter_reason"].is_empty());
@@ -1007,7 +1076,10 @@ fn reassembled(consumed: Vec<Consumed>) -> Vec<Consumed> {
     let mut out = Vec::new();
     let mut parts: BTreeMap<String, (Consumed, BTreeMap<usize, String>)> = BTreeMap::new();
     for c in consumed {
-        let Some(count) = c.headers.get("chunk_count").and_then(|n| n.parse::<usize>().ok())
+        let Some(count) = c
+            .headers
+            .get("chunk_count")
+            .and_then(|n| n.parse::<usize>().ok())
         else {
             out.push(c);
             continue;
@@ -1036,7 +1108,11 @@ fn reassembled(consumed: Vec<Consumed>) -> Vec<Consumed> {
             let (mut whole, chunks) = parts.remove(&c.headers["id"]).unwrap();
             let joined: String = chunks.into_values().collect();
             let sha = format!("{:x}", Sha256::digest(joined.as_bytes()));
-            assert_eq!(sha, whole.headers["chunk_sha256"], "chunks of {}", whole.headers["id"]);
+            assert_eq!(
+                sha, whole.headers["chunk_sha256"],
+                "chunks of {}",
+                whole.headers["id"]
+            );
             whole.value = serde_json::from_str(&joined).unwrap();
             // A later copy of the record's chunks starts a new reassembly.
             out.push(whole);
@@ -1053,7 +1129,11 @@ fn reassembled(consumed: Vec<Consumed>) -> Vec<Consumed> {
 #[test]
 fn an_optional_stdout_that_stalls_does_not_hold_kafka() {
     let broker = Broker::start();
-    let s = setup(&broker, "", "  stdout: {required: false, drain_timeout: 1s}");
+    let s = setup(
+        &broker,
+        "",
+        "  stdout: {required: false, drain_timeout: 1s}",
+    );
     let written = write_audit(&s.log, "optionalStdout", 0, 100, 300);
     let mut run = Daemon::start(&s.config);
     let addr = run.metrics_address();
@@ -1079,7 +1159,10 @@ fn an_optional_stdout_that_stalls_does_not_hold_kafka() {
     wait_until("the checkpoint reaches the end", || {
         s.checkpoint_offset() == s.log_len()
     });
-    assert!(dropped > 0.0, "the stalled optional output dropped nothing?");
+    assert!(
+        dropped > 0.0,
+        "the stalled optional output dropped nothing?"
+    );
     run.terminate();
 }
 
@@ -1105,9 +1188,10 @@ fn an_optional_kafka_whose_broker_stalls_does_not_hold_stdout() {
         |lines| lines.len() >= all.len(),
     );
     let took = started.elapsed();
-    wait_until("the checkpoint reaches the end while Kafka is stalled", || {
-        s.checkpoint_offset() == s.log_len()
-    });
+    wait_until(
+        "the checkpoint reaches the end while Kafka is stalled",
+        || s.checkpoint_offset() == s.log_len(),
+    );
     let dropped = metric(
         &addr,
         "auditrail_output_records_dropped_total",
@@ -1140,7 +1224,10 @@ fn an_optional_kafka_whose_broker_stalls_does_not_hold_stdout() {
         all.len(),
         kafka_distinct.len()
     );
-    assert!(dropped > 0.0, "the stalled optional Kafka output dropped nothing?");
+    assert!(
+        dropped > 0.0,
+        "the stalled optional Kafka output dropped nothing?"
+    );
 }
 
 /// Both required (the default) and the broker paused: the checkpoint stays behind what Kafka
@@ -1168,9 +1255,7 @@ fn a_required_kafka_that_stalls_holds_the_checkpoint_for_both() {
     let consumed = consume_until(&broker, &[STANDARD], &ids(&all), Duration::from_secs(45));
     let t = tally(&consumed, &all);
     t.assert_nothing_lost("a required Kafka that stalled");
-    run.wait_for("every record on stdout", |lines| {
-        lines.len() >= all.len()
-    });
+    run.wait_for("every record on stdout", |lines| lines.len() >= all.len());
     wait_until("the checkpoint reaches the end", || {
         s.checkpoint_offset() == s.log_len()
     });
@@ -1283,7 +1368,10 @@ fn crash_loop(kills: usize) -> Vec<usize> {
                 std::thread::sleep(Duration::from_millis(rng.between(10, 80)));
             }
             written.extend(app.write_audit(Stream::Stdout, 20, 300));
-            whence.extend(std::iter::repeat_n((rotations, started.elapsed().as_millis()), 20));
+            whence.extend(std::iter::repeat_n(
+                (rotations, started.elapsed().as_millis()),
+                20,
+            ));
             (app, written, whence)
         })
     };
@@ -1344,9 +1432,7 @@ fn crash_loop(kills: usize) -> Vec<usize> {
         }
         let rotated = app.rotated();
         for (file, (n, from, to)) in &by_file {
-            let name = rotated
-                .get(*file)
-                .map_or_else(|| app.path(), Clone::clone);
+            let name = rotated.get(*file).map_or_else(|| app.path(), Clone::clone);
             eprintln!(
                 "lost: {n} records written to {} between {from} and {to} ms",
                 name.display()
@@ -1356,11 +1442,16 @@ fn crash_loop(kills: usize) -> Vec<usize> {
             eprintln!("gap record: {}", gap.value["record"]);
         }
         for (k, (ended, log)) in logs.iter().enumerate() {
-            keep_log(&format!("crash-loop-run-{k:03}-ended-at-{ended}ms"), &log.join("\n"));
+            keep_log(
+                &format!("crash-loop-run-{k:03}-ended-at-{ended}ms"),
+                &log.join("\n"),
+            );
         }
         eprintln!(
             "runs' logs in {}/crash-loop-run-*; checkpoints and logs kept in {}",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("kafka_faults").display(),
+            Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join("kafka_faults")
+                .display(),
             dir.keep().display()
         );
     }
@@ -1482,7 +1573,12 @@ fn compressed_during_the_scan(delay: Duration) -> (Vec<String>, Vec<Value>) {
     let mut written = app.write_audit(Stream::Stdout, 20, 300);
     let mut run = Daemon::start(&config);
     let addr = run.metrics_address();
-    consume_until(&broker, &[STANDARD], &ids(&written), Duration::from_secs(30));
+    consume_until(
+        &broker,
+        &[STANDARD],
+        &ids(&written),
+        Duration::from_secs(30),
+    );
     wait_for_checkpoint(dir.path(), &app.path(), app.len());
 
     // Read, not acknowledged: the checkpoint stays behind the size auditrail saw.
@@ -1515,7 +1611,11 @@ fn compressed_during_the_scan(delay: Duration) -> (Vec<String>, Vec<Value>) {
     let all: Vec<String> = old.iter().chain(&written).cloned().collect();
     let t = tally(&consumed, &all);
     let old_ids = ids(&old);
-    let lost = t.lost.into_iter().filter(|id| !old_ids.contains(id)).collect();
+    let lost = t
+        .lost
+        .into_iter()
+        .filter(|id| !old_ids.contains(id))
+        .collect();
     (lost, t.gaps)
 }
 

@@ -346,7 +346,13 @@ fn spawn_tansu(port: u16, launch: &Launch) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
     let mut command = Command::new("tansu");
     command
-        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
         .args(["--storage-engine", &launch.storage]);
     if let Some(registry) = &launch.schema_registry {
         command.args(["--schema-registry", registry]);

@@ -413,7 +413,8 @@ impl Sink {
             tracing::error!("fatal kafka producer error; a new producer takes over");
             self.needs_new_producer = Some("fatal");
         }
-        while self.needs_new_producer.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
+        while self.needs_new_producer.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t)
+        {
             self.retry_at = None;
             if !self.under_limits() {
                 break;
@@ -885,8 +886,14 @@ mod tests {
         s.failed(item(Ack::none()), fenced());
         assert_eq!(s.needs_new_producer, Some("fenced"));
         assert_eq!(s.pending.len(), 1);
-        assert!(s.pending[0].dead_letter.is_none(), "fenced is not the record's fault");
-        assert!(s.retry_at.is_none(), "no backoff: the new producer sends it at once");
+        assert!(
+            s.pending[0].dead_letter.is_none(),
+            "fenced is not the record's fault"
+        );
+        assert!(
+            s.retry_at.is_none(),
+            "no backoff: the new producer sends it at once"
+        );
         // The new producer took over; an old one's record comes back fenced.
         s.needs_new_producer = None;
         s.generation += 1;
