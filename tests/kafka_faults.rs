@@ -28,11 +28,12 @@
 //!   with the broker paused (memory storage), not killed: a broker down while records time out
 //!   cannot be brought back with tansu's SQLite storage.
 //!
-//! Against tansu, that epoch bump wedges auditrail: it retries `ProducerFenced` on the same
-//! producer forever, reporting ready, and only a restart (a new producer) delivers again.
-//! The tests that reach it (the outage past `message.timeout.ms`, the dead-letter tests) fail
-//! on it, and say so: on a failure they restart auditrail to tell a loss (records missing
-//! after a restart) from a stall (the checkpoint held them).
+//! Against tansu, that epoch bump wedged auditrail: it retried `ProducerFenced` on the same
+//! producer forever, reporting ready. Now a fenced producer is replaced by a new one (a new
+//! id) and its records re-sent; the tests that reach it (the outage past
+//! `message.timeout.ms`, the dead-letter tests) failed before that. On a failure they restart
+//! auditrail to tell a loss (records missing after a restart) from a stall (the checkpoint
+//! held them).
 //!
 //! The 100-kill crash loop is `#[ignore]`d (a few minutes); BENCHMARKS.md has its figures and
 //! the command that ran it.
