@@ -21,7 +21,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # A real Kafka-protocol broker for the Kafka tests (about ten minutes to build, then cached):
-# in-memory storage, and SQLite (libsql) where a test needs SASL/SCRAM users or a restart.
+# in-memory storage, and SQLite (libsql) where a test needs SASL/SCRAM users or a restart (the
+# fault tests, tests/kafka_faults.rs, kill it and start it again on storage that survives).
 if ! tansu --help 2>/dev/null | grep -q '^Storage engines:.*libsql'; then
   log "installing the tansu broker (cargo install tansu)"
   cargo install tansu --features dynostore,libsql --locked --force

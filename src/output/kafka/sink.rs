@@ -141,6 +141,8 @@ struct Item {
     /// The copy of the value librdkafka holds while the record is in flight, charged to the
     /// memory budget.
     copy: Charge,
+    /// The producer it was last given to ([`Sink::generation`]).
+    generation: u64,
 }
 
 type Delivery = Pin<Box<dyn std::future::Future<Output = (Item, Result<(), RdKafkaError>)> + Send>>;
@@ -192,8 +194,8 @@ pub(super) async fn run(
     loop {
         // New clients: the producer is unusable after a fatal error (with the same
         // credentials), or the mounted credentials changed.
-        let renew = if sink.needs_new_producer {
-            Some((sink.secrets.clone(), "fatal"))
+        let renew = if let Some(reason) = sink.needs_new_producer {
+            Some((sink.secrets.clone(), reason))
         } else {
             new_secrets.take().map(|s| (s, "credentials"))
         };
@@ -268,8 +270,12 @@ struct Sink {
     producer: FutureProducer<KafkaContext>,
     /// The credentials the producer was built from (for a new one after a fatal error).
     secrets: Secrets,
-    /// The producer reported a fatal error: it cannot deliver anything any more.
-    needs_new_producer: bool,
+    /// The producer cannot deliver anything any more, and why (the restart metric's label):
+    /// it reported a fatal error (`fatal`), or the broker fenced it (`fenced`).
+    needs_new_producer: Option<&'static str>,
+    /// How many producers came before this one: a failure is the current producer's only if
+    /// its record was given to it.
+    generation: u64,
     config: KafkaConfig,
     health: Arc<KafkaHealth>,
     metrics: OutputHandles,
@@ -313,7 +319,8 @@ impl Sink {
             producer_limit,
             producer,
             secrets,
-            needs_new_producer: false,
+            needs_new_producer: None,
+            generation: 0,
             config,
             health,
             metrics,
@@ -344,6 +351,7 @@ impl Sink {
             attempts: 0,
             limit: None,
             copy: Charge::none(),
+            generation: 0,
         }));
     }
 
@@ -400,12 +408,13 @@ impl Sink {
 
     /// Produces pending records while the limits and any backoff allow.
     fn produce_ready(&mut self) {
-        if !self.needs_new_producer && self.producer.client().fatal_error().is_some() {
+        if self.needs_new_producer.is_none() && self.producer.client().fatal_error().is_some() {
             // Nothing given to a producer in this state would ever be delivered.
             tracing::error!("fatal kafka producer error; a new producer takes over");
-            self.needs_new_producer = true;
+            self.needs_new_producer = Some("fatal");
         }
-        while !self.needs_new_producer && self.retry_at.is_none_or(|t| Instant::now() >= t) {
+        while self.needs_new_producer.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t)
+        {
             self.retry_at = None;
             if !self.under_limits() {
                 break;
@@ -425,6 +434,7 @@ impl Sink {
                 Ok(futures) => {
                     let mut item = item;
                     item.copy = item.record.charge.another(item.record.value.len());
+                    item.generation = self.generation;
                     if futures.len() > 1 {
                         self.metrics.chunked(&topic);
                     }
@@ -489,7 +499,8 @@ impl Sink {
             ),
         }
         self.metrics.producer_restarted(reason);
-        self.needs_new_producer = false;
+        self.needs_new_producer = None;
+        self.generation += 1;
         credentials::retire(std::mem::replace(&mut self.producer, producer));
     }
 
@@ -538,10 +549,23 @@ impl Sink {
             // The producer is unusable (after a fatal error, such as the broker refusing the
             // idempotent producer an id, librdkafka purges or fails everything): a new one is
             // made at the next turn of the loop and the record goes out on it.
-            if !self.needs_new_producer {
+            if self.needs_new_producer.is_none() {
                 tracing::error!(error = %error, "fatal kafka producer error; a new producer takes over");
             }
-            self.needs_new_producer = true;
+            self.needs_new_producer.get_or_insert("fatal");
+            self.pending.push_front(item);
+            return;
+        }
+        if code == Some(RDKafkaErrorCode::ProducerFenced) {
+            // The broker fenced the producer's id and epoch: everything it sends is refused
+            // from now on (librdkafka's own epoch bump, after a request timed out or a record
+            // was refused, is fenced too by brokers that do not take one). As the Java client
+            // does, a new producer, with a new id, takes over; the record goes out on it. A
+            // record of a producer already replaced just goes out again.
+            if item.generation == self.generation && self.needs_new_producer.is_none() {
+                tracing::error!(error = %error, "the broker fenced the kafka producer; a new producer takes over");
+                self.needs_new_producer = Some("fenced");
+            }
             self.pending.push_front(item);
             return;
         }
@@ -749,6 +773,7 @@ mod tests {
             attempts: 0,
             limit: None,
             copy: Charge::none(),
+            generation: 0,
         }
     }
 
@@ -849,6 +874,32 @@ mod tests {
             !s.drained(),
             "shutdown waits for a record that may still be delivered"
         );
+    }
+
+    /// A fenced producer is replaced once: the record goes out again at once on the next
+    /// one; a record of a producer already replaced that comes back fenced does not replace
+    /// the new one.
+    #[test]
+    fn a_fenced_producer_is_replaced_once_and_the_record_sent_again() {
+        let mut s = sink(Some("dlq"));
+        let fenced = || RdKafkaError::MessageProduction(RDKafkaErrorCode::ProducerFenced);
+        s.failed(item(Ack::none()), fenced());
+        assert_eq!(s.needs_new_producer, Some("fenced"));
+        assert_eq!(s.pending.len(), 1);
+        assert!(
+            s.pending[0].dead_letter.is_none(),
+            "fenced is not the record's fault"
+        );
+        assert!(
+            s.retry_at.is_none(),
+            "no backoff: the new producer sends it at once"
+        );
+        // The new producer took over; an old one's record comes back fenced.
+        s.needs_new_producer = None;
+        s.generation += 1;
+        s.failed(item(Ack::none()), fenced());
+        assert_eq!(s.needs_new_producer, None);
+        assert_eq!(s.pending.len(), 2);
     }
 
     #[tokio::test]
@@ -967,7 +1018,7 @@ mod tests {
         while progress.committed() == 0 {
             assert!(Instant::now() < deadline, "the record was never delivered");
             s.produce_ready();
-            if s.needs_new_producer {
+            if s.needs_new_producer.is_some() {
                 let clients = Clients::new(&config, &s.secrets, &s.health).unwrap();
                 s.replace_producer(clients.producer, "fatal");
             }

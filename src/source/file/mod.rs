@@ -613,6 +613,9 @@ impl FileTailer {
                     if self.last_scan.elapsed() >= self.config.scan_interval {
                         self.scan(false);
                     }
+                    // Backpressure holds reading, not the lag gauge and the backlog check:
+                    // what the outputs leave unread is what they must show.
+                    self.publish(false);
                 }
                 Err(_) => return,
             }

@@ -70,7 +70,7 @@ impl FileTailer {
             .filter_map(|w| std::fs::canonicalize(&w.path).ok())
             .collect();
         let mut rotated = Vec::new();
-        for ((dir, base), mut unread) in by_base {
+        for ((dir, base), unread) in by_base {
             let last_update = unread
                 .iter()
                 .map(|k| k.updated)
@@ -81,19 +81,13 @@ impl FileTailer {
                         .then_some(recent),
                 )
                 .max();
-            let mut siblings = Vec::new();
-            for path in rotation::siblings(&dir, &base) {
-                if live.contains(&path) {
-                    continue;
-                }
-                match open_sibling(&path, &mut unread) {
-                    Ok(Some(sibling)) => siblings.push(sibling),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, path = %path.display(), "cannot read a rotated file")
-                    }
-                }
-            }
+            let list = || {
+                rotation::siblings(&dir, &base)
+                    .into_iter()
+                    .filter(|p| !live.contains(p))
+                    .collect()
+            };
+            let (siblings, unread) = open_siblings(list, unread);
             let newest_known = siblings.iter().rposition(|s| s.known.is_some());
             let plain_fingerprints: BTreeSet<u64> = siblings
                 .iter()
@@ -312,6 +306,45 @@ impl FileTailer {
     }
 }
 
+/// How many times the siblings of a file are listed again when one vanished between the
+/// listing and its open.
+const LIST_ATTEMPTS: usize = 5;
+
+/// Opens the rotated siblings `list` gives (oldest first): the siblings, and the entries of
+/// `unread` none of them is. A sibling gone between the listing and its open was most likely
+/// compressed meanwhile (the kubelet writes `.gz`, then removes the original): the siblings
+/// are listed again, so that its checkpoint finds the compressed copy rather than being
+/// reported as a file deleted unread.
+fn open_siblings(
+    mut list: impl FnMut() -> Vec<PathBuf>,
+    unread: Vec<Known>,
+) -> (Vec<Sibling>, Vec<Known>) {
+    let mut attempt = 1;
+    loop {
+        let mut left = unread.clone();
+        let mut siblings = Vec::new();
+        let mut vanished = false;
+        for path in list() {
+            match open_sibling(&path, &mut left) {
+                Ok(Some(sibling)) => siblings.push(sibling),
+                Ok(None) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempt < LIST_ATTEMPTS => {
+                    tracing::debug!(path = %path.display(), "a rotated file vanished while listed; listing again");
+                    vanished = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot read a rotated file")
+                }
+            }
+        }
+        if !vanished {
+            return (siblings, left);
+        }
+        attempt += 1;
+    }
+}
+
 /// Opens a rotated sibling and tells whether it is one of `unread` (by device, inode and first
 /// line; a compressed copy by its first line; an entry of a version 1 file by its first line):
 /// a matched entry is taken out of `unread`, and the sibling positioned at its checkpoint.
@@ -379,4 +412,44 @@ fn open_sibling(path: &Path, unread: &mut Vec<Known>) -> std::io::Result<Option<
 fn take_known(unread: &mut Vec<Known>, matches: impl Fn(&Known) -> bool) -> Option<Known> {
     let i = unread.iter().position(matches)?;
     Some(unread.remove(i))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// The crash loop's loss: a rotated file compressed between the startup scan's listing
+    /// and its open (`.gz` written, the original removed) is found as its compressed copy,
+    /// not reported deleted.
+    #[test]
+    fn a_sibling_compressed_between_listing_and_open_is_found_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("0.log.20261123-120816");
+        let gz = dir.path().join("0.log.20261123-120816.gz");
+        let text = b"2026-11-23T12:08:16Z stdout F first\n2026-11-23T12:08:16Z stdout F second\n";
+        std::fs::write(&plain, text).unwrap();
+        let mut listings = 0;
+        let list = || {
+            listings += 1;
+            if listings == 1 {
+                // Listed uncompressed; the kubelet compresses it before it is opened.
+                let mut encoder = flate2::write::GzEncoder::new(
+                    std::fs::File::create(&gz).unwrap(),
+                    flate2::Compression::default(),
+                );
+                encoder.write_all(text).unwrap();
+                encoder.finish().unwrap();
+                std::fs::remove_file(&plain).unwrap();
+                vec![plain.clone()]
+            } else {
+                rotation::siblings(dir.path(), "0.log")
+            }
+        };
+        let (siblings, unread) = open_siblings(list, Vec::new());
+        assert!(unread.is_empty());
+        let paths: Vec<&Path> = siblings.iter().map(|s| s.watched.path.as_path()).collect();
+        assert_eq!(paths, [gz.as_path()]);
+        assert!(matches!(siblings[0].watched.handle, Handle::Gzip(_)));
+    }
 }
