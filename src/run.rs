@@ -73,6 +73,9 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), RunError> {
 }
 
 async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
+    // First: a SIGTERM during startup (a pod stopped as it starts) is kept for the drain
+    // below, not the default action that ends the process undrained.
+    let mut signals = Signals::install().map_err(Fail::Signal)?;
     log_start(&config);
     let metrics = Metrics::new();
     let health = Health::new();
@@ -133,10 +136,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
 
     let mut done = outputs.done;
     let ended_early = tokio::select! {
-        signal = wait_for_shutdown() => {
-            signal.map_err(Fail::Signal)?;
-            None
-        }
+        () = signals.recv() => None,
         ended = &mut done => Some(ended),
     };
     reloader.abort();
@@ -274,13 +274,26 @@ fn log_stop(s: &Stats, in_flight: usize) {
     );
 }
 
-async fn wait_for_shutdown() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
-    Ok(())
+
+    /// Waits for either.
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }

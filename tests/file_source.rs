@@ -408,6 +408,60 @@ fn sigterm_drains_what_was_written() {
     );
 }
 
+/// Found by the model: a SIGTERM in auditrail's first milliseconds (the kubelet stops a pod
+/// that has only just started) ended it at once, exit 143, undrained: the handler was
+/// installed only after the source and outputs had started. It is installed first now; a
+/// SIGTERM as soon as auditrail says it is starting drains and exits 0.
+#[test]
+fn a_sigterm_during_startup_drains_and_exits_cleanly() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    let dir = tempdir();
+    let (pod, pattern) = pod_dir(dir.path());
+    let config = config_for(dir.path(), &pattern, "");
+    let mut app = Kubelet::new(&pod);
+    let written = app.write_audit(Stdout, 20, 300);
+    let mut child = Command::new(bin())
+        .arg("run")
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        text
+    });
+    // SIGTERM the moment auditrail says it is starting, read straight off its stderr.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut log = Vec::new();
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 {
+        log.push(std::mem::take(&mut line));
+        if log.last().is_some_and(|l| l.contains("auditrail starting")) {
+            let pid = child.id().to_string();
+            Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+            break;
+        }
+    }
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let shipped: Vec<String> = out.join().unwrap().lines().map(str::to_owned).collect();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "a SIGTERM during startup must drain, not end auditrail ({status}); stderr:\n{}{rest}",
+        log.concat()
+    );
+    assert_every_record_shipped(&shipped, &written);
+}
+
 /// Finding 5. Two files that start with the same line (an application's banner) are two
 /// files: each keeps its own checkpoint. Without a restart, a second file must not resume at
 /// the first one's offset; after a restart, each resumes at its own. The files are raw

@@ -228,6 +228,41 @@ pub fn source_kind(cfg: &Value) -> &str {
     cfg["source"]["kind"].as_str().unwrap_or("file")
 }
 
+/// A resourceFieldRef as the kubelet resolves it (divisor 1): the container's limit in bytes
+/// (or millicores rounded up for CPU); without a limit, the node's allocatable (here 8 GiB).
+fn resource_value(container: &Value, resource: &str) -> String {
+    let (kind, name) = resource
+        .split_once('.')
+        .unwrap_or_else(|| panic!("resourceFieldRef {resource}"));
+    let quantity = &container["resources"][kind][name];
+    let Some(q) = quantity
+        .as_str()
+        .map(str::to_owned)
+        .or_else(|| quantity.as_u64().map(|n| n.to_string()))
+    else {
+        return (8u64 << 30).to_string();
+    };
+    let units: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    for (suffix, factor) in units {
+        if let Some(n) = q.strip_suffix(suffix) {
+            let n: u64 = n.parse().unwrap_or_else(|_| panic!("quantity {q}"));
+            return (n * factor).to_string();
+        }
+    }
+    q.parse::<u64>()
+        .unwrap_or_else(|_| panic!("quantity {q}"))
+        .to_string()
+}
+
 /// The container's environment as a process gets it: fieldRefs resolved like a kubelet.
 pub fn container_env(container: &Value) -> Vec<(String, String)> {
     seq(&container["env"])
@@ -236,6 +271,9 @@ pub fn container_env(container: &Value) -> Vec<(String, String)> {
             let key = e["name"].as_str().unwrap().to_string();
             if let Some(v) = e["value"].as_str() {
                 return (key, v.to_string());
+            }
+            if let Some(resource) = e["valueFrom"]["resourceFieldRef"]["resource"].as_str() {
+                return (key, resource_value(container, resource));
             }
             let field = e["valueFrom"]["fieldRef"]["fieldPath"]
                 .as_str()
