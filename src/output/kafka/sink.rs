@@ -1096,10 +1096,7 @@ mod tests {
     }
 
     /// Every message of partition 0 of `topic`: (headers, payload).
-    fn read_topic(
-        bootstrap: &str,
-        topic: &str,
-    ) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
+    fn read_topic(bootstrap: &str, topic: &str) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
         use rdkafka::consumer::{BaseConsumer, Consumer};
         use rdkafka::message::Headers;
         use rdkafka::Message;
@@ -1116,26 +1113,23 @@ mod tests {
         let mut out = Vec::new();
         let mut idle = std::time::Instant::now();
         while idle.elapsed() < Duration::from_secs(3) {
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    let headers = m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|h| {
-                                    (
-                                        h.key.to_string(),
-                                        String::from_utf8_lossy(h.value.unwrap_or_default())
-                                            .into_owned(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    out.push((headers, m.payload().unwrap_or_default().to_vec()));
-                    idle = std::time::Instant::now();
-                }
-                Some(Err(_)) | None => {}
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((headers, m.payload().unwrap_or_default().to_vec()));
+                idle = std::time::Instant::now();
             }
         }
         out
@@ -1148,8 +1142,9 @@ mod tests {
         messages: &[(BTreeMap<String, String>, Vec<u8>)],
     ) -> BTreeMap<String, Result<Vec<u8>, String>> {
         let mut done = BTreeMap::new();
-        let mut pending: BTreeMap<String, (usize, String, BTreeMap<usize, Vec<u8>>)> =
-            BTreeMap::new();
+        /// An id's chunk count, checksum and chunks so far.
+        type Partial = (usize, String, BTreeMap<usize, Vec<u8>>);
+        let mut pending: BTreeMap<String, Partial> = BTreeMap::new();
         for (headers, value) in messages {
             let id = headers["id"].clone();
             if done.contains_key(&id) {
