@@ -58,7 +58,9 @@ def main() -> int:
     consumer.assign(partitions)
 
     done = {}  # id -> printed record
-    pending = {}  # id -> {"count", "sha256", "chunks": {index: bytes}, "topic"}
+    # (id, chunk_size) -> {"count", "sha256", "chunks": {index: bytes}, "topic"}: one
+    # attempt's cut; an attempt in other sizes (after the broker refused one) is another.
+    pending = {}
     while time.monotonic() < deadline and (args.want == 0 or len(done) < args.want):
         message = consumer.poll(0.2)
         if message is None:
@@ -75,8 +77,9 @@ def main() -> int:
             value = message.value()
             done[record_id] = emit(record_id, message.topic(), 1, len(value), value)
             continue
+        attempt = (record_id, headers.get("chunk_size", headers["chunk_count"]))
         entry = pending.setdefault(
-            record_id,
+            attempt,
             {
                 "count": int(headers["chunk_count"]),
                 "sha256": headers["chunk_sha256"],
@@ -90,12 +93,13 @@ def main() -> int:
             if hashlib.sha256(whole).hexdigest() != entry["sha256"]:
                 print(f"record {record_id}: SHA-256 mismatch", file=sys.stderr)
                 return 1
-            del pending[record_id]
+            for other in [a for a in pending if a[0] == record_id]:
+                del pending[other]
             largest = max(len(c) for c in entry["chunks"].values())
             done[record_id] = emit(record_id, entry["topic"], entry["count"], largest, whole)
     consumer.close()
     if pending:
-        for record_id, entry in pending.items():
+        for (record_id, _), entry in pending.items():
             print(
                 f"record {record_id}: {len(entry['chunks'])} of {entry['count']} chunks",
                 file=sys.stderr,

@@ -4,7 +4,11 @@
 //! One JSON file, `checkpoints.json` in `source.checkpoint_dir`, with a version tag, written
 //! through [`StateFile`] (atomic and durable):
 //! `{"version":2,"files":[{"fingerprint":"…","dev":1,"ino":2,"path":"…","offset":123,
-//! "tail":"64:…","size":456,"updated":"…"}]}`. Version 1 files (fingerprint only) are read.
+//! "tail":"64:…","size":456,"updated":"…"}],"followed":[{"dir":"…","base":"0.log",
+//! "updated":"…"}]}`. Version 1 files (fingerprint only) are read. `followed` (optional) names
+//! the container logs followed, also while still empty, so that their rotated siblings are
+//! looked for after a restart; an entry's optional `sealed` says its file was rotated and its
+//! runtime writes elsewhere, so its `size` is final.
 //!
 //! An entry is a file's identity ([`FileKey`]: device, inode, first-line fingerprint), the
 //! offset a restart resumes from, the [`Tail`] before that offset (so a file that starts like

@@ -6,15 +6,19 @@
 //!   the producer's `message.max.bytes` (librdkafka's default 1,000,000) is cut into chunks:
 //!   consecutive byte ranges of the record's value (the envelope JSON), in order;
 //! - every chunk carries the record's usual headers (`id`, `type`, `format`,
-//!   `retention_class`, `expires_at`) and three more: `chunk_index` (0-based) and
-//!   `chunk_count` (decimal text), and `chunk_sha256` (hex SHA-256 of the whole value);
+//!   `retention_class`, `expires_at`) and four more: `chunk_index` (0-based),
+//!   `chunk_count` and `chunk_size` (bytes of value per chunk; decimal text), and
+//!   `chunk_sha256` (hex SHA-256 of the whole value);
 //! - every chunk has the same key (the record's key, or its id when it has none), so all
 //!   chunks of a record go to one partition, in order;
-//! - a consumer collects the chunks of an id, concatenates them by index once it has
-//!   `chunk_count` of them, and checks the SHA-256. A chunk may arrive more than once (a
-//!   record is sent again whole when any of its chunks failed, and after a restart):
-//!   duplicates of an index are equal, keep one. A message without `chunk_count` is a whole
-//!   record.
+//! - a consumer collects the chunks of an id and `chunk_size`, concatenates them by index
+//!   once it has `chunk_count` of them, and checks the SHA-256. A chunk may arrive more than
+//!   once (a record is sent again whole when any of its chunks failed, and after a restart):
+//!   within one `chunk_size` duplicates of an index are equal, keep one. Another
+//!   `chunk_size` is another complete sending (smaller chunks after the broker refused one,
+//!   or a topic limit changed before a restart); the first complete one wins. A message
+//!   without `chunk_count` is a whole record.
+//! - the chunk size is fixed when a record is first produced: retries send the same chunks.
 //!
 //! A record is confirmed to its source only once every chunk is acknowledged.
 
