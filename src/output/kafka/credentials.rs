@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::health::KafkaContext;
-use super::sink::KafkaError;
+use super::error::KafkaError;
 use super::KafkaConfig;
 
 /// How often the files are read again without an event (a missed or unsupported one).

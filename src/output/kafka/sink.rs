@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use super::chunk;
 use super::credentials::{self, CredentialsWatch, Secrets};
+use super::error::KafkaError;
 use super::health::{KafkaContext, KafkaHealth};
 use super::tls::TlsDiagnosis;
 use super::topics::{self, Classes};
@@ -26,19 +27,6 @@ use crate::envelope::Record;
 use crate::metrics::OutputHandles;
 use crate::output::Drain;
 
-/// Why the Kafka output could not start or stopped.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum KafkaError {
-    #[error("kafka secret file for {property} ({path})")]
-    SecretFile {
-        property: String,
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("kafka client")]
-    Client(#[from] RdKafkaError),
-}
 
 /// A built Kafka output, not yet consuming records.
 pub(super) struct KafkaOutput {
