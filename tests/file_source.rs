@@ -1263,3 +1263,44 @@ fn cri_and_docker_test_vectors_of_containerd_the_kubelet_and_vector() {
         failures.join("\n")
     );
 }
+
+/// Rotated files of logs that no pattern follows are not read: after a restart, auditrail
+/// looks for rotated siblings of container logs it never knew (a container restarted and
+/// rotated while it was down), but only of logs like the ones it follows. An application
+/// writing `/shared/app.log` beside another program's `access.log.1` must not have
+/// `access.log.1` shipped.
+#[test]
+fn rotated_files_of_logs_no_pattern_follows_are_not_read_after_a_restart() {
+    let dir = tempdir();
+    let shared = dir.path().join("shared");
+    fs::create_dir_all(&shared).unwrap();
+    let app_log = shared.join("app.log");
+    let config = config_for(dir.path(), &app_log, "  format: raw\n");
+    let app: Vec<String> = (0..3)
+        .map(|n| support::kubelet::audit_record("app", n, 300))
+        .collect();
+    fs::write(&app_log, format!("{}\n", app.join("\n"))).unwrap();
+    let mut daemon = Daemon::start(&config);
+    daemon.wait_for_records(3);
+    daemon.stop_cleanly();
+
+    let other: Vec<String> = (0..3)
+        .map(|n| support::kubelet::audit_record("other", n, 300))
+        .collect();
+    fs::write(
+        shared.join("access.log.1"),
+        format!("{}\n", other.join("\n")),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&config);
+    std::thread::sleep(Duration::from_secs(2));
+    let stopped = daemon.stop_cleanly();
+    let foreign: Vec<String> = shipped_ids(&stopped.stdout)
+        .into_iter()
+        .filter(|id| id.starts_with("other"))
+        .collect();
+    assert!(
+        foreign.is_empty(),
+        "records of a file no pattern matches were shipped: {foreign:?}"
+    );
+}

@@ -23,8 +23,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::health::KafkaContext;
 use super::error::KafkaError;
+use super::health::KafkaContext;
 use super::KafkaConfig;
 
 /// How often the files are read again without an event (a missed or unsupported one).

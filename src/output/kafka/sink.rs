@@ -27,7 +27,6 @@ use crate::envelope::Record;
 use crate::metrics::OutputHandles;
 use crate::output::Drain;
 
-
 /// A built Kafka output, not yet consuming records.
 pub(super) struct KafkaOutput {
     clients: Clients,

@@ -142,9 +142,29 @@ impl FileTailer {
     }
 
     /// Logs (directory and base name) with rotated files in the directories the checkpoints
-    /// knew at startup, of which they knew no file.
+    /// knew at startup, of which they knew no file, and which are logs auditrail follows: a
+    /// pattern matches the live log's path, or it is a kubelet container log (`<n>.log`) in a
+    /// directory of one (the patterns may name the `/var/log/containers` links instead).
     fn never_known_bases(&self) -> BTreeSet<(PathBuf, String)> {
         let known = &self.known_bases;
+        let patterns: Vec<glob::Pattern> = self
+            .config
+            .paths
+            .iter()
+            .filter_map(|p| glob::Pattern::new(p).ok())
+            .collect();
+        let container_log = |base: &str| {
+            base.strip_suffix(".log")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let followed = |(dir, base): &(PathBuf, String)| {
+            let live = dir.join(base);
+            if self.exclude.iter().any(|p| p.matches_path(&live)) {
+                return false;
+            }
+            patterns.iter().any(|p| p.matches_path(&live))
+                || (container_log(base) && known.iter().any(|(d, b)| d == dir && container_log(b)))
+        };
         let mut found = BTreeSet::new();
         for dir in &self.known_dirs {
             let Ok(entries) = std::fs::read_dir(dir) else {
@@ -156,7 +176,7 @@ impl FileTailer {
                     continue;
                 };
                 let rotated = path.file_name().and_then(|n| n.to_str()) != Some(&base.1);
-                if rotated && !known.contains(&base) {
+                if rotated && !known.contains(&base) && followed(&base) {
                     found.insert(base);
                 }
             }
