@@ -424,7 +424,12 @@ impl Sink {
                 self.metrics.blocked.set(self.held.len() as i64);
                 continue;
             };
-            let limit = self.payload_limit(&item, topic_limit);
+            // An attempt that goes on keeps its chunk size, whatever the topic says now: its
+            // first chunks are out in that size.
+            let limit = match (item.resume, item.limit) {
+                (Some(_), Some(limit)) => limit,
+                _ => self.payload_limit(&item, topic_limit),
+            };
             let from = item.resume.unwrap_or(0);
             match produce(&self.producer, &item, &topic, limit, from) {
                 Ok((futures, stopped_at)) => {
@@ -1339,5 +1344,48 @@ mod tests {
             "a refusal of the retired producer's credentials is not the record's fault"
         );
         assert_eq!(&*s.topic(&s.pending[0]), "audit");
+    }
+
+    /// Found reviewing the fix of adversary finding 2: an attempt that goes on after the
+    /// producer's queue was full must keep its chunk size. When the topic's limit was read
+    /// again smaller in between, the rest of the record was cut in another size: neither
+    /// size's chunks were complete, yet the record was confirmed.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_record_going_on_after_a_full_queue_keeps_its_chunk_size() {
+        use rdkafka::mocking::MockCluster;
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("audit", 1, 1).unwrap();
+        let mut s = mock_sink(&mock, &[("queue.buffering.max.messages", "4")], 4_000);
+        let progress = Progress::new(0);
+        let mut record = item(progress.register(0, 1)).record;
+        record.value = (0..40_000u32).map(|i| (i % 251) as u8).collect();
+        let (id, value) = (record.id.clone(), record.value.clone());
+        s.take(vec![record]);
+        progress.set_read(100, None);
+        s.produce_ready();
+        assert!(
+            s.inflight.len() == 1,
+            "the first chunks went out before the queue was full"
+        );
+        // The topic's limit is read again, smaller, while the first chunks are in flight.
+        s.set_verified(Arc::new(BTreeMap::from([("audit".to_string(), 2_000)])));
+        assert!(
+            drive(&mut s, &progress, 100, Duration::from_secs(30)).await,
+            "the record was confirmed"
+        );
+        let messages = read_topic(&mock.bootstrap_servers(), "audit");
+        let sizes: std::collections::BTreeSet<_> = messages
+            .iter()
+            .filter(|(h, _)| h["id"] == id)
+            .map(|(h, _)| h.get("chunk_size").cloned())
+            .collect();
+        let rebuilt = reassemble(&messages);
+        assert_eq!(
+            rebuilt
+                .get(&id)
+                .map(|r| r.as_ref().map(|v| chunk::sha256_hex(v))),
+            Some(Ok(chunk::sha256_hex(&value))),
+            "chunk sizes seen: {sizes:?}"
+        );
     }
 }
