@@ -37,6 +37,7 @@ mod chart;
 mod container;
 mod docs;
 mod library;
+mod lifecycle;
 mod manifests;
 mod monitors;
 mod objects;
@@ -91,6 +92,33 @@ fn values_are_documented_line_by_line() {
 #[test]
 fn an_application_chart_adds_the_sidecar_with_three_lines() {
     library::an_application_chart_adds_the_sidecar_with_three_lines();
+}
+
+// === the pod as a node runs it (issue 14) ===
+
+#[test]
+fn the_sidecar_can_read_root_owned_0640_logs() {
+    lifecycle::the_sidecar_can_read_root_owned_0640_logs();
+}
+
+#[test]
+fn a_kafka_outage_does_not_take_the_application_out_of_service() {
+    lifecycle::a_kafka_outage_does_not_take_the_application_out_of_service();
+}
+
+#[test]
+fn the_sidecar_outlives_the_application_and_has_time_to_drain() {
+    lifecycle::the_sidecar_outlives_the_application_and_has_time_to_drain();
+}
+
+#[test]
+fn the_application_container_gets_no_api_token() {
+    lifecycle::the_application_container_gets_no_api_token();
+}
+
+#[test]
+fn the_sidecar_never_asks_the_api_for_what_rbac_does_not_grant() {
+    lifecycle::the_sidecar_never_asks_the_api_for_what_rbac_does_not_grant();
 }
 
 // === deploy/ and the Dockerfile ===
