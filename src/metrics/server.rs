@@ -108,3 +108,40 @@ async fn serve(
         );
     axum::serve(listener, app).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The status code of `GET path` on `addr`.
+    async fn status(addr: std::net::SocketAddr, path: &str) -> u16 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.unwrap();
+        resp.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    /// A pod's readiness probe on `/startupz` (the chart's default) keeps the application in
+    /// service while Kafka is down: it answers 200 once the sidecar serves, whatever `/readyz`
+    /// says.
+    #[tokio::test]
+    async fn startupz_is_ok_once_serving_while_readyz_reports_kafka() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let health = Health::new();
+        health.set("kafka", vec!["kafka: no broker reachable".into()]);
+        let server = tokio::spawn(serve(
+            listener,
+            Metrics::new(),
+            Arc::clone(&health),
+            Duration::from_secs(60),
+        ));
+        assert_eq!(status(addr, "/readyz").await, 503);
+        assert_eq!(status(addr, "/startupz").await, 200);
+        assert_eq!(status(addr, "/healthz").await, 200);
+        server.abort();
+    }
+}
