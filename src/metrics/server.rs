@@ -1,5 +1,7 @@
 //! The HTTP server on `metrics.listen`: `/metrics` (Prometheus text format), `/healthz`
-//! (liveness) and `/readyz` (readiness, with the reasons when not ready).
+//! (liveness), `/readyz` (readiness, with the reasons when not ready) and `/startupz` (200 as
+//! soon as the sidecar serves: the Helm chart's default readiness probe, so that an outage of
+//! Kafka never takes the application of the pod out of its Services).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +39,7 @@ pub(crate) async fn start(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| listen.clone());
-    tracing::info!(listen = %bound, "serving /metrics, /healthz and /readyz");
+    tracing::info!(listen = %bound, "serving /metrics, /healthz, /readyz and /startupz");
     Ok(Some(tokio::spawn(serve(
         listener,
         metrics,
@@ -46,7 +48,7 @@ pub(crate) async fn start(
     ))))
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until the task is dropped.
+/// Serves `/metrics`, `/healthz`, `/readyz` and `/startupz` until the task is dropped.
 async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
@@ -90,6 +92,7 @@ async fn serve(
                 }
             }),
         )
+        .route("/startupz", get(|| async { (StatusCode::OK, "started\n") }))
         .route(
             "/readyz",
             get(move || {
