@@ -221,7 +221,7 @@ pub fn a_kafka_outage_does_not_take_the_application_out_of_service() {
     }
     // The explicit opt-in of a tenant that must not serve unaudited.
     let objs = objects(&render(
-        Some(&chart().join("ci/file-source-values.yaml")),
+        Some(&chart().join("ci/deploy-values.yaml")),
         &["--set", "probes.readiness.mode=shipping"],
     ));
     let pod = &pods(&objs)[0];

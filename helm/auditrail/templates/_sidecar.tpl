@@ -154,7 +154,8 @@ automountServiceAccountToken: {{ include "auditrail.needsApi" $c | eq "true" }}
   {{- if .enabled }}
   readinessProbe:
     httpGet:
-      path: /readyz
+      # started: the sidecar's own start only; shipping: not ready while it cannot ship.
+      path: {{ eq (.mode | default "started") "shipping" | ternary "/readyz" "/startupz" }}
       port: {{ $v.metricsPort.name }}
     periodSeconds: {{ .periodSeconds }}
     timeoutSeconds: {{ .timeoutSeconds }}
