@@ -66,7 +66,8 @@ chart's own templates, it uses the root context.
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
 serviceAccountName: {{ include "auditrail.serviceAccountName" $c }}
-automountServiceAccountToken: {{ include "auditrail.needsApi" $c | eq "true" }}
+# The sidecar mounts its own token when it needs one; the application's containers get none.
+automountServiceAccountToken: false
 {{- end }}
 
 {{/* --- the definitions behind them, each taking auditrail's context --- */}}
@@ -188,6 +189,12 @@ automountServiceAccountToken: {{ include "auditrail.needsApi" $c | eq "true" }}
     - name: auditrail-podinfo
       mountPath: {{ include "auditrail.podinfoDir" $c }}
       readOnly: true
+    {{- if include "auditrail.needsApi" $c }}
+    # The API token, in this container alone (the pod mounts none: automountServiceAccountToken false).
+    - name: auditrail-token
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
+    {{- end }}
     {{- if eq (include "auditrail.sourceKind" $c) "file" }}
     {{- if eq $v.logs.scope "pod" }}
     # Only this pod's own directory of the node's pod logs (the kubelet names it
@@ -238,6 +245,26 @@ automountServiceAccountToken: {{ include "auditrail.needsApi" $c | eq "true" }}
       - path: annotations
         fieldRef:
           fieldPath: metadata.annotations
+{{- if include "auditrail.needsApi" . }}
+# What a kubelet's automount would give, for the sidecar alone.
+- name: auditrail-token
+  projected:
+    defaultMode: 0444
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3607
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                fieldPath: metadata.namespace
+{{- end }}
 {{- if eq (include "auditrail.sourceKind" .) "file" }}
 - name: auditrail-logs
   hostPath:
