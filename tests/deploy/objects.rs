@@ -60,7 +60,8 @@ fn check_names_fit(scenario: &str, objs: &[Value]) {
 
 /// What the config needs from the API, as (resource, verb): it decides RBAC and the token.
 fn api_access_needed(cfg: &Value) -> BTreeSet<(String, String)> {
-    let enrich = cfg["enrich"]["kubernetes"].as_str().unwrap_or("downward");
+    // Without `enrich.kubernetes` the binary enriches `auto`, from the API too.
+    let enrich = cfg["enrich"]["kubernetes"].as_str().unwrap_or("auto");
     let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
     if matches!(enrich, "api" | "auto") {
         needed.insert(("pods".into(), "get".into()));

@@ -101,9 +101,9 @@ auditrail/sidecar: {{ include "auditrail.fullname" . }}
 {{- (.Values.config.source | default dict).kind | default "file" }}
 {{- end }}
 
-{{/* `enrich.kubernetes` of the config. Without it the chart grants no API access (as for `downward`). */}}
+{{/* `enrich.kubernetes` of the config; without it auditrail's own default, `auto` (which asks the API, so the chart grants it). */}}
 {{- define "auditrail.enrichMode" -}}
-{{- (.Values.config.enrich | default dict).kubernetes | default "downward" }}
+{{- (.Values.config.enrich | default dict).kubernetes | default "auto" }}
 {{- end }}
 
 {{/* "true" when the config reads the pod through the API (get/watch on pods). */}}
