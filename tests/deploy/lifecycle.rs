@@ -258,14 +258,14 @@ pub fn the_sidecar_outlives_the_application_and_has_time_to_drain() {
     }
     // Too short a grace period is refused at render time, naming what it must cover.
     let err = try_render(
-        "file-source-values.yaml",
+        "deploy-values.yaml",
         &["--set", "terminationGracePeriodSeconds=30"],
     )
-    .expect_err("a 30 s grace period against a 40 s drain must not render");
+    .expect_err("a 30 s grace period against a 45 s drain must not render");
     assert!(err.contains("drain_timeout"), "{err}");
     // Clusters without native sidecars: a regular container on request.
     let objs = objects(&render(
-        Some(&chart().join("ci/file-source-values.yaml")),
+        Some(&chart().join("ci/deploy-values.yaml")),
         &["--set", "nativeSidecar=false"],
     ));
     let spec = &pods(&objs)[0].spec;

@@ -9,35 +9,53 @@ the ConfigMap and the RBAC), then adds three lines to its pod template (README.m
         annotations:
           {{- include "auditrail.sidecar.podAnnotations" . | nindent 8 }}   # checksum/config
       spec:
+        {{- include "auditrail.sidecar.terminationGracePeriodSeconds" . | nindent 8 }}
+        initContainers:
+          {{- include "auditrail.sidecar.initContainer" . | nindent 10 }}
         containers:
           - name: app
             ...
-          {{- include "auditrail.sidecar.container" . | nindent 10 }}
         volumes:
           {{- include "auditrail.sidecar.volumes" . | nindent 10 }}
 
+`auditrail.sidecar.initContainer` is the native sidecar (`nativeSidecar: true`, the default);
+with `nativeSidecar: false` include `auditrail.sidecar.container` under containers instead.
+Each fails rendering in the other mode, so that a pod never goes without its sidecar.
+
 Optional: `auditrail.sidecar.podLabels` (what the Service and PodMonitor select on),
-`auditrail.sidecar.initContainer` under initContainers instead of the container (a native
-sidecar, with `nativeSidecar: true`), `auditrail.sidecar.serviceAccount` (serviceAccountName
-and automountServiceAccountToken, for pods that run as this chart's ServiceAccount).
+`auditrail.sidecar.serviceAccount` (serviceAccountName, and automountServiceAccountToken:
+false: the sidecar mounts its own token, the application's containers get none).
 
 Each template is called with the application chart's root context and finds auditrail's values
 and chart in `.Subcharts.auditrail` (keep the dependency's name, no alias). Called from this
 chart's own templates, it uses the root context.
 */}}
 
-{{/* The container, as a list item for `containers`. */}}
+{{/* The container, as a list item for `containers` (`nativeSidecar: false`). */}}
 {{- define "auditrail.sidecar.container" -}}
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- if $c.Values.nativeSidecar }}
+{{- fail "auditrail: nativeSidecar is true (the default): include \"auditrail.sidecar.initContainer\" under initContainers instead of \"auditrail.sidecar.container\" under containers, or set auditrail.nativeSidecar: false" }}
+{{- end }}
 {{- include "auditrail.containerSpec" (dict "ctx" $c "native" false) }}
 {{- end }}
 
-{{/* The container as a native sidecar, as a list item for `initContainers` (Kubernetes 1.29+). */}}
+{{/* The container as a native sidecar, as a list item for `initContainers` (Kubernetes 1.29+, `nativeSidecar: true`). */}}
 {{- define "auditrail.sidecar.initContainer" -}}
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- if not $c.Values.nativeSidecar }}
+{{- fail "auditrail: nativeSidecar is false: include \"auditrail.sidecar.container\" under containers instead of \"auditrail.sidecar.initContainer\" under initContainers" }}
+{{- end }}
 {{- include "auditrail.containerSpec" (dict "ctx" $c "native" true) }}
+{{- end }}
+
+{{/* `terminationGracePeriodSeconds: N` for the pod spec; rendering fails when N is shorter than the drain on SIGTERM needs. */}}
+{{- define "auditrail.sidecar.terminationGracePeriodSeconds" -}}
+{{- $c := . }}
+{{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+terminationGracePeriodSeconds: {{ include "auditrail.gracePeriod" $c }}
 {{- end }}
 
 {{/* The volumes, as list items for `volumes`. */}}
