@@ -348,3 +348,65 @@ pub fn the_sidecar_never_asks_the_api_for_what_rbac_does_not_grant() {
         );
     }
 }
+
+// === finding 8: checkpoints outside the pod ===
+
+pub fn checkpoints_on_the_node_or_a_claim_are_writable_by_the_sidecar() {
+    // hostPath: the node directory is prepared root:0 with mode 2770 (README: the chart's
+    // values say how); the kubelet creates each pod's subdirectory (subPathExpr) with the
+    // same owner and mode.
+    let objs = objects(&render(
+        Some(&chart().join("ci/deploy-values.yaml")),
+        &["--set", "checkpoints.type=hostPath"],
+    ));
+    let pod = &pods(&objs)[0];
+    let side = sidecar(&pod.spec).unwrap();
+    let volume = seq(&pod.spec["volumes"])
+        .into_iter()
+        .find(|v| v["name"] == "auditrail-checkpoints")
+        .unwrap();
+    assert_eq!(
+        volume["hostPath"]["type"].as_str(),
+        Some("DirectoryOrCreate")
+    );
+    let id = identity(&pod.spec, &side);
+    assert!(
+        permits(&id, 0, 0, 0o2770, 2) && permits(&id, 0, 0, 0o2770, 1),
+        "{id:?} cannot write a root:0 2770 node directory"
+    );
+    // A claim: the kubelet gives its root the pod's fsGroup (group-writable, setgid), which
+    // every container of the pod joins.
+    let objs = objects(&render(
+        Some(&chart().join("ci/deploy-values.yaml")),
+        &[
+            "--set",
+            "checkpoints.type=persistentVolumeClaim",
+            "--set",
+            "checkpoints.claimName=auditrail-checkpoints",
+        ],
+    ));
+    let pod = &pods(&objs)[0];
+    let side = sidecar(&pod.spec).unwrap();
+    let fs_group = pod.spec["securityContext"]["fsGroup"]
+        .as_i64()
+        .expect("the pod sets fsGroup, which the kubelet applies to the claim");
+    let id = identity(&pod.spec, &side);
+    assert!(
+        permits(&id, 0, fs_group, 0o2770, 2),
+        "{id:?} cannot write the claim"
+    );
+    // One claim for every replica: a ReadWriteOnce claim cannot attach on two nodes.
+    let err = try_render(
+        "deploy-values.yaml",
+        &[
+            "--set",
+            "checkpoints.type=persistentVolumeClaim",
+            "--set",
+            "checkpoints.claimName=auditrail-checkpoints",
+            "--set",
+            "demo.replicas=2",
+        ],
+    )
+    .expect_err("a claim shared by two replicas needs ReadWriteMany, which the chart must be told");
+    assert!(err.contains("ReadWriteMany"), "{err}");
+}

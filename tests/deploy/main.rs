@@ -121,6 +121,11 @@ fn the_sidecar_never_asks_the_api_for_what_rbac_does_not_grant() {
     lifecycle::the_sidecar_never_asks_the_api_for_what_rbac_does_not_grant();
 }
 
+#[test]
+fn checkpoints_on_the_node_or_a_claim_are_writable_by_the_sidecar() {
+    lifecycle::checkpoints_on_the_node_or_a_claim_are_writable_by_the_sidecar();
+}
+
 // === deploy/ and the Dockerfile ===
 
 #[test]
