@@ -1,7 +1,7 @@
 {{/*
 The sidecar library: what an application's chart includes to add auditrail to its own pods.
 The application's chart lists this chart under `dependencies` as `auditrail` (which renders
-the ConfigMap and the RBAC), then adds three lines to its pod template (README.md):
+the ConfigMap and the RBAC), then adds four lines to its pod template (README.md):
 
   spec:
     template:
