@@ -32,6 +32,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alerting;
 mod binary;
 mod chart;
 mod container;
@@ -124,6 +125,11 @@ fn the_sidecar_never_asks_the_api_for_what_rbac_does_not_grant() {
 #[test]
 fn checkpoints_on_the_node_or_a_claim_are_writable_by_the_sidecar() {
     lifecycle::checkpoints_on_the_node_or_a_claim_are_writable_by_the_sidecar();
+}
+
+#[test]
+fn the_shipped_alerts_fire_for_the_pods_a_pod_monitor_scrapes() {
+    alerting::the_shipped_alerts_fire_for_the_pods_a_pod_monitor_scrapes();
 }
 
 // === deploy/ and the Dockerfile ===
