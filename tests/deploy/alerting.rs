@@ -28,10 +28,10 @@ fn jobs(text: &str) -> BTreeSet<String> {
 fn job_of(endpoint: &Value) -> Option<String> {
     seq(&endpoint["relabelings"])
         .iter()
+        .rev()
         .filter(|r| r["targetLabel"] == "job")
         .filter(|r| r["action"].is_null() || r["action"] == "replace")
-        .filter_map(|r| r["replacement"].as_str().map(str::to_string))
-        .last()
+        .find_map(|r| r["replacement"].as_str().map(str::to_string))
 }
 
 pub fn the_shipped_alerts_fire_for_the_pods_a_pod_monitor_scrapes() {
