@@ -18,7 +18,11 @@
 //!   gives the container: `validate` and `check` ([`binary`]), and `run` in a directory laid
 //!   out like the container's mounts ([`container`]);
 //! - `deploy/` compared with a fresh `scripts/render-deploy.sh`, so the two never drift
-//!   ([`manifests`]).
+//!   ([`manifests`]);
+//! - the pod as a node runs it, read from the rendered pods: the sidecar's user and groups
+//!   against `root:root 0640` log files, its probes, native sidecar and grace period, which
+//!   container holds the API token ([`lifecycle`]); the shipped alerts against the job the
+//!   monitors give their targets ([`alerting`]).
 //!
 //! The tools come from `bash scripts/deploy-tools.sh` (into `$HOME/.local/auditrail-tools/bin`
 //! or `$AUDITRAIL_TOOLS/bin`; PATH is searched last). A missing tool fails the test and says so.
