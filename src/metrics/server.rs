@@ -1,5 +1,7 @@
 //! The HTTP server on `metrics.listen`: `/metrics` (Prometheus text format), `/healthz`
-//! (liveness) and `/readyz` (readiness, with the reasons when not ready).
+//! (liveness), `/readyz` (readiness, with the reasons when not ready) and `/startupz` (200 as
+//! soon as the sidecar serves: the Helm chart's default readiness probe, so that an outage of
+//! Kafka never takes the application of the pod out of its Services).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,7 +39,7 @@ pub(crate) async fn start(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_else(|_| listen.clone());
-    tracing::info!(listen = %bound, "serving /metrics, /healthz and /readyz");
+    tracing::info!(listen = %bound, "serving /metrics, /healthz, /readyz and /startupz");
     Ok(Some(tokio::spawn(serve(
         listener,
         metrics,
@@ -46,7 +48,7 @@ pub(crate) async fn start(
     ))))
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` until the task is dropped.
+/// Serves `/metrics`, `/healthz`, `/readyz` and `/startupz` until the task is dropped.
 async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
@@ -90,6 +92,7 @@ async fn serve(
                 }
             }),
         )
+        .route("/startupz", get(|| async { (StatusCode::OK, "started\n") }))
         .route(
             "/readyz",
             get(move || {
@@ -107,4 +110,41 @@ async fn serve(
             }),
         );
     axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The status code of `GET path` on `addr`.
+    async fn status(addr: std::net::SocketAddr, path: &str) -> u16 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).await.unwrap();
+        resp.split(' ').nth(1).unwrap().parse().unwrap()
+    }
+
+    /// A pod's readiness probe on `/startupz` (the chart's default) keeps the application in
+    /// service while Kafka is down: it answers 200 once the sidecar serves, whatever `/readyz`
+    /// says.
+    #[tokio::test]
+    async fn startupz_is_ok_once_serving_while_readyz_reports_kafka() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let health = Health::new();
+        health.set("kafka", vec!["kafka: no broker reachable".into()]);
+        let server = tokio::spawn(serve(
+            listener,
+            Metrics::new(),
+            Arc::clone(&health),
+            Duration::from_secs(60),
+        ));
+        assert_eq!(status(addr, "/readyz").await, 503);
+        assert_eq!(status(addr, "/startupz").await, 200);
+        assert_eq!(status(addr, "/healthz").await, 200);
+        server.abort();
+    }
 }

@@ -51,6 +51,7 @@ const FREE_FORM: &[&str] = &[
     "securityContext.",
     "podSecurityContext.",
     "demo.resources.",
+    "demo.securityContext.",
 ];
 
 pub fn values_are_documented_line_by_line() {

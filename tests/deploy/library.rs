@@ -13,7 +13,9 @@ use crate::render::{name, objects, of_kind, sidecar, yaml};
 use crate::support::tempdir;
 use crate::tools::{chart, copy_dir, kubernetes_validate, repo, run, tool};
 
-pub fn an_application_chart_adds_the_sidecar_with_three_lines() {
+/// `helm template` of `helm/example-app` (built against this checkout's chart) with the extra
+/// arguments `extra`; also lints it strictly.
+pub fn render_example_app(extra: &[&str]) -> String {
     let dir = tempdir();
     copy_dir(&chart(), &dir.path().join("helm/auditrail"));
     let app = dir.path().join("helm/example-app");
@@ -23,12 +25,19 @@ pub fn an_application_chart_adds_the_sidecar_with_three_lines() {
         .arg(&app));
     let lint = run(Command::new(tool("helm"))
         .args(["lint", "--strict"])
+        .args(extra)
         .arg(&app));
     assert!(!lint.contains("[WARNING]"), "{lint}");
-    let yaml = run(Command::new(tool("helm"))
+    run(Command::new(tool("helm"))
         .args(["template", "shop", "--namespace", "shop"])
         .args(["--api-versions", "monitoring.coreos.com/v1"])
-        .arg(&app));
+        .args(extra)
+        .arg(&app))
+}
+
+pub fn an_application_chart_adds_the_sidecar_with_three_lines() {
+    let dir = tempdir();
+    let yaml = render_example_app(&[]);
     let file = dir.path().join("example-app.yaml");
     fs::write(&file, &yaml).unwrap();
     kubernetes_validate(&file);

@@ -18,7 +18,11 @@
 //!   gives the container: `validate` and `check` ([`binary`]), and `run` in a directory laid
 //!   out like the container's mounts ([`container`]);
 //! - `deploy/` compared with a fresh `scripts/render-deploy.sh`, so the two never drift
-//!   ([`manifests`]).
+//!   ([`manifests`]);
+//! - the pod as a node runs it, read from the rendered pods: the sidecar's user and groups
+//!   against `root:root 0640` log files, its probes, native sidecar and grace period, which
+//!   container holds the API token ([`lifecycle`]); the shipped alerts against the job the
+//!   monitors give their targets ([`alerting`]).
 //!
 //! The tools come from `bash scripts/deploy-tools.sh` (into `$HOME/.local/auditrail-tools/bin`
 //! or `$AUDITRAIL_TOOLS/bin`; PATH is searched last). A missing tool fails the test and says so.
@@ -32,11 +36,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod alerting;
 mod binary;
 mod chart;
 mod container;
 mod docs;
 mod library;
+mod lifecycle;
 mod manifests;
 mod monitors;
 mod objects;
@@ -91,6 +97,43 @@ fn values_are_documented_line_by_line() {
 #[test]
 fn an_application_chart_adds_the_sidecar_with_three_lines() {
     library::an_application_chart_adds_the_sidecar_with_three_lines();
+}
+
+// === the pod as a node runs it (issue 14) ===
+
+#[test]
+fn the_sidecar_can_read_root_owned_0640_logs() {
+    lifecycle::the_sidecar_can_read_root_owned_0640_logs();
+}
+
+#[test]
+fn a_kafka_outage_does_not_take_the_application_out_of_service() {
+    lifecycle::a_kafka_outage_does_not_take_the_application_out_of_service();
+}
+
+#[test]
+fn the_sidecar_outlives_the_application_and_has_time_to_drain() {
+    lifecycle::the_sidecar_outlives_the_application_and_has_time_to_drain();
+}
+
+#[test]
+fn the_application_container_gets_no_api_token() {
+    lifecycle::the_application_container_gets_no_api_token();
+}
+
+#[test]
+fn the_sidecar_never_asks_the_api_for_what_rbac_does_not_grant() {
+    lifecycle::the_sidecar_never_asks_the_api_for_what_rbac_does_not_grant();
+}
+
+#[test]
+fn checkpoints_on_the_node_or_a_claim_are_writable_by_the_sidecar() {
+    lifecycle::checkpoints_on_the_node_or_a_claim_are_writable_by_the_sidecar();
+}
+
+#[test]
+fn the_shipped_alerts_fire_for_the_pods_a_pod_monitor_scrapes() {
+    alerting::the_shipped_alerts_fire_for_the_pods_a_pod_monitor_scrapes();
 }
 
 // === deploy/ and the Dockerfile ===

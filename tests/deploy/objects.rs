@@ -3,7 +3,7 @@
 //! so what holds between objects, and between the objects and the config they carry, is
 //! checked here:
 //! - names and label values fit in 63 characters;
-//! - RBAC is exactly what the config needs from the API, and the token is mounted only then;
+//! - RBAC is exactly what the config needs from the API, and the token is never automounted;
 //! - every pod's references resolve (volumes, ConfigMaps, the ServiceAccount and its binding)
 //!   and every container is hardened;
 //! - the sidecar is wired as the binary expects ([`crate::wiring`]);
@@ -60,7 +60,8 @@ fn check_names_fit(scenario: &str, objs: &[Value]) {
 
 /// What the config needs from the API, as (resource, verb): it decides RBAC and the token.
 fn api_access_needed(cfg: &Value) -> BTreeSet<(String, String)> {
-    let enrich = cfg["enrich"]["kubernetes"].as_str().unwrap_or("downward");
+    // Without `enrich.kubernetes` the binary enriches `auto`, from the API too.
+    let enrich = cfg["enrich"]["kubernetes"].as_str().unwrap_or("auto");
     let mut needed: BTreeSet<(String, String)> = BTreeSet::new();
     if matches!(enrich, "api" | "auto") {
         needed.insert(("pods".into(), "get".into()));
@@ -104,11 +105,12 @@ fn check_rbac(scenario: &str, objs: &[Value], needed: &BTreeSet<(String, String)
             );
         }
     }
+    // The sidecar mounts its own token (when the API is used); no container gets it otherwise.
     for sa in of_kind(objs, "ServiceAccount") {
         assert_eq!(
             sa["automountServiceAccountToken"].as_bool(),
-            Some(!needed.is_empty()),
-            "{scenario}: the token is mounted only when the API is used"
+            Some(false),
+            "{scenario}: never automounted"
         );
     }
 }

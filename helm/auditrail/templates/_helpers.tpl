@@ -101,9 +101,9 @@ auditrail/sidecar: {{ include "auditrail.fullname" . }}
 {{- (.Values.config.source | default dict).kind | default "file" }}
 {{- end }}
 
-{{/* `enrich.kubernetes` of the config. Without it the chart grants no API access (as for `downward`). */}}
+{{/* `enrich.kubernetes` of the config; without it auditrail's own default, `auto` (which asks the API, so the chart grants it). */}}
 {{- define "auditrail.enrichMode" -}}
-{{- (.Values.config.enrich | default dict).kubernetes | default "downward" }}
+{{- (.Values.config.enrich | default dict).kubernetes | default "auto" }}
 {{- end }}
 
 {{/* "true" when the config reads the pod through the API (get/watch on pods). */}}
@@ -139,4 +139,44 @@ auditrail/sidecar: {{ include "auditrail.fullname" . }}
 {{- fail (printf "config.metrics.listen %q must end with :<port>" $listen) }}
 {{- end }}
 {{- $port }}
+{{- end }}
+
+{{/* A humantime duration as auditrail reads it (`30s`, `1m 30s`, `500ms`) in whole seconds, rounded up. */}}
+{{- define "auditrail.seconds" -}}
+{{- $ms := 0 }}
+{{- range splitList " " (toString .) }}
+{{- if . }}
+{{- $n := regexFind "^[0-9]+" . }}
+{{- $unit := trimPrefix $n . }}
+{{- $factor := get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000) $unit }}
+{{- if or (not $n) (not $factor) }}
+{{- fail (printf "cannot read the duration %q: write it as e.g. 30s, 1m 30s or 500ms" .) }}
+{{- end }}
+{{- $ms = add $ms (mul (atoi $n) $factor) }}
+{{- end }}
+{{- end }}
+{{- div (add $ms 999) 1000 }}
+{{- end }}
+
+{{/* The grace period the drain on SIGTERM needs: `source.drain_timeout` (10s) plus the longest output `drain_timeout` (kafka 30s, others 10s) plus 5 s for the checkpoint's save and the kubelet. */}}
+{{- define "auditrail.requiredGracePeriod" -}}
+{{- $source := (.Values.config.source | default dict).drain_timeout | default "10s" }}
+{{- $longest := 0 }}
+{{- range $name, $out := (.Values.config.outputs | default dict) }}
+{{- if $out }}
+{{- $d := $out.drain_timeout | default (ternary "30s" "10s" (eq $name "kafka")) }}
+{{- $longest = max $longest (int (include "auditrail.seconds" $d)) }}
+{{- end }}
+{{- end }}
+{{- add (include "auditrail.seconds" $source) $longest 5 }}
+{{- end }}
+
+{{/* `terminationGracePeriodSeconds`, checked: rendering fails when the drain does not fit in it. */}}
+{{- define "auditrail.gracePeriod" -}}
+{{- $grace := int .Values.terminationGracePeriodSeconds }}
+{{- $needs := int (include "auditrail.requiredGracePeriod" .) }}
+{{- if lt $grace $needs }}
+{{- fail (printf "terminationGracePeriodSeconds %d is shorter than auditrail's drain on SIGTERM: source.drain_timeout plus the longest output drain_timeout plus 5 s = %d s. Raise terminationGracePeriodSeconds (and the pod's, to include the application's own shutdown) or lower the drain_timeout values" $grace $needs) }}
+{{- end }}
+{{- $grace }}
 {{- end }}

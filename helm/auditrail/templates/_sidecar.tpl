@@ -1,7 +1,7 @@
 {{/*
 The sidecar library: what an application's chart includes to add auditrail to its own pods.
 The application's chart lists this chart under `dependencies` as `auditrail` (which renders
-the ConfigMap and the RBAC), then adds three lines to its pod template (README.md):
+the ConfigMap and the RBAC), then adds four lines to its pod template (README.md):
 
   spec:
     template:
@@ -9,35 +9,53 @@ the ConfigMap and the RBAC), then adds three lines to its pod template (README.m
         annotations:
           {{- include "auditrail.sidecar.podAnnotations" . | nindent 8 }}   # checksum/config
       spec:
+        {{- include "auditrail.sidecar.terminationGracePeriodSeconds" . | nindent 8 }}
+        initContainers:
+          {{- include "auditrail.sidecar.initContainer" . | nindent 10 }}
         containers:
           - name: app
             ...
-          {{- include "auditrail.sidecar.container" . | nindent 10 }}
         volumes:
           {{- include "auditrail.sidecar.volumes" . | nindent 10 }}
 
+`auditrail.sidecar.initContainer` is the native sidecar (`nativeSidecar: true`, the default);
+with `nativeSidecar: false` include `auditrail.sidecar.container` under containers instead.
+Each fails rendering in the other mode, so that a pod never goes without its sidecar.
+
 Optional: `auditrail.sidecar.podLabels` (what the Service and PodMonitor select on),
-`auditrail.sidecar.initContainer` under initContainers instead of the container (a native
-sidecar, with `nativeSidecar: true`), `auditrail.sidecar.serviceAccount` (serviceAccountName
-and automountServiceAccountToken, for pods that run as this chart's ServiceAccount).
+`auditrail.sidecar.serviceAccount` (serviceAccountName, and automountServiceAccountToken:
+false: the sidecar mounts its own token, the application's containers get none).
 
 Each template is called with the application chart's root context and finds auditrail's values
 and chart in `.Subcharts.auditrail` (keep the dependency's name, no alias). Called from this
 chart's own templates, it uses the root context.
 */}}
 
-{{/* The container, as a list item for `containers`. */}}
+{{/* The container, as a list item for `containers` (`nativeSidecar: false`). */}}
 {{- define "auditrail.sidecar.container" -}}
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- if $c.Values.nativeSidecar }}
+{{- fail "auditrail: nativeSidecar is true (the default): include \"auditrail.sidecar.initContainer\" under initContainers instead of \"auditrail.sidecar.container\" under containers, or set auditrail.nativeSidecar: false" }}
+{{- end }}
 {{- include "auditrail.containerSpec" (dict "ctx" $c "native" false) }}
 {{- end }}
 
-{{/* The container as a native sidecar, as a list item for `initContainers` (Kubernetes 1.29+). */}}
+{{/* The container as a native sidecar, as a list item for `initContainers` (Kubernetes 1.29+, `nativeSidecar: true`). */}}
 {{- define "auditrail.sidecar.initContainer" -}}
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- if not $c.Values.nativeSidecar }}
+{{- fail "auditrail: nativeSidecar is false: include \"auditrail.sidecar.container\" under containers instead of \"auditrail.sidecar.initContainer\" under initContainers" }}
+{{- end }}
 {{- include "auditrail.containerSpec" (dict "ctx" $c "native" true) }}
+{{- end }}
+
+{{/* `terminationGracePeriodSeconds: N` for the pod spec; rendering fails when N is shorter than the drain on SIGTERM needs. */}}
+{{- define "auditrail.sidecar.terminationGracePeriodSeconds" -}}
+{{- $c := . }}
+{{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+terminationGracePeriodSeconds: {{ include "auditrail.gracePeriod" $c }}
 {{- end }}
 
 {{/* The volumes, as list items for `volumes`. */}}
@@ -66,7 +84,8 @@ chart's own templates, it uses the root context.
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
 serviceAccountName: {{ include "auditrail.serviceAccountName" $c }}
-automountServiceAccountToken: {{ include "auditrail.needsApi" $c | eq "true" }}
+# The sidecar mounts its own token when it needs one; the application's containers get none.
+automountServiceAccountToken: false
 {{- end }}
 
 {{/* --- the definitions behind them, each taking auditrail's context --- */}}
@@ -154,7 +173,8 @@ automountServiceAccountToken: {{ include "auditrail.needsApi" $c | eq "true" }}
   {{- if .enabled }}
   readinessProbe:
     httpGet:
-      path: /readyz
+      # started: the sidecar's own start only; shipping: not ready while it cannot ship.
+      path: {{ eq (.mode | default "started") "shipping" | ternary "/readyz" "/startupz" }}
       port: {{ $v.metricsPort.name }}
     periodSeconds: {{ .periodSeconds }}
     timeoutSeconds: {{ .timeoutSeconds }}
@@ -187,6 +207,12 @@ automountServiceAccountToken: {{ include "auditrail.needsApi" $c | eq "true" }}
     - name: auditrail-podinfo
       mountPath: {{ include "auditrail.podinfoDir" $c }}
       readOnly: true
+    {{- if include "auditrail.needsApi" $c }}
+    # The API token, in this container alone (the pod mounts none: automountServiceAccountToken false).
+    - name: auditrail-token
+      mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      readOnly: true
+    {{- end }}
     {{- if eq (include "auditrail.sourceKind" $c) "file" }}
     {{- if eq $v.logs.scope "pod" }}
     # Only this pod's own directory of the node's pod logs (the kubelet names it
@@ -237,6 +263,26 @@ automountServiceAccountToken: {{ include "auditrail.needsApi" $c | eq "true" }}
       - path: annotations
         fieldRef:
           fieldPath: metadata.annotations
+{{- if include "auditrail.needsApi" . }}
+# What a kubelet's automount would give, for the sidecar alone.
+- name: auditrail-token
+  projected:
+    defaultMode: 0444
+    sources:
+      - serviceAccountToken:
+          path: token
+          expirationSeconds: 3607
+      - configMap:
+          name: kube-root-ca.crt
+          items:
+            - key: ca.crt
+              path: ca.crt
+      - downwardAPI:
+          items:
+            - path: namespace
+              fieldRef:
+                fieldPath: metadata.namespace
+{{- end }}
 {{- if eq (include "auditrail.sourceKind" .) "file" }}
 - name: auditrail-logs
   hostPath:
