@@ -40,11 +40,15 @@
 //!   once the last main container has terminated, with what is left of the grace period (at
 //!   least 2 s, `minimumGracePeriodInSeconds`); SIGKILL at its end.
 //!
+//! The application shuts down in one of two ways: busy (it writes batches 20 ms apart, with one
+//! more rotation, then exits) or writing one last batch and then falling silent for 1.5 s,
+//! longer than the rendered `drain_quiet` (1 s), before it exits.
+//!
 //! The grace period is the rendered one (45 s): SIGKILL comes only if the binary has not exited
 //! by then, so a healthy run never waits for it. Every other wait is for a condition with a
-//! generous deadline; the only pacing is the application's own (a short pause between its
-//! writes while it shuts down, well under the rendered `drain_quiet` of 1 s: a drain ends once
-//! the files have been quiet that long, which is the binary's documented contract).
+//! generous deadline; the only pacing is the application's own (its pauses between writes while
+//! it shuts down: a drain ends once the files have been quiet for `drain_quiet`, which is the
+//! binary's documented contract).
 // Test code: a panic is a failed assertion.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
 
@@ -90,6 +94,9 @@ const LONG_RECORD_BYTES: usize = 40_000;
 /// Batches the application writes after its SIGTERM, and its pause between them.
 const LAST_BATCHES: usize = 6;
 const LAST_PAUSE: Duration = Duration::from_millis(20);
+/// How long a [`AppStop::WritesThenFallsSilent`] application is silent before it exits: longer
+/// than the rendered `source.drain_quiet` (not set in the ConfigMap: the binary's 1 s default).
+const SILENCE: Duration = Duration::from_millis(1500);
 
 // === the tests ===
 
@@ -98,14 +105,14 @@ const LAST_PAUSE: Duration = Duration::from_millis(20);
 #[test]
 #[ignore = "issue 14 finding 1: the rendered sidecar runs as 65532:65532 and cannot read root:root 0640 logs; nothing is shipped. Remove once the chart's securityContext lets it read them"]
 fn regular_sidecar_as_rendered_ships_every_record_through_termination() {
-    run_pod(Sidecar::Regular, Patch::None);
+    run_pod(Sidecar::Regular, Patch::None, AppStop::Busy);
 }
 
 /// The chart as it renders today, native sidecar: fails like the regular one (finding 1).
 #[test]
 #[ignore = "issue 14 finding 1: the rendered sidecar runs as 65532:65532 and cannot read root:root 0640 logs; nothing is shipped. Remove once the chart's securityContext lets it read them"]
 fn native_sidecar_as_rendered_ships_every_record_through_termination() {
-    run_pod(Sidecar::Native, Patch::None);
+    run_pod(Sidecar::Native, Patch::None, AppStop::Busy);
 }
 
 /// The fix direction for finding 1, regular sidecar: this test PATCHES THE RENDER, adding
@@ -115,7 +122,7 @@ fn native_sidecar_as_rendered_ships_every_record_through_termination() {
 /// and the sidecar get SIGTERM together.
 #[test]
 fn regular_sidecar_with_run_as_group_0_ships_every_record_through_termination() {
-    run_pod(Sidecar::Regular, Patch::RunAsGroup0);
+    run_pod(Sidecar::Regular, Patch::RunAsGroup0, AppStop::Busy);
 }
 
 /// The fix direction for finding 1, native sidecar: PATCHES THE RENDER as the regular variant
@@ -123,10 +130,55 @@ fn regular_sidecar_with_run_as_group_0_ships_every_record_through_termination() 
 /// sidecar's termination, where the sidecar gets SIGTERM after the application has exited.
 #[test]
 fn native_sidecar_with_run_as_group_0_ships_every_record_through_termination() {
-    run_pod(Sidecar::Native, Patch::RunAsGroup0);
+    run_pod(Sidecar::Native, Patch::RunAsGroup0, AppStop::Busy);
+}
+
+/// An application that, on SIGTERM, writes one last batch at once and then is silent for
+/// longer than `drain_quiet` before it exits (it closes connections, flushes, waits on a
+/// downstream), with the `runAsGroup: 0` patch. Every record was written before the silence,
+/// so the drain's contract ("reading goes on until the files have been quiet for
+/// `drain_quiet`") covers all of them.
+///
+/// Regular sidecar: FAILS. The log reopened by the kubelet's last rotation (~30 ms before
+/// SIGTERM) is listed ("watching file") but never opened: at SIGTERM the process holds only
+/// rotated files, all read to their end (`/proc/<pid>/fdinfo`); the drain ends 1 s after
+/// SIGTERM, reading nothing more (`lines: 430` in "auditrail stopped"), and the 40 records
+/// written before SIGTERM and the 20 written just after it are lost. When the test waits for
+/// the last record written before SIGTERM to ship, only what the application writes after
+/// its silence is lost (as the contract says). Cause not established; leads: a new file's
+/// start is deferred (`waits_for_an_older_file`, the scan) while the drain's quiet clock runs.
+#[test]
+#[ignore = "drain loses the records of a log reopened by a rotation just before SIGTERM when the application then falls silent for drain_quiet (regular sidecar); see the doc"]
+fn regular_sidecar_ships_what_the_application_wrote_before_falling_silent() {
+    run_pod(
+        Sidecar::Regular,
+        Patch::RunAsGroup0,
+        AppStop::WritesThenFallsSilent,
+    );
+}
+
+/// As [`regular_sidecar_ships_what_the_application_wrote_before_falling_silent`], native
+/// sidecar: the sidecar is still tailing normally while the application is silent and gets its
+/// SIGTERM only once the application has exited, so nothing is lost.
+#[test]
+fn native_sidecar_ships_what_the_application_wrote_before_falling_silent() {
+    run_pod(
+        Sidecar::Native,
+        Patch::RunAsGroup0,
+        AppStop::WritesThenFallsSilent,
+    );
 }
 
 // === the scenario ===
+
+/// What the application does between its SIGTERM and its exit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AppStop {
+    /// Writes [`LAST_BATCHES`] batches [`LAST_PAUSE`] apart, with one more rotation.
+    Busy,
+    /// Writes one batch, is silent for [`SILENCE`], exits.
+    WritesThenFallsSilent,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sidecar {
@@ -144,7 +196,7 @@ enum Patch {
     RunAsGroup0,
 }
 
-fn run_pod(kind: Sidecar, patch: Patch) {
+fn run_pod(kind: Sidecar, patch: Patch, app_stop: AppStop) {
     let native = kind == Sidecar::Native;
     let objs = objects(&render(
         Some(&chart().join("ci/demo-values.yaml")),
@@ -159,9 +211,15 @@ fn run_pod(kind: Sidecar, patch: Patch) {
     let in_init = seq(&pod.spec["initContainers"])
         .iter()
         .any(|c| c["name"] == side_name.as_str());
-    assert_eq!(in_init, native, "nativeSidecar={native} puts the sidecar under initContainers");
+    assert_eq!(
+        in_init, native,
+        "nativeSidecar={native} puts the sidecar under initContainers"
+    );
     if native {
-        assert_eq!(side["restartPolicy"], "Always", "a native sidecar restarts always");
+        assert_eq!(
+            side["restartPolicy"], "Always",
+            "a native sidecar restarts always"
+        );
     }
     if patch == Patch::RunAsGroup0 {
         side["securityContext"]["runAsGroup"] = json!(0);
@@ -266,13 +324,21 @@ fn run_pod(kind: Sidecar, patch: Patch) {
     if !native {
         daemon.send("TERM"); // the sidecar, with the application
     }
-    // The application's SIGTERM: it writes for a moment more (one more rotation), then exits.
-    for last in 0..LAST_BATCHES {
-        written.extend(app.write_audit(Stream::Stdout, BATCH / 2, RECORD_BYTES));
-        if last == LAST_BATCHES / 2 {
-            app.rotate();
+    // The application's SIGTERM: it writes for a moment more, then exits.
+    match app_stop {
+        AppStop::Busy => {
+            for last in 0..LAST_BATCHES {
+                written.extend(app.write_audit(Stream::Stdout, BATCH / 2, RECORD_BYTES));
+                if last == LAST_BATCHES / 2 {
+                    app.rotate();
+                }
+                std::thread::sleep(LAST_PAUSE);
+            }
         }
-        std::thread::sleep(LAST_PAUSE);
+        AppStop::WritesThenFallsSilent => {
+            written.extend(app.write_audit(Stream::Stdout, BATCH / 2, RECORD_BYTES));
+            std::thread::sleep(SILENCE);
+        }
     }
     app.exit();
     if native {
@@ -290,7 +356,7 @@ fn run_pod(kind: Sidecar, patch: Patch) {
 
     let report = Report::of(&written, &stopped);
     eprintln!(
-        "{kind:?} sidecar, patch {patch:?}: {} written, {} shipped lines, {} distinct shipped, \
+        "{kind:?} sidecar, patch {patch:?}, application {app_stop:?}: {} written, {} shipped lines, {} distinct shipped, \
          {} lost, {} duplicates {:?}, {} gap records; exited {} after {took:?} of a {grace:?} \
          grace period{}",
         written.len(),
@@ -454,7 +520,11 @@ impl Identity {
         let fs_group = pod["fsGroup"].as_u64().map(|g| g as u32);
         let mut groups = BTreeSet::from([gid]);
         groups.extend(fs_group);
-        groups.extend(seq(&pod["supplementalGroups"]).iter().map(|g| g.as_u64().unwrap() as u32));
+        groups.extend(
+            seq(&pod["supplementalGroups"])
+                .iter()
+                .map(|g| g.as_u64().unwrap() as u32),
+        );
         Identity {
             uid,
             gid,
@@ -482,8 +552,16 @@ impl Identity {
                 .map(|n| n.parse().unwrap())
                 .collect()
         };
-        assert_eq!(field("Uid:"), vec![self.uid; 4], "real, effective, saved, fs uid");
-        assert_eq!(field("Gid:"), vec![self.gid; 4], "real, effective, saved, fs gid");
+        assert_eq!(
+            field("Uid:"),
+            vec![self.uid; 4],
+            "real, effective, saved, fs uid"
+        );
+        assert_eq!(
+            field("Gid:"),
+            vec![self.gid; 4],
+            "real, effective, saved, fs gid"
+        );
         let groups: BTreeSet<u32> = field("Groups:").into_iter().collect();
         assert_eq!(groups, self.groups, "supplementary groups");
     }
@@ -587,7 +665,9 @@ impl Mounts {
             .map(|v| (v["name"].as_str().unwrap().to_owned(), v))
             .collect();
         let plugin_dir = |plugin: &str, name: &str| {
-            node.join(format!("var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~{plugin}/{name}"))
+            node.join(format!(
+                "var/lib/kubelet/pods/{uid}/volumes/kubernetes.io~{plugin}/{name}"
+            ))
         };
         let mut map = Vec::new();
         for m in seq(&container["volumeMounts"]) {
@@ -668,9 +748,11 @@ impl Mounts {
             if prev.is_none_or(|p| !in_path(p)) {
                 for (mount, host) in &self.map {
                     if let Some(after) = rest.strip_prefix(mount.as_str()) {
-                        if after.chars().next().is_none_or(|c| {
-                            c == '/' || c == '"' || c == '\'' || c.is_whitespace()
-                        }) {
+                        if after
+                            .chars()
+                            .next()
+                            .is_none_or(|c| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+                        {
                             out.push_str(host);
                             rest = after;
                             prev = mount.chars().last();
