@@ -396,12 +396,28 @@ impl Daemon {
 
     /// Sends SIGTERM and waits at most `within` for the process to exit; if it does not, sends
     /// SIGKILL. `Ok` when it exited on its own, `Err` (what it printed) when it was killed.
-    pub fn terminate_within(mut self, within: Duration) -> Result<Stopped, Stopped> {
+    pub fn terminate_within(self, within: Duration) -> Result<Stopped, Stopped> {
+        self.send("TERM");
+        self.exit_within(within)
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`, ...) and returns at once, as a kubelet does: the process
+    /// goes on draining while the caller does other things (the pod simulator's application
+    /// keeps writing); [`Daemon::exit_within`] then waits for the exit.
+    pub fn send(&self, signal: &str) {
         let pid = self.pid();
-        let _ = Command::new("kill")
-            .arg("-TERM")
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
             .arg(pid.to_string())
-            .status();
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid} failed");
+    }
+
+    /// Waits at most `within` for the process to exit on its own (after a signal sent with
+    /// [`Daemon::send`]); if it does not, sends SIGKILL, as a kubelet does at the end of the
+    /// grace period. `Ok` when it exited on its own, `Err` (what it printed) when it was killed.
+    pub fn exit_within(mut self, within: Duration) -> Result<Stopped, Stopped> {
         let start = Instant::now();
         while start.elapsed() < within {
             let child = self.child.as_mut().expect("running");
