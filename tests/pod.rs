@@ -73,7 +73,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use render::{config, config_text, container_env, objects, pods, render, seq, sidecar};
 use support::kubelet::{record_id, Kubelet, Stream};
@@ -101,47 +101,29 @@ const SILENCE: Duration = Duration::from_millis(1500);
 
 // === the tests ===
 
-/// The chart as it renders today, regular sidecar: the sidecar runs as 65532:65532 (fsGroup
-/// 65532) and the node's logs are `root:root 0640`, so it cannot open them.
+/// The chart as rendered, regular sidecar (app and sidecar get SIGTERM together): the node's
+/// logs are `root:root 0640`; the sidecar runs as 65532 with `runAsGroup: 0` (issue 14,
+/// finding 1: as 65532:65532 it could not open them, and nothing was shipped).
 #[test]
-#[ignore = "issue 14 finding 1: the rendered sidecar runs as 65532:65532 and cannot read root:root 0640 logs; nothing is shipped. Remove once the chart's securityContext lets it read them"]
 fn regular_sidecar_as_rendered_ships_every_record_through_termination() {
-    run_pod(Sidecar::Regular, Patch::None, AppStop::Busy);
+    run_pod(Sidecar::Regular, AppStop::Busy);
 }
 
-/// The chart as it renders today, native sidecar: fails like the regular one (finding 1).
+/// The chart as rendered, native sidecar (SIGTERM after the application exited).
 #[test]
-#[ignore = "issue 14 finding 1: the rendered sidecar runs as 65532:65532 and cannot read root:root 0640 logs; nothing is shipped. Remove once the chart's securityContext lets it read them"]
 fn native_sidecar_as_rendered_ships_every_record_through_termination() {
-    run_pod(Sidecar::Native, Patch::None, AppStop::Busy);
-}
-
-/// The fix direction for finding 1, regular sidecar: this test PATCHES THE RENDER, adding
-/// `runAsGroup: 0` to the sidecar container's securityContext (the user stays 65532, non-root;
-/// the pod and the application are unchanged). With group 0 the sidecar reads the `0640` logs,
-/// and every record is shipped through the regular sidecar's termination, where the application
-/// and the sidecar get SIGTERM together.
-#[test]
-fn regular_sidecar_with_run_as_group_0_ships_every_record_through_termination() {
-    run_pod(Sidecar::Regular, Patch::RunAsGroup0, AppStop::Busy);
-}
-
-/// The fix direction for finding 1, native sidecar: PATCHES THE RENDER as the regular variant
-/// does (`runAsGroup: 0` on the sidecar only); every record is shipped through the native
-/// sidecar's termination, where the sidecar gets SIGTERM after the application has exited.
-#[test]
-fn native_sidecar_with_run_as_group_0_ships_every_record_through_termination() {
-    run_pod(Sidecar::Native, Patch::RunAsGroup0, AppStop::Busy);
+    run_pod(Sidecar::Native, AppStop::Busy);
 }
 
 /// The kubelet rotates the log just before SIGTERM (the sidecar has not opened the new log
 /// yet); the application, on SIGTERM, writes one last batch at once and then is silent for
 /// longer than `drain_quiet` before it exits (closing connections, flushing, waiting on a
-/// downstream). `runAsGroup: 0` patched into the render, as above. Every record was written
+/// downstream). Every record was written
 /// before the silence, so the drain's contract ("reading goes on until the files have been
 /// quiet for `drain_quiet`") covers all of them.
 ///
-/// Regular sidecar: FAILS, every run. At SIGTERM the process holds only the rotated files, all
+/// Regular sidecar: failed every run before the drain scanned for new files often. At SIGTERM
+/// the process held only the rotated files, all
 /// read to their end (`/proc/<pid>/fdinfo`), not the new log; the drain ends about 1 s after
 /// SIGTERM having read nothing more (`lines: 430` in "auditrail stopped"), and the 40 records
 /// written to the new log before SIGTERM and the 20 written just after it are lost. With
@@ -150,15 +132,11 @@ fn native_sidecar_with_run_as_group_0_ships_every_record_through_termination() {
 /// the drain's quiet clock (`drain_quiet`, 1 s by default) runs out first, since reading the
 /// files it already has makes no progress. The same race makes a rotation during the drain
 /// lose the new log's records now and then (2 runs in 10, when this file's busy shutdown
-/// rotated after SIGTERM; it no longer does).
+/// rotated after SIGTERM; it no longer does). Now the drain scans at least every 100 ms (and
+/// twice per `drain_quiet`).
 #[test]
-#[ignore = "drain ends (drain_quiet 1s) before the periodic scan (scan_interval 1s) takes up the log the kubelet reopened just before SIGTERM: its records are lost; see the doc"]
 fn regular_sidecar_ships_what_the_application_wrote_before_falling_silent() {
-    run_pod(
-        Sidecar::Regular,
-        Patch::RunAsGroup0,
-        AppStop::WritesThenFallsSilent,
-    );
+    run_pod(Sidecar::Regular, AppStop::WritesThenFallsSilent);
 }
 
 /// As [`regular_sidecar_ships_what_the_application_wrote_before_falling_silent`], native
@@ -168,11 +146,7 @@ fn regular_sidecar_ships_what_the_application_wrote_before_falling_silent() {
 /// before the sidecar's SIGTERM would meet it too.)
 #[test]
 fn native_sidecar_ships_what_the_application_wrote_before_falling_silent() {
-    run_pod(
-        Sidecar::Native,
-        Patch::RunAsGroup0,
-        AppStop::WritesThenFallsSilent,
-    );
+    run_pod(Sidecar::Native, AppStop::WritesThenFallsSilent);
 }
 
 // === the scenario ===
@@ -197,15 +171,7 @@ enum Sidecar {
     Native,
 }
 
-/// A change made to the rendered manifest before it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Patch {
-    None,
-    /// `runAsGroup: 0` in the sidecar container's securityContext.
-    RunAsGroup0,
-}
-
-fn run_pod(kind: Sidecar, patch: Patch, app_stop: AppStop) {
+fn run_pod(kind: Sidecar, app_stop: AppStop) {
     let native = kind == Sidecar::Native;
     let objs = objects(&render(
         Some(&chart().join("ci/demo-values.yaml")),
@@ -215,7 +181,7 @@ fn run_pod(kind: Sidecar, patch: Patch, app_stop: AppStop) {
         .into_iter()
         .find(|p| sidecar(&p.spec).is_some())
         .expect("the demo renders a pod with the sidecar");
-    let mut side = sidecar(&pod.spec).unwrap();
+    let side = sidecar(&pod.spec).unwrap();
     let side_name = side["name"].as_str().unwrap().to_owned();
     let in_init = seq(&pod.spec["initContainers"])
         .iter()
@@ -229,9 +195,6 @@ fn run_pod(kind: Sidecar, patch: Patch, app_stop: AppStop) {
             side["restartPolicy"], "Always",
             "a native sidecar restarts always"
         );
-    }
-    if patch == Patch::RunAsGroup0 {
-        side["securityContext"]["runAsGroup"] = json!(0);
     }
     let app_name = seq(&pod.spec["containers"])
         .iter()
@@ -370,7 +333,7 @@ fn run_pod(kind: Sidecar, patch: Patch, app_stop: AppStop) {
 
     let report = Report::of(&written, &stopped);
     eprintln!(
-        "{kind:?} sidecar, patch {patch:?}, application {app_stop:?}: {} written, {} shipped lines, {} distinct shipped, \
+        "{kind:?} sidecar, application {app_stop:?}: {} written, {} shipped lines, {} distinct shipped, \
          {} lost, {} duplicates {:?}, {} gap records; exited {} after {took:?} of a {grace:?} \
          grace period{}",
         written.len(),

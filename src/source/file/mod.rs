@@ -115,7 +115,17 @@ impl FileTailer {
         self.resume_rotated();
         let mut quiet = Quiet::new(self.config.drain_quiet);
         while !quiet.over(&self.context.stop) {
-            if self.last_scan.elapsed() >= self.config.scan_interval {
+            // While draining, new files are looked for often: a log the runtime reopened
+            // just before SIGTERM must be found before the files have been quiet long enough.
+            let scan_every = if self.context.stop.requested() {
+                self.config
+                    .scan_interval
+                    .min(Duration::from_millis(100))
+                    .min(self.config.drain_quiet / 2)
+            } else {
+                self.config.scan_interval
+            };
+            if self.last_scan.elapsed() >= scan_every {
                 self.scan(false);
             }
             let mut progressed = false;
