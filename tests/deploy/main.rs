@@ -45,6 +45,7 @@ mod library;
 mod lifecycle;
 mod manifests;
 mod monitors;
+mod newcomer;
 mod objects;
 mod render;
 mod tools;
@@ -97,6 +98,33 @@ fn values_are_documented_line_by_line() {
 #[test]
 fn an_application_chart_adds_the_sidecar_with_three_lines() {
     library::an_application_chart_adds_the_sidecar_with_three_lines();
+}
+
+// === a new user following the READMEs (issue 14, finding 9) ===
+
+#[test]
+fn the_readme_builds_and_pushes_the_image_and_builds_the_dependency() {
+    newcomer::the_readme_builds_and_pushes_the_image_and_builds_the_dependency();
+}
+
+#[test]
+fn an_include_pasted_into_a_with_block_fails_rendering() {
+    newcomer::an_include_pasted_into_a_with_block_fails_rendering();
+}
+
+#[test]
+fn the_demo_alone_needs_no_kafka() {
+    newcomer::the_demo_alone_needs_no_kafka();
+}
+
+#[test]
+fn the_sidecar_can_be_switched_off() {
+    newcomer::the_sidecar_can_be_switched_off();
+}
+
+#[test]
+fn standalone_mode_and_deploy_share_no_names() {
+    newcomer::standalone_mode_and_deploy_share_no_names();
 }
 
 // === the pod as a node runs it (issue 14) ===
