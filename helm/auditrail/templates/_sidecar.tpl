@@ -33,59 +33,89 @@ chart's own templates, it uses the root context.
 
 {{/* The container, as a list item for `containers` (`nativeSidecar: false`). */}}
 {{- define "auditrail.sidecar.container" -}}
+{{- include "auditrail.checkContext" (list "auditrail.sidecar.container" .) }}
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- if $c.Values.enabled }}
 {{- if $c.Values.nativeSidecar }}
 {{- fail "auditrail: nativeSidecar is true (the default): include \"auditrail.sidecar.initContainer\" under initContainers instead of \"auditrail.sidecar.container\" under containers, or set auditrail.nativeSidecar: false" }}
 {{- end }}
 {{- include "auditrail.containerSpec" (dict "ctx" $c "native" false) }}
 {{- end }}
+{{- end }}
 
 {{/* The container as a native sidecar, as a list item for `initContainers` (Kubernetes 1.29+, `nativeSidecar: true`). */}}
 {{- define "auditrail.sidecar.initContainer" -}}
+{{- include "auditrail.checkContext" (list "auditrail.sidecar.initContainer" .) }}
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- if $c.Values.enabled }}
 {{- if not $c.Values.nativeSidecar }}
 {{- fail "auditrail: nativeSidecar is false: include \"auditrail.sidecar.container\" under containers instead of \"auditrail.sidecar.initContainer\" under initContainers" }}
 {{- end }}
 {{- include "auditrail.containerSpec" (dict "ctx" $c "native" true) }}
 {{- end }}
+{{- end }}
 
 {{/* `terminationGracePeriodSeconds: N` for the pod spec; rendering fails when N is shorter than the drain on SIGTERM needs. */}}
 {{- define "auditrail.sidecar.terminationGracePeriodSeconds" -}}
+{{- include "auditrail.checkContext" (list "auditrail.sidecar.terminationGracePeriodSeconds" .) }}
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- if $c.Values.enabled }}
 terminationGracePeriodSeconds: {{ include "auditrail.gracePeriod" $c }}
+{{- end }}
 {{- end }}
 
 {{/* The volumes, as list items for `volumes`. */}}
 {{- define "auditrail.sidecar.volumes" -}}
+{{- include "auditrail.checkContext" (list "auditrail.sidecar.volumes" .) }}
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- if $c.Values.enabled }}
 {{- include "auditrail.volumes" $c }}
+{{- end }}
 {{- end }}
 
 {{/* The pod labels, as map entries for the pod template's `labels`. */}}
 {{- define "auditrail.sidecar.podLabels" -}}
+{{- include "auditrail.checkContext" (list "auditrail.sidecar.podLabels" .) }}
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- if $c.Values.enabled }}
 {{- include "auditrail.sidecarLabel" $c }}
+{{- end }}
 {{- end }}
 
 {{/* The pod annotations, as map entries for the pod template's `annotations`: checksum/config (unless hotReload), prometheus.io/* (when enabled). */}}
 {{- define "auditrail.sidecar.podAnnotations" -}}
+{{- include "auditrail.checkContext" (list "auditrail.sidecar.podAnnotations" .) }}
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- if $c.Values.enabled }}
 {{- include "auditrail.podAnnotations" $c }}
+{{- end }}
 {{- end }}
 
 {{/* serviceAccountName and automountServiceAccountToken, as entries of the pod spec. */}}
 {{- define "auditrail.sidecar.serviceAccount" -}}
+{{- include "auditrail.checkContext" (list "auditrail.sidecar.serviceAccount" .) }}
 {{- $c := . }}
 {{- with .Subcharts }}{{ with .auditrail }}{{ $c = . }}{{ end }}{{ end -}}
+{{- if $c.Values.enabled }}
 serviceAccountName: {{ include "auditrail.serviceAccountName" $c }}
 # The sidecar mounts its own token when it needs one; the application's containers get none.
 automountServiceAccountToken: false
+{{- end }}
+{{- end }}
+
+{{/* Fails rendering unless `.` is a chart's root context: a line pasted inside a `with` or `range` block (helm create's `with .Values.volumes`) gets the block's value instead, and such a block is skipped altogether when its value is empty. */}}
+{{- define "auditrail.checkContext" -}}
+{{- $name := index . 0 }}
+{{- $ctx := index . 1 }}
+{{- if not (and (kindIs "map" $ctx) (hasKey $ctx "Values") (hasKey $ctx "Release")) }}
+{{- fail (printf "auditrail: include %q got a %s, not the chart's context: inside a `with` or `range` block `.` is the block's value (and the block is skipped when that value is empty, leaving the sidecar without its volumes). Move the line out of the block, or pass the root context: include %q `$` (helm/auditrail/README.md: \"In a chart made by helm create\")" $name (kindOf $ctx) $name) }}
+{{- end }}
 {{- end }}
 
 {{/* --- the definitions behind them, each taking auditrail's context --- */}}
