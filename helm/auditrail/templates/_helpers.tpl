@@ -91,9 +91,27 @@ auditrail/sidecar: {{ include "auditrail.fullname" . }}
 {{- end }}
 {{- end }}
 
-{{/* The config file, exactly as the ConfigMap holds it. */}}
+{{/* The config file, exactly as the ConfigMap holds it: `config`, with the outputs replaced by stdout for the demo (`demo.output: stdout`). */}}
 {{- define "auditrail.configYaml" -}}
+{{- if include "auditrail.demoStdout" . }}
+{{- toYaml (merge (dict "outputs" (dict "stdout" dict)) (omit .Values.config "outputs")) }}
+{{- else }}
 {{- toYaml .Values.config }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the demo ships to stdout instead of `config.outputs`, so that it needs no Kafka. */}}
+{{- define "auditrail.demoStdout" -}}
+{{- if and .Values.demo.enabled (eq (.Values.demo.output | default "stdout") "stdout") }}true{{ end }}
+{{- end }}
+
+{{/* The outputs of the config file, as a map. */}}
+{{- define "auditrail.outputs" -}}
+{{- if include "auditrail.demoStdout" . }}
+{{- toYaml (dict "stdout" dict) }}
+{{- else }}
+{{- toYaml (.Values.config.outputs | default dict) }}
+{{- end }}
 {{- end }}
 
 {{/* `source.kind` of the config: file (auditrail's default) or kubernetes. */}}
@@ -162,7 +180,7 @@ auditrail/sidecar: {{ include "auditrail.fullname" . }}
 {{- define "auditrail.requiredGracePeriod" -}}
 {{- $source := (.Values.config.source | default dict).drain_timeout | default "10s" }}
 {{- $longest := 0 }}
-{{- range $name, $out := (.Values.config.outputs | default dict) }}
+{{- range $name, $out := (include "auditrail.outputs" . | fromYaml) }}
 {{- if $out }}
 {{- $d := $out.drain_timeout | default (ternary "30s" "10s" (eq $name "kafka")) }}
 {{- $longest = max $longest (int (include "auditrail.seconds" $d)) }}
