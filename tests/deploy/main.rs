@@ -41,6 +41,7 @@ mod binary;
 mod chart;
 mod container;
 mod docs;
+mod extras;
 mod library;
 mod lifecycle;
 mod manifests;
@@ -125,6 +126,13 @@ fn the_sidecar_can_be_switched_off() {
 #[test]
 fn standalone_mode_and_deploy_share_no_names() {
     newcomer::standalone_mode_and_deploy_share_no_names();
+}
+
+// === what users of other log shippers' charts expect (issue 14, finding 10) ===
+
+#[test]
+fn the_sidecar_takes_env_from_volumes_and_a_startup_probe() {
+    extras::the_sidecar_takes_env_from_volumes_and_a_startup_probe();
 }
 
 // === the pod as a node runs it (issue 14) ===
