@@ -184,6 +184,10 @@ automountServiceAccountToken: false
     {{- with $v.extraEnv }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+  {{- with $v.envFrom }}
+  envFrom:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
   ports:
     - name: {{ $v.metricsPort.name }}
       containerPort: {{ include "auditrail.metricsPort" $c }}
@@ -205,6 +209,18 @@ automountServiceAccountToken: false
     httpGet:
       # started: the sidecar's own start only; shipping: not ready while it cannot ship.
       path: {{ eq (.mode | default "started") "shipping" | ternary "/readyz" "/startupz" }}
+      port: {{ $v.metricsPort.name }}
+    periodSeconds: {{ .periodSeconds }}
+    timeoutSeconds: {{ .timeoutSeconds }}
+    failureThreshold: {{ .failureThreshold }}
+  {{- end }}
+  {{- end }}
+  {{- with $v.probes.startup }}
+  {{- if .enabled }}
+  # Holds the other probes back until the sidecar serves (200 on /startupz).
+  startupProbe:
+    httpGet:
+      path: /startupz
       port: {{ $v.metricsPort.name }}
     periodSeconds: {{ .periodSeconds }}
     timeoutSeconds: {{ .timeoutSeconds }}
@@ -256,6 +272,9 @@ automountServiceAccountToken: false
       mountPath: {{ $v.logs.hostPath }}
       readOnly: true
     {{- end }}
+    {{- end }}
+    {{- with $v.extraVolumeMounts }}
+    {{- toYaml . | nindent 4 }}
     {{- end }}
 {{- end }}
 
@@ -318,5 +337,8 @@ automountServiceAccountToken: false
   hostPath:
     path: {{ .Values.logs.hostPath }}
     type: Directory
+{{- end }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
 {{- end }}
 {{- end }}
