@@ -48,6 +48,7 @@ mod manifests;
 mod monitors;
 mod newcomer;
 mod objects;
+mod podsecurity;
 mod render;
 mod tools;
 mod wiring;
@@ -170,6 +171,23 @@ fn checkpoints_on_the_node_or_a_claim_are_writable_by_the_sidecar() {
 #[test]
 fn the_shipped_alerts_fire_for_the_pods_a_pod_monitor_scrapes() {
     alerting::the_shipped_alerts_fire_for_the_pods_a_pod_monitor_scrapes();
+}
+
+// === Pod Security (issue 14: finding 4, deliverable 5) ===
+
+#[test]
+fn each_source_mode_meets_the_pod_security_level_the_readme_states() {
+    podsecurity::each_source_mode_meets_the_pod_security_level_the_readme_states();
+}
+
+#[test]
+fn the_file_source_needs_a_privileged_namespace_only_for_its_host_path() {
+    podsecurity::the_file_source_needs_a_privileged_namespace_only_for_its_host_path();
+}
+
+#[test]
+fn the_pod_security_checks_reject_each_control_the_standards_name() {
+    podsecurity::the_pod_security_checks_reject_each_control_the_standards_name();
 }
 
 // === deploy/ and the Dockerfile ===
