@@ -16,11 +16,14 @@ use crate::render::{objects, seq, yaml};
 use crate::support::tempdir;
 use crate::tools::{kubernetes_validate, repo, run, tool};
 
-/// The file names in `dir`.
-fn listing(dir: &Path) -> BTreeSet<String> {
+/// The names of the files in `dir` (subdirectories, such as deploy/injection/, have their own
+/// checks).
+pub fn listing(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir)
         .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_type().unwrap().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
 }
 
