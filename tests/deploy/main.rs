@@ -42,6 +42,7 @@ mod chart;
 mod container;
 mod docs;
 mod extras;
+mod injection;
 mod library;
 mod lifecycle;
 mod manifests;
@@ -173,7 +174,7 @@ fn the_shipped_alerts_fire_for_the_pods_a_pod_monitor_scrapes() {
     alerting::the_shipped_alerts_fire_for_the_pods_a_pod_monitor_scrapes();
 }
 
-// === Pod Security (issue 14: finding 4, deliverable 5) ===
+// === Pod Security and injection (issue 14: finding 4, deliverables 5 and 6) ===
 
 #[test]
 fn each_source_mode_meets_the_pod_security_level_the_readme_states() {
@@ -188,6 +189,21 @@ fn the_file_source_needs_a_privileged_namespace_only_for_its_host_path() {
 #[test]
 fn the_pod_security_checks_reject_each_control_the_standards_name() {
     podsecurity::the_pod_security_checks_reject_each_control_the_standards_name();
+}
+
+#[test]
+fn the_injection_policy_in_deploy_is_a_fresh_render_and_valid() {
+    injection::the_injection_policy_in_deploy_is_a_fresh_render_and_valid();
+}
+
+#[test]
+fn a_pod_labelled_for_injection_gets_the_charts_native_sidecar_and_volumes() {
+    injection::a_pod_labelled_for_injection_gets_the_charts_native_sidecar_and_volumes();
+}
+
+#[test]
+fn pods_not_asking_for_the_sidecar_or_already_carrying_it_are_left_alone() {
+    injection::pods_not_asking_for_the_sidecar_or_already_carrying_it_are_left_alone();
 }
 
 // === deploy/ and the Dockerfile ===
