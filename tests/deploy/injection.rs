@@ -110,6 +110,8 @@ fn mirror_patch(policy: &Value, pod: &Value) -> Vec<(String, Value)> {
     let side = variable(policy, "sidecar");
     let vols = variable(policy, "volumes");
     let grace = 45;
+    let (deployed_meta, _) = deployed_pod();
+    let pod_label = str_map(&deployed_meta["labels"])["auditrail/sidecar"].clone();
     let expected = squash(&format!(
         r#"(has(object.spec.initContainers) ?
              [JSONPatch{{op: "add", path: "/spec/initContainers/0", value: variables.sidecar}}] :
@@ -117,7 +119,7 @@ fn mirror_patch(policy: &Value, pod: &Value) -> Vec<(String, Value)> {
            (has(object.spec.volumes) ?
              variables.volumes.map(v, JSONPatch{{op: "add", path: "/spec/volumes/-", value: v}}) :
              [JSONPatch{{op: "add", path: "/spec/volumes", value: variables.volumes}}]) +
-           [JSONPatch{{op: "add", path: "/metadata/labels/auditrail~1sidecar", value: "auditrail"}}] +
+           [JSONPatch{{op: "add", path: "/metadata/labels/auditrail~1sidecar", value: "{pod_label}"}}] +
            (!has(object.spec.terminationGracePeriodSeconds) || object.spec.terminationGracePeriodSeconds < {grace} ?
              [JSONPatch{{op: "add", path: "/spec/terminationGracePeriodSeconds", value: {grace}}}] : [])"#
     ));
@@ -139,7 +141,7 @@ fn mirror_patch(policy: &Value, pod: &Value) -> Vec<(String, Value)> {
     }
     patch.push((
         "/metadata/labels/auditrail~1sidecar".into(),
-        json!("auditrail"),
+        json!(pod_label),
     ));
     if spec["terminationGracePeriodSeconds"]
         .as_i64()
@@ -315,6 +317,12 @@ pub fn the_injection_policy_in_deploy_is_a_fresh_render_and_valid() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nativeSidecar: true"));
+    // `enabled: false` switches the sidecar off everywhere, injection included.
+    let off = run(Command::new(tool("helm"))
+        .args(["template", "a"])
+        .arg(chart())
+        .args(["--set", "injection.enabled=true", "--set", "enabled=false"]));
+    assert!(!off.contains("MutatingAdmissionPolicy"), "{off}");
 }
 
 pub fn a_pod_labelled_for_injection_gets_the_charts_native_sidecar_and_volumes() {
