@@ -42,6 +42,7 @@ mod chart;
 mod container;
 mod docs;
 mod extras;
+mod extras2;
 mod injection;
 mod library;
 mod lifecycle;
@@ -135,6 +136,11 @@ fn standalone_mode_and_deploy_share_no_names() {
 #[test]
 fn the_sidecar_takes_env_from_volumes_and_a_startup_probe() {
     extras::the_sidecar_takes_env_from_volumes_and_a_startup_probe();
+}
+
+#[test]
+fn an_existing_config_map_replaces_the_rendered_one() {
+    extras2::an_existing_config_map_replaces_the_rendered_one();
 }
 
 // === the pod as a node runs it (issue 14) ===

@@ -73,6 +73,11 @@ auditrail/sidecar: {{ include "auditrail.fullname" . }}
 {{- if or (eq .Values.mode "standalone") .Values.demo.enabled }}true{{ end }}
 {{- end }}
 
+{{/* The ConfigMap holding auditrail.yaml: the user's (`existingConfigMap`) or the chart's. */}}
+{{- define "auditrail.configMapName" -}}
+{{- .Values.existingConfigMap | default (include "auditrail.fullname" .) }}
+{{- end }}
+
 {{/* The ServiceAccount the pods run as, and the RoleBinding binds. */}}
 {{- define "auditrail.serviceAccountName" -}}
 {{- if and .Values.serviceAccount.create (include "auditrail.standalone" .) }}

@@ -122,7 +122,11 @@ automountServiceAccountToken: false
 
 {{- define "auditrail.podAnnotations" -}}
 {{- $lines := list }}
-{{- if not .Values.hotReload }}
+{{- if and (not .Values.hotReload) .Values.existingConfigMap }}
+{{- /* The user's ConfigMap: its name, and its data when helm can read it (install, upgrade; `helm template` cannot). */}}
+{{- $theirs := lookup "v1" "ConfigMap" .Release.Namespace .Values.existingConfigMap | default dict }}
+{{- $lines = append $lines (printf "checksum/config: %s" (printf "%s\n%s" .Values.existingConfigMap (toYaml ($theirs.data | default dict)) | sha256sum)) }}
+{{- else if not .Values.hotReload }}
 {{- $lines = append $lines (printf "checksum/config: %s" (include "auditrail.configYaml" . | sha256sum)) }}
 {{- else }}
 {{- /* auditrail reloads the per-record stages itself; every other section needs a restart. */}}
@@ -281,7 +285,7 @@ automountServiceAccountToken: false
 {{- define "auditrail.volumes" -}}
 - name: auditrail-config
   configMap:
-    name: {{ include "auditrail.fullname" . }}
+    name: {{ include "auditrail.configMapName" . }}
 {{- if .Values.kafka.existingSecret }}
 - name: auditrail-kafka
   secret:
