@@ -4,12 +4,14 @@
 //! probe objects.
 
 use std::fs;
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::objects::check_objects;
 use crate::render::{objects, of_kind, pods, render, seq, sidecar};
 use crate::support::tempdir;
+use crate::tools::{chart, tool};
 
 /// Renders with `values` written to a file, and returns the objects.
 fn render_with(values: &str) -> Vec<Value> {
@@ -17,6 +19,22 @@ fn render_with(values: &str) -> Vec<Value> {
     let file = dir.path().join("values.yaml");
     fs::write(&file, values).unwrap();
     objects(&render(Some(&file), &[]))
+}
+
+/// `helm template` with `values` that must fail; returns helm's error output.
+fn render_fails(values: &str) -> String {
+    let dir = tempdir();
+    let file = dir.path().join("values.yaml");
+    fs::write(&file, values).unwrap();
+    let out = Command::new(tool("helm"))
+        .args(["template", "audit", "--namespace", "shop"])
+        .arg(chart())
+        .args(["--api-versions", "monitoring.coreos.com/v1", "--values"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{values} renders");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn annotation(objs: &[Value], key: &str) -> Option<String> {
@@ -67,4 +85,31 @@ pub fn an_existing_config_map_replaces_the_rendered_one() {
         "demo: {enabled: true}\nexistingConfigMap: shop-audit-config\nhotReload: true\n",
     );
     assert!(annotation(&hot, "checksum/config").is_none());
+}
+
+// === 2. resourcesPreset ===
+
+pub fn the_guaranteed_preset_sets_requests_equal_to_limits() {
+    let side = |objs: &[Value]| sidecar(&pods(objs)[0].spec).unwrap();
+    let burstable = side(&objects(&render(None, &["--set", "demo.enabled=true"])));
+    assert_ne!(
+        burstable["resources"]["requests"],
+        burstable["resources"]["limits"]
+    );
+    let objs = render_with("demo: {enabled: true}\nresourcesPreset: guaranteed\n");
+    check_objects("guaranteed", &objs);
+    let s = side(&objs);
+    assert_eq!(s["resources"]["requests"], s["resources"]["limits"], "{s}");
+    assert_eq!(s["resources"]["limits"]["memory"], "128Mi");
+    assert_eq!(s["resources"]["limits"]["cpu"], "500m");
+    let sized = side(&render_with(
+        "demo: {enabled: true}\nresourcesPreset: guaranteed\n\
+         resources: {limits: {cpu: 100m, memory: 96Mi}}\n",
+    ));
+    assert_eq!(sized["resources"]["requests"]["cpu"], "100m");
+    assert_eq!(sized["resources"]["requests"]["memory"], "96Mi");
+    assert!(render_fails(
+        "demo: {enabled: true}\nresourcesPreset: guaranteed\nresources: {limits: {cpu: null}}\n"
+    )
+    .contains("resourcesPreset guaranteed"));
 }

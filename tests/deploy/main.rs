@@ -143,6 +143,11 @@ fn an_existing_config_map_replaces_the_rendered_one() {
     extras2::an_existing_config_map_replaces_the_rendered_one();
 }
 
+#[test]
+fn the_guaranteed_preset_sets_requests_equal_to_limits() {
+    extras2::the_guaranteed_preset_sets_requests_equal_to_limits();
+}
+
 // === the pod as a node runs it (issue 14) ===
 
 #[test]

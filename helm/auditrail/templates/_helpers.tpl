@@ -78,6 +78,19 @@ auditrail/sidecar: {{ include "auditrail.fullname" . }}
 {{- .Values.existingConfigMap | default (include "auditrail.fullname" .) }}
 {{- end }}
 
+{{/* The sidecar's resources: `resources`, or with `resourcesPreset: guaranteed` requests equal to its limits (Guaranteed QoS needs that of every container). */}}
+{{- define "auditrail.resources" -}}
+{{- $res := .Values.resources | default dict }}
+{{- if eq (.Values.resourcesPreset | default "") "guaranteed" }}
+{{- $limits := $res.limits | default dict }}
+{{- if not (and $limits.cpu $limits.memory) }}
+{{- fail "auditrail: resourcesPreset guaranteed sets the requests equal to resources.limits, which needs both limits.cpu and limits.memory" }}
+{{- end }}
+{{- $res = dict "requests" (pick $limits "cpu" "memory") "limits" $limits }}
+{{- end }}
+{{- toYaml $res }}
+{{- end }}
+
 {{/* The ServiceAccount the pods run as, and the RoleBinding binds. */}}
 {{- define "auditrail.serviceAccountName" -}}
 {{- if and .Values.serviceAccount.create (include "auditrail.standalone" .) }}

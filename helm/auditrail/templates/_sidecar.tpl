@@ -231,7 +231,7 @@ automountServiceAccountToken: false
     failureThreshold: {{ .failureThreshold }}
   {{- end }}
   {{- end }}
-  {{- with $v.resources }}
+  {{- with (include "auditrail.resources" $c | fromYaml) }}
   resources:
     {{- toYaml . | nindent 4 }}
   {{- end }}
