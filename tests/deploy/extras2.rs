@@ -9,9 +9,9 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::objects::check_objects;
-use crate::render::{objects, of_kind, pods, render, seq, sidecar};
+use crate::render::{objects, of_kind, pods, render, seq, sidecar, yaml};
 use crate::support::tempdir;
-use crate::tools::{chart, tool};
+use crate::tools::{chart, repo, tool};
 
 /// Renders with `values` written to a file, and returns the objects.
 fn render_with(values: &str) -> Vec<Value> {
@@ -112,4 +112,31 @@ pub fn the_guaranteed_preset_sets_requests_equal_to_limits() {
         "demo: {enabled: true}\nresourcesPreset: guaranteed\nresources: {limits: {cpu: null}}\n"
     )
     .contains("resourcesPreset guaranteed"));
+}
+
+// === 3. PrometheusRule, monitor jobLabel and relabelings ===
+
+pub fn the_prometheus_rule_carries_the_shipped_alerts() {
+    let shipped = fs::read_to_string(repo().join("monitoring/alerts.yaml")).unwrap();
+    let copy = fs::read_to_string(chart().join("files/alerts.yaml")).unwrap();
+    assert_eq!(
+        copy, shipped,
+        "helm/auditrail/files/alerts.yaml is a copy of monitoring/alerts.yaml"
+    );
+    assert!(of_kind(&objects(&render(None, &[])), "PrometheusRule").is_empty());
+    let objs = render_with("prometheusRule: {enabled: true, labels: {release: prom}}\n");
+    let rules = of_kind(&objs, "PrometheusRule");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0]["apiVersion"], "monitoring.coreos.com/v1");
+    assert_eq!(rules[0]["metadata"]["labels"]["release"], "prom");
+    assert_eq!(
+        rules[0]["spec"]["groups"],
+        yaml("alerts.yaml", &shipped)["groups"]
+    );
+    // The rules select the job the PodMonitor gives its targets.
+    let objs = render_with(
+        "prometheusRule: {enabled: true}\npodMonitor: {enabled: true, job: shop-audit}\n",
+    );
+    let text = serde_json::to_string(&of_kind(&objs, "PrometheusRule")[0]["spec"]).unwrap();
+    assert!(text.contains("job=\\\"shop-audit\\\"") && !text.contains("job=\\\"auditrail\\\""));
 }

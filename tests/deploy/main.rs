@@ -148,6 +148,11 @@ fn the_guaranteed_preset_sets_requests_equal_to_limits() {
     extras2::the_guaranteed_preset_sets_requests_equal_to_limits();
 }
 
+#[test]
+fn the_prometheus_rule_carries_the_shipped_alerts() {
+    extras2::the_prometheus_rule_carries_the_shipped_alerts();
+}
+
 // === the pod as a node runs it (issue 14) ===
 
 #[test]

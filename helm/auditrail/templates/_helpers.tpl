@@ -91,6 +91,22 @@ auditrail/sidecar: {{ include "auditrail.fullname" . }}
 {{- toYaml $res }}
 {{- end }}
 
+{{/* The job the PrometheusRule's alerts select: the enabled monitor's `job` (the PodMonitor's when none or both are enabled; both must then agree). */}}
+{{- define "auditrail.monitorJob" -}}
+{{- $pm := .Values.podMonitor }}
+{{- $sm := .Values.serviceMonitor }}
+{{- $job := $pm.job }}
+{{- if and $sm.enabled (not $pm.enabled) }}
+{{- $job = $sm.job }}
+{{- else if and $sm.enabled $pm.enabled (ne $sm.job $pm.job) }}
+{{- fail (printf "auditrail: prometheusRule selects one job, but podMonitor.job %q and serviceMonitor.job %q differ" $pm.job $sm.job) }}
+{{- end }}
+{{- if not $job }}
+{{- fail "auditrail: prometheusRule.enabled needs the monitors' `job` (its alerts select job=\"<job>\"); with `job: \"\"` they would never fire" }}
+{{- end }}
+{{- $job }}
+{{- end }}
+
 {{/* The ServiceAccount the pods run as, and the RoleBinding binds. */}}
 {{- define "auditrail.serviceAccountName" -}}
 {{- if and .Values.serviceAccount.create (include "auditrail.standalone" .) }}
