@@ -140,3 +140,33 @@ pub fn the_prometheus_rule_carries_the_shipped_alerts() {
     let text = serde_json::to_string(&of_kind(&objs, "PrometheusRule")[0]["spec"]).unwrap();
     assert!(text.contains("job=\\\"shop-audit\\\"") && !text.contains("job=\\\"auditrail\\\""));
 }
+
+pub fn the_monitors_pass_job_label_and_relabelings_through() {
+    let extra =
+        "relabelings: [{sourceLabels: [__meta_kubernetes_pod_node_name], targetLabel: node}]";
+    let objs = render_with(&format!(
+        "mode: standalone\ndemo: {{enabled: true}}\n\
+         podMonitor: {{enabled: true, jobLabel: app.kubernetes.io/name, {extra}}}\n\
+         serviceMonitor: {{enabled: true, jobLabel: app.kubernetes.io/name, {extra}}}\n"
+    ));
+    check_objects("monitors", &objs);
+    for (k, endpoints) in [
+        ("PodMonitor", "podMetricsEndpoints"),
+        ("ServiceMonitor", "endpoints"),
+    ] {
+        let m = of_kind(&objs, k)[0];
+        assert_eq!(m["spec"]["jobLabel"], "app.kubernetes.io/name", "{k}");
+        let relabelings = seq(&m["spec"][endpoints][0]["relabelings"]);
+        assert_eq!(relabelings[0]["targetLabel"], "job", "{k}: the job first");
+        assert_eq!(
+            relabelings[1]["targetLabel"], "node",
+            "{k}: then the user's"
+        );
+    }
+    // `job: ""` leaves the job to jobLabel (or the operator's default).
+    let objs = render_with("podMonitor: {enabled: true, job: \"\", jobLabel: app}\n");
+    let pm = of_kind(&objs, "PodMonitor")[0];
+    assert!(seq(&pm["spec"]["podMetricsEndpoints"][0]["relabelings"])
+        .iter()
+        .all(|r| r["targetLabel"] != "job"));
+}

@@ -153,6 +153,11 @@ fn the_prometheus_rule_carries_the_shipped_alerts() {
     extras2::the_prometheus_rule_carries_the_shipped_alerts();
 }
 
+#[test]
+fn the_monitors_pass_job_label_and_relabelings_through() {
+    extras2::the_monitors_pass_job_label_and_relabelings_through();
+}
+
 // === the pod as a node runs it (issue 14) ===
 
 #[test]
