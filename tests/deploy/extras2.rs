@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::objects::check_objects;
 use crate::render::{objects, of_kind, pods, render, seq, sidecar, yaml};
 use crate::support::tempdir;
-use crate::tools::{chart, repo, tool};
+use crate::tools::{chart, kubernetes_validate, repo, tool};
 
 /// Renders with `values` written to a file, and returns the objects.
 fn render_with(values: &str) -> Vec<Value> {
@@ -169,4 +169,65 @@ pub fn the_monitors_pass_job_label_and_relabelings_through() {
     assert!(seq(&pm["spec"]["podMetricsEndpoints"][0]["relabelings"])
         .iter()
         .all(|r| r["targetLabel"] != "job"));
+}
+
+// === 4. NetworkPolicy ===
+
+pub fn a_network_policy_opens_kafka_dns_and_metrics_only_when_asked() {
+    assert!(of_kind(
+        &objects(&render(None, &["--set", "mode=standalone"])),
+        "NetworkPolicy"
+    )
+    .is_empty());
+    // Never in sidecar mode: it would select, and restrict, the application's pods.
+    assert!(of_kind(
+        &objects(&render(None, &["--set", "networkPolicy.enabled=true"])),
+        "NetworkPolicy"
+    )
+    .is_empty());
+    let dir = tempdir();
+    let values = dir.path().join("np.yaml");
+    fs::write(
+        &values,
+        "mode: standalone\nnetworkPolicy: {enabled: true}\n\
+         config: {outputs: {kafka: {brokers: \"b-1.kafka:9094,b-2.kafka:9094,b-3.kafka:9096\"}}}\n",
+    )
+    .unwrap();
+    let text = render(Some(&values), &[]);
+    let rendered = dir.path().join("rendered.yaml");
+    fs::write(&rendered, &text).unwrap();
+    kubernetes_validate(&rendered);
+    let objs = objects(&text);
+    let nps = of_kind(&objs, "NetworkPolicy");
+    assert_eq!(nps.len(), 1);
+    let spec = &nps[0]["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"]["auditrail/sidecar"],
+        "audit-auditrail"
+    );
+    assert_eq!(
+        seq(&spec["policyTypes"]),
+        vec![Value::from("Ingress"), Value::from("Egress")]
+    );
+    let ports = |rules: &Value| -> Vec<(String, i64)> {
+        seq(rules)
+            .iter()
+            .flat_map(|r| seq(&r["ports"]))
+            .map(|p| {
+                (
+                    p["protocol"].as_str().unwrap().to_string(),
+                    p["port"].as_i64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let egress = ports(&spec["egress"]);
+    for p in [("TCP", 9094), ("TCP", 9096), ("UDP", 53), ("TCP", 53)] {
+        assert!(
+            egress.contains(&(p.0.to_string(), p.1)),
+            "{p:?}: {egress:?}"
+        );
+    }
+    assert_eq!(egress.len(), 4, "{egress:?}");
+    assert_eq!(ports(&spec["ingress"]), vec![("TCP".to_string(), 9464)]);
 }

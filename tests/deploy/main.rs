@@ -158,6 +158,11 @@ fn the_monitors_pass_job_label_and_relabelings_through() {
     extras2::the_monitors_pass_job_label_and_relabelings_through();
 }
 
+#[test]
+fn a_network_policy_opens_kafka_dns_and_metrics_only_when_asked() {
+    extras2::a_network_policy_opens_kafka_dns_and_metrics_only_when_asked();
+}
+
 // === the pod as a node runs it (issue 14) ===
 
 #[test]
