@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::objects::check_objects;
-use crate::render::{objects, of_kind, pods, render, seq, sidecar, yaml};
+use crate::render::{kind, objects, of_kind, pods, render, seq, sidecar, yaml};
 use crate::support::tempdir;
 use crate::tools::{chart, kubernetes_validate, repo, tool};
 
@@ -230,4 +230,48 @@ pub fn a_network_policy_opens_kafka_dns_and_metrics_only_when_asked() {
     }
     assert_eq!(egress.len(), 4, "{egress:?}");
     assert_eq!(ports(&spec["ingress"]), vec![("TCP".to_string(), 9464)]);
+}
+
+// === 5. lifecycle and full probe objects ===
+
+pub fn the_sidecar_takes_lifecycle_hooks_and_probe_overrides() {
+    let objs = render_with(
+        "demo: {enabled: true}\n\
+         lifecycle: {preStop: {sleep: {seconds: 5}}}\n\
+         probes:\n\
+         \x20 liveness: {periodSeconds: 20, failureThreshold: 6, initialDelaySeconds: 3, terminationGracePeriodSeconds: 10}\n\
+         \x20 readiness: {successThreshold: 2}\n\
+         \x20 startup: {enabled: true, tcpSocket: {port: metrics}}\n",
+    );
+    check_objects("lifecycle", &objs);
+    let side = sidecar(&pods(&objs)[0].spec).unwrap();
+    assert_eq!(side["lifecycle"]["preStop"]["sleep"]["seconds"], 5);
+    let live = &side["livenessProbe"];
+    assert_eq!(live["periodSeconds"], 20);
+    assert_eq!(live["failureThreshold"], 6);
+    assert_eq!(live["initialDelaySeconds"], 3);
+    assert_eq!(live["terminationGracePeriodSeconds"], 10);
+    assert_eq!(live["httpGet"]["path"], "/healthz");
+    assert_eq!(side["readinessProbe"]["successThreshold"], 2);
+    assert_eq!(side["readinessProbe"]["httpGet"]["path"], "/startupz");
+    // A handler of the user's replaces the chart's.
+    let startup = &side["startupProbe"];
+    assert_eq!(startup["tcpSocket"]["port"], "metrics");
+    assert!(startup["httpGet"].is_null(), "{startup}");
+    let dir = tempdir();
+    let file = dir.path().join("rendered.yaml");
+    fs::write(
+        &file,
+        objs.iter()
+            .filter(|o| kind(o) == "Deployment")
+            .map(|o| serde_json::to_string(o).unwrap())
+            .collect::<Vec<_>>()
+            .join("\n---\n"),
+    )
+    .unwrap();
+    kubernetes_validate(&file);
+    // Defaults: no lifecycle.
+    let side =
+        sidecar(&pods(&objects(&render(None, &["--set", "demo.enabled=true"])))[0].spec).unwrap();
+    assert!(side["lifecycle"].is_null());
 }

@@ -163,6 +163,11 @@ fn a_network_policy_opens_kafka_dns_and_metrics_only_when_asked() {
     extras2::a_network_policy_opens_kafka_dns_and_metrics_only_when_asked();
 }
 
+#[test]
+fn the_sidecar_takes_lifecycle_hooks_and_probe_overrides() {
+    extras2::the_sidecar_takes_lifecycle_hooks_and_probe_overrides();
+}
+
 // === the pod as a node runs it (issue 14) ===
 
 #[test]

@@ -199,37 +199,26 @@ automountServiceAccountToken: false
   {{- with $v.probes.liveness }}
   {{- if .enabled }}
   livenessProbe:
-    httpGet:
-      path: /healthz
-      port: {{ $v.metricsPort.name }}
-    periodSeconds: {{ .periodSeconds }}
-    timeoutSeconds: {{ .timeoutSeconds }}
-    failureThreshold: {{ .failureThreshold }}
+    {{- include "auditrail.probe" (dict "probe" . "path" "/healthz" "port" $v.metricsPort.name) | nindent 4 }}
   {{- end }}
   {{- end }}
   {{- with $v.probes.readiness }}
   {{- if .enabled }}
+  # started: the sidecar's own start only (/startupz); shipping: not ready while it cannot ship (/readyz).
   readinessProbe:
-    httpGet:
-      # started: the sidecar's own start only; shipping: not ready while it cannot ship.
-      path: {{ eq (.mode | default "started") "shipping" | ternary "/readyz" "/startupz" }}
-      port: {{ $v.metricsPort.name }}
-    periodSeconds: {{ .periodSeconds }}
-    timeoutSeconds: {{ .timeoutSeconds }}
-    failureThreshold: {{ .failureThreshold }}
+    {{- include "auditrail.probe" (dict "probe" . "path" (eq (.mode | default "started") "shipping" | ternary "/readyz" "/startupz") "port" $v.metricsPort.name) | nindent 4 }}
   {{- end }}
   {{- end }}
   {{- with $v.probes.startup }}
   {{- if .enabled }}
   # Holds the other probes back until the sidecar serves (200 on /startupz).
   startupProbe:
-    httpGet:
-      path: /startupz
-      port: {{ $v.metricsPort.name }}
-    periodSeconds: {{ .periodSeconds }}
-    timeoutSeconds: {{ .timeoutSeconds }}
-    failureThreshold: {{ .failureThreshold }}
+    {{- include "auditrail.probe" (dict "probe" . "path" "/startupz" "port" $v.metricsPort.name) | nindent 4 }}
   {{- end }}
+  {{- end }}
+  {{- with $v.lifecycle }}
+  lifecycle:
+    {{- toYaml . | nindent 4 }}
   {{- end }}
   {{- with (include "auditrail.resources" $c | fromYaml) }}
   resources:
@@ -280,6 +269,15 @@ automountServiceAccountToken: false
     {{- with $v.extraVolumeMounts }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
+{{- end }}
+
+{{- /* A probe: the value's Probe fields (all but `enabled` and `mode`), with GET `path` on `port` unless the value brings its own handler. */}}
+{{- define "auditrail.probe" -}}
+{{- $p := omit .probe "enabled" "mode" }}
+{{- if not (or $p.httpGet $p.exec $p.tcpSocket $p.grpc) }}
+{{- $_ := set $p "httpGet" (dict "path" .path "port" .port) }}
+{{- end }}
+{{- toYaml $p }}
 {{- end }}
 
 {{- define "auditrail.volumes" -}}
