@@ -275,3 +275,18 @@ pub fn the_sidecar_takes_lifecycle_hooks_and_probe_overrides() {
         sidecar(&pods(&objects(&render(None, &["--set", "demo.enabled=true"])))[0].spec).unwrap();
     assert!(side["lifecycle"].is_null());
 }
+
+// === 6. OpenShift ===
+
+pub fn the_readme_says_what_openshift_needs() {
+    let readme = fs::read_to_string(chart().join("README.md")).unwrap();
+    for needle in [
+        "OpenShift",
+        "SCC",
+        "restricted-v2",
+        "seLinuxOptions",
+        "allowHostDirVolumePlugin",
+    ] {
+        assert!(readme.contains(needle), "README.md mentions {needle}");
+    }
+}

@@ -168,6 +168,11 @@ fn the_sidecar_takes_lifecycle_hooks_and_probe_overrides() {
     extras2::the_sidecar_takes_lifecycle_hooks_and_probe_overrides();
 }
 
+#[test]
+fn the_readme_says_what_openshift_needs() {
+    extras2::the_readme_says_what_openshift_needs();
+}
+
 // === the pod as a node runs it (issue 14) ===
 
 #[test]
