@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::objects::check_objects;
 use crate::render::{kind, objects, of_kind, pods, render, seq, sidecar, yaml};
 use crate::support::tempdir;
-use crate::tools::{chart, kubernetes_validate, repo, tool};
+use crate::tools::{chart, kubernetes_validate, repo, run, tool};
 
 /// Renders with `values` written to a file, and returns the objects.
 fn render_with(values: &str) -> Vec<Value> {
@@ -133,12 +133,22 @@ pub fn the_prometheus_rule_carries_the_shipped_alerts() {
         rules[0]["spec"]["groups"],
         yaml("alerts.yaml", &shipped)["groups"]
     );
-    // The rules select the job the PodMonitor gives its targets.
+    // Every scenario that enables it renders it (and the cross-reference checks run on it).
+    let scenario = objects(&render(Some(&chart().join("ci/extras-values.yaml")), &[]));
+    assert_eq!(of_kind(&scenario, "PrometheusRule").len(), 1);
+    assert_eq!(of_kind(&scenario, "NetworkPolicy").len(), 1);
+    // The rules select the job the PodMonitor gives its targets, and promtool accepts them.
     let objs = render_with(
         "prometheusRule: {enabled: true}\npodMonitor: {enabled: true, job: shop-audit}\n",
     );
     let text = serde_json::to_string(&of_kind(&objs, "PrometheusRule")[0]["spec"]).unwrap();
     assert!(text.contains("job=\\\"shop-audit\\\"") && !text.contains("job=\\\"auditrail\\\""));
+    let dir = tempdir();
+    let file = dir.path().join("rules.json");
+    fs::write(&file, &text).unwrap();
+    run(Command::new(tool("promtool"))
+        .args(["check", "rules"])
+        .arg(&file));
 }
 
 pub fn the_monitors_pass_job_label_and_relabelings_through() {

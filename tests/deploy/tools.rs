@@ -14,8 +14,9 @@ use std::process::Command;
 const KUBE_VERSIONS: &[&str] = &["1.29.0", "1.37.0"];
 
 /// Kinds kubernetes-validate has no schema for (prometheus-operator CRDs); the object checks
-/// look at them field by field instead.
-const CRD_KINDS: &[&str] = &["ServiceMonitor", "PodMonitor"];
+/// look at the monitors field by field instead, and promtool checks the PrometheusRule's rules
+/// (`extras2`).
+const CRD_KINDS: &[&str] = &["ServiceMonitor", "PodMonitor", "PrometheusRule"];
 
 pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
