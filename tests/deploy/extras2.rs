@@ -151,6 +151,41 @@ pub fn the_prometheus_rule_carries_the_shipped_alerts() {
         .arg(&file));
 }
 
+pub fn the_dashboard_configmap_carries_the_shipped_dashboard() {
+    let shipped = fs::read_to_string(repo().join("monitoring/grafana-dashboard.json")).unwrap();
+    let copy = fs::read_to_string(chart().join("files/grafana-dashboard.json")).unwrap();
+    assert_eq!(
+        copy, shipped,
+        "helm/auditrail/files/grafana-dashboard.json is a copy of monitoring/grafana-dashboard.json"
+    );
+    let dashboards = |objs: &[Value]| -> Vec<Value> {
+        of_kind(objs, "ConfigMap")
+            .into_iter()
+            .filter(|c| !c["data"]["auditrail.json"].is_null())
+            .cloned()
+            .collect()
+    };
+    assert!(dashboards(&objects(&render(None, &[]))).is_empty());
+    let objs = render_with("grafanaDashboard: {enabled: true}\n");
+    check_objects("dashboard", &objs);
+    let cms = dashboards(&objs);
+    assert_eq!(cms.len(), 1);
+    // The label Grafana's dashboard sidecar looks for by default.
+    assert_eq!(cms[0]["metadata"]["labels"]["grafana_dashboard"], "1");
+    let parsed: Value = serde_json::from_str(cms[0]["data"]["auditrail.json"].as_str().unwrap())
+        .expect("the dashboard is JSON");
+    assert_eq!(parsed, serde_json::from_str::<Value>(&shipped).unwrap());
+    // It selects the job the monitors give their targets.
+    let objs = render_with(
+        "grafanaDashboard: {enabled: true, annotations: {grafana_folder: Audit}}\n\
+         podMonitor: {enabled: true, job: shop-audit}\n",
+    );
+    let cm = &dashboards(&objs)[0];
+    assert_eq!(cm["metadata"]["annotations"]["grafana_folder"], "Audit");
+    let text = cm["data"]["auditrail.json"].as_str().unwrap();
+    assert!(text.contains("job=\\\"shop-audit\\\"") && !text.contains("job=\\\"auditrail\\\""));
+}
+
 pub fn the_monitors_pass_job_label_and_relabelings_through() {
     let extra =
         "relabelings: [{sourceLabels: [__meta_kubernetes_pod_node_name], targetLabel: node}]";

@@ -154,6 +154,11 @@ fn the_prometheus_rule_carries_the_shipped_alerts() {
 }
 
 #[test]
+fn the_dashboard_configmap_carries_the_shipped_dashboard() {
+    extras2::the_dashboard_configmap_carries_the_shipped_dashboard();
+}
+
+#[test]
 fn the_monitors_pass_job_label_and_relabelings_through() {
     extras2::the_monitors_pass_job_label_and_relabelings_through();
 }

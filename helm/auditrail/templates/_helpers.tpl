@@ -91,7 +91,7 @@ auditrail/sidecar: {{ include "auditrail.fullname" . }}
 {{- toYaml $res }}
 {{- end }}
 
-{{/* The job the PrometheusRule's alerts select: the enabled monitor's `job` (the PodMonitor's when none or both are enabled; both must then agree). */}}
+{{/* The job the PrometheusRule's alerts and the Grafana dashboard select: the enabled monitor's `job` (the PodMonitor's when none or both are enabled; both must then agree). */}}
 {{- define "auditrail.monitorJob" -}}
 {{- $pm := .Values.podMonitor }}
 {{- $sm := .Values.serviceMonitor }}
@@ -99,10 +99,10 @@ auditrail/sidecar: {{ include "auditrail.fullname" . }}
 {{- if and $sm.enabled (not $pm.enabled) }}
 {{- $job = $sm.job }}
 {{- else if and $sm.enabled $pm.enabled (ne $sm.job $pm.job) }}
-{{- fail (printf "auditrail: prometheusRule selects one job, but podMonitor.job %q and serviceMonitor.job %q differ" $pm.job $sm.job) }}
+{{- fail (printf "auditrail: the PrometheusRule and the dashboard select one job, but podMonitor.job %q and serviceMonitor.job %q differ" $pm.job $sm.job) }}
 {{- end }}
 {{- if not $job }}
-{{- fail "auditrail: prometheusRule.enabled needs the monitors' `job` (its alerts select job=\"<job>\"); with `job: \"\"` they would never fire" }}
+{{- fail "auditrail: prometheusRule and grafanaDashboard need the monitors' `job` (they select job=\"<job>\"); with `job: \"\"` they would never fire" }}
 {{- end }}
 {{- $job }}
 {{- end }}
