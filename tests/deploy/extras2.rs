@@ -8,8 +8,9 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use crate::library::render_example_app;
 use crate::objects::check_objects;
-use crate::render::{kind, objects, of_kind, pods, render, seq, sidecar, yaml};
+use crate::render::{config_text, kind, objects, of_kind, pods, render, seq, sidecar, yaml};
 use crate::support::tempdir;
 use crate::tools::{chart, kubernetes_validate, repo, run, tool};
 
@@ -85,6 +86,39 @@ pub fn an_existing_config_map_replaces_the_rendered_one() {
         "demo: {enabled: true}\nexistingConfigMap: shop-audit-config\nhotReload: true\n",
     );
     assert!(annotation(&hot, "checksum/config").is_none());
+}
+
+pub fn the_config_is_templated() {
+    let values = "config:\n\
+                  \x20 outputs: {kafka: {brokers: \"kafka.{{ .Release.Namespace }}.svc:9092\"}}\n\
+                  \x20 retention:\n\
+                  \x20   classes: {standard: {days: 60, topic: \"{{ .Release.Name }}-audit\"}}\n";
+    let objs = render_with(values);
+    check_objects("templated", &objs);
+    let cfg = yaml("auditrail.yaml", &config_text(&objs));
+    assert_eq!(cfg["outputs"]["kafka"]["brokers"], "kafka.shop.svc:9092");
+    assert_eq!(
+        cfg["retention"]["classes"]["standard"]["topic"],
+        "audit-audit"
+    );
+    // In an application's chart too, with the application's release.
+    let dir = tempdir();
+    let file = dir.path().join("values.yaml");
+    fs::write(
+        &file,
+        values
+            .lines()
+            .map(|l| format!("  {l}\n"))
+            .fold("auditrail:\n".to_string(), |a, l| a + &l),
+    )
+    .unwrap();
+    let objs = objects(&render_example_app(&["--values", file.to_str().unwrap()]));
+    let cfg = yaml("auditrail.yaml", &config_text(&objs));
+    assert_eq!(cfg["outputs"]["kafka"]["brokers"], "kafka.shop.svc:9092");
+    assert_eq!(
+        cfg["retention"]["classes"]["standard"]["topic"],
+        "shop-audit"
+    );
 }
 
 // === 2. resourcesPreset ===

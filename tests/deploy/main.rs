@@ -144,6 +144,11 @@ fn an_existing_config_map_replaces_the_rendered_one() {
 }
 
 #[test]
+fn the_config_is_templated() {
+    extras2::the_config_is_templated();
+}
+
+#[test]
 fn the_guaranteed_preset_sets_requests_equal_to_limits() {
     extras2::the_guaranteed_preset_sets_requests_equal_to_limits();
 }

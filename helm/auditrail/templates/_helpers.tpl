@@ -125,12 +125,16 @@ auditrail/sidecar: {{ include "auditrail.fullname" . }}
 {{- end }}
 {{- end }}
 
-{{/* The config file, exactly as the ConfigMap holds it: `config`, with the outputs replaced by stdout for the demo (`demo.output: stdout`). */}}
+{{/* The config file, exactly as the ConfigMap holds it: `config`, with the outputs replaced by stdout for the demo (`demo.output: stdout`), its `{{ }}` expressions rendered (tpl, with this release's context). */}}
 {{- define "auditrail.configYaml" -}}
+{{- $text := toYaml .Values.config }}
 {{- if include "auditrail.demoStdout" . }}
-{{- toYaml (merge (dict "outputs" (dict "stdout" dict)) (omit .Values.config "outputs")) }}
+{{- $text = toYaml (merge (dict "outputs" (dict "stdout" dict)) (omit .Values.config "outputs")) }}
+{{- end }}
+{{- if contains "{{" $text }}
+{{- tpl $text . }}
 {{- else }}
-{{- toYaml .Values.config }}
+{{- $text }}
 {{- end }}
 {{- end }}
 
