@@ -22,7 +22,11 @@
 //! - the pod as a node runs it, read from the rendered pods: the sidecar's user and groups
 //!   against `root:root 0640` log files, its probes, native sidecar and grace period, which
 //!   container holds the API token ([`lifecycle`]); the shipped alerts against the job the
-//!   monitors give their targets ([`alerting`]).
+//!   monitors give their targets ([`alerting`]);
+//! - the newcomer's path through the READMEs ([`newcomer`]), the chart's extension points
+//!   ([`extras`], [`extras2`]), the Pod Security level of each mode, by a re-implementation of
+//!   the Pod Security Standards checks ([`podsecurity`]), and the injection policy, its patch
+//!   applied by hand since no API server runs here ([`injection`]).
 //!
 //! The tools come from `bash scripts/deploy-tools.sh` (into `$HOME/.local/auditrail-tools/bin`
 //! or `$AUDITRAIL_TOOLS/bin`; PATH is searched last). A missing tool fails the test and says so.
