@@ -101,11 +101,13 @@ impl Extractor {
                 if !candidates.includes(d) {
                     continue;
                 }
-                if let Some((record_type, time)) = detector.kind.format().detect(text, &located) {
+                if let Some(found) = detector.kind.format().detect(text, &located) {
                     return Extraction::Audit(AuditRecord {
                         format: &detector.name,
-                        record_type,
-                        time,
+                        record_type: found.record_type,
+                        time: found.time,
+                        natural_id: found.natural_id,
+                        fields: found.fields,
                         prefix: &text[..located.start],
                         record: &text[located.start..located.end],
                         suffix: &text[located.end..],

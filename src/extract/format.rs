@@ -20,7 +20,7 @@ use serde_json::value::RawValue;
 
 use super::json::{as_str, Located};
 pub(crate) use super::prefilter::{Signature, Tail};
-use super::UNKNOWN_TYPE;
+use super::{Field, UNKNOWN_TYPE};
 
 /// One audit format. `Sync` because the extractor is shared by every source's thread.
 pub(crate) trait Format: Sync {
@@ -46,9 +46,32 @@ impl std::fmt::Debug for dyn Format {
     }
 }
 
-/// What [`Format::detect`] finds: the record type ([`UNKNOWN_TYPE`] when the record has none)
-/// and the application's own time for the record, when it has one that parses.
-pub(crate) type Detected<'a> = (Cow<'a, str>, Option<DateTime<Utc>>);
+/// What [`Format::detect`] finds about one of its records.
+#[derive(Debug)]
+pub(crate) struct Detected<'a> {
+    /// The record type; [`UNKNOWN_TYPE`] when the record has none.
+    pub(crate) record_type: Cow<'a, str>,
+    /// The application's own time for the record, when it has one that parses.
+    pub(crate) time: Option<DateTime<Utc>>,
+    /// The producer's own id for the record (Sym's `id`), when the format has one: records
+    /// that share it are, by the producer's word, the same record.
+    pub(crate) natural_id: Option<Cow<'a, str>>,
+    /// Values the format reads outside the record object (Pryv's `userid` in the text before
+    /// it), offered to templates by name.
+    pub(crate) fields: Vec<Field<'a>>,
+}
+
+impl<'a> Detected<'a> {
+    /// A record of `record_type`, with its time when it has one, and nothing else.
+    pub(crate) fn new(record_type: Cow<'a, str>, time: Option<DateTime<Utc>>) -> Detected<'a> {
+        Detected {
+            record_type,
+            time,
+            natural_id: None,
+            fields: Vec::new(),
+        }
+    }
+}
 
 /// A type member's text, or [`UNKNOWN_TYPE`] when it is missing, empty or not a string.
 pub(crate) fn string_or_unknown(raw: Option<&RawValue>) -> Cow<'_, str> {

@@ -37,6 +37,6 @@ impl Format for Immuta {
             .get("dateTime")
             .and_then(parse_time_value)
             .or_else(|| o.get("timestamp").and_then(parse_time_value));
-        Some((string_or_unknown(o.get("recordType")), time))
+        Some(Detected::new(string_or_unknown(o.get("recordType")), time))
     }
 }

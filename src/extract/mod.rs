@@ -249,6 +249,18 @@ pub struct AuditRecord<'a> {
     pub record: &'a str,
     /// Text after the object.
     pub suffix: &'a str,
+    /// The producer's own id for the record, when its format has one (Sym's `id`).
+    pub natural_id: Option<std::borrow::Cow<'a, str>>,
+    /// Values the format read outside the record object (Pryv's `userid`, …).
+    pub fields: Vec<Field<'a>>,
+}
+
+/// A named value a format reads besides the record object, as JSON text (a string value is
+/// quoted): Pryv's `userid` and `streamIds` from the text before its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field<'a> {
+    pub name: std::borrow::Cow<'a, str>,
+    pub json: std::borrow::Cow<'a, str>,
 }
 
 /// The type given to an audit record whose type field is missing or not a string.

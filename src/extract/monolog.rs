@@ -34,7 +34,7 @@ impl Format for Monolog {
         if let (Some(_), Some(slug)) = (o.get_str("channel"), o.get("message_slug")) {
             as_str(slug)?;
             let time = o.get("timestamp").and_then(parse_time_value);
-            return Some((string_or_unknown(Some(slug)), time));
+            return Some(Detected::new(string_or_unknown(Some(slug)), time));
         }
         // LineFormatter: `[ts] channel.LEVEL: message {context} [extra]`.
         let event_type = o.get("log_event_type")?;
@@ -47,7 +47,7 @@ impl Format for Monolog {
         if !header[..colon].contains('.') {
             return None;
         }
-        Some((
+        Some(Detected::new(
             string_or_unknown(Some(event_type)),
             parse_time_text(&rest[..close]),
         ))

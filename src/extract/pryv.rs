@@ -28,6 +28,6 @@ impl Format for Pryv {
         let tag = prefix.find("pryv-audit[")?;
         prefix[tag..].find("]:")?;
         let action = as_str(located.object.get("action")?)?;
-        Some((action, None))
+        Some(Detected::new(action, None))
     }
 }

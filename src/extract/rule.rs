@@ -150,7 +150,7 @@ impl Format for Rule {
             .as_ref()
             .and_then(|p| o.pointer(p))
             .and_then(parse_time_value);
-        Some((record_type, time))
+        Some(Detected::new(record_type, time))
     }
 }
 

@@ -33,6 +33,6 @@ impl Format for Sym {
         let event = Object::parse(o.get("event")?.get())?;
         let record_type = event.get_str("type")?;
         let time = event.get("timestamp").and_then(parse_time_value);
-        Some((record_type, time))
+        Some(Detected::new(record_type, time))
     }
 }

@@ -32,6 +32,6 @@ impl Format for Toy {
             return None;
         }
         let time = o.get("at").and_then(parse_time_value);
-        Some((string_or_unknown(o.get("kind")), time))
+        Some(Detected::new(string_or_unknown(o.get("kind")), time))
     }
 }
