@@ -4,11 +4,15 @@
 //! candidate it walks the line's top-level JSON objects from left to right and asks each
 //! detector whose signature is present, in configured order (built-in formats, then custom
 //! rules), whether the object is its record. The first yes wins.
+//!
+//! A candidate line that is, as a whole, a JSON value other than an object (an array of
+//! records, say) is ordinary: only a top-level object can be an audit record, and the search
+//! for objects embedded in text applies only to lines that are not JSON.
 
 use std::sync::Arc;
 
 use super::format::Format;
-use super::json::Objects;
+use super::json::{is_non_object_json, Objects};
 use super::prefilter::{Prefilter, MAX_DETECTORS, MAX_HITS};
 use super::rule::Rule;
 use super::{AuditConfig, AuditRecord, ExtractError, Extraction, InvalidReason};
@@ -91,6 +95,11 @@ impl Extractor {
         let Ok(text) = std::str::from_utf8(line) else {
             return Extraction::Invalid(InvalidReason::Utf8);
         };
+        if is_non_object_json(text) {
+            // Issue 15, finding 5: only a top-level object can be a record; every signature is
+            // inside this valid JSON value.
+            return Extraction::Ordinary;
+        }
         let hits = candidates.hits();
         let mut covered = [false; MAX_HITS];
         for located in Objects::new(text) {
@@ -271,6 +280,34 @@ mod tests {
                 want.map(|o| o.map(|(f, t, r)| (f.to_string(), t.to_string(), r.to_string())));
             assert_eq!(got, want, "line: {line}");
         }
+    }
+
+    /// Issue 15, finding 5: a line that is itself valid JSON but not an object (an array
+    /// holding an audit-looking object) was shipped as an audit record with prefix `[`. Only a
+    /// top-level object can be a record: the signatures sit inside valid JSON, so the line is
+    /// ordinary. A line that is not JSON as a whole is still searched for embedded objects.
+    #[test]
+    fn finding_5_a_line_that_is_a_json_array_is_not_an_audit_record() {
+        let x = extractor();
+        for line in [
+            r#"[{"level":"audit","recordType":"sqlQuery"}]"#,
+            r#" [ {"level": "audit"}, 2 ] "#,
+            r#"[1, {"channel": "auth", "message_slug": "auth-login-success"}]"#,
+            r#"[{"message":"m","context":{"message_slug":"s"},"channel":"app","datetime":"2026-01-01T00:00:00+00:00","extra":{}}]"#,
+            r#"[[{"id": "x", "event": {"type": "approve"}, "type": "event"}]]"#,
+        ] {
+            let got = x.extract(line.as_bytes());
+            assert!(matches!(got, Extraction::Ordinary), "{line}: {got:?}");
+        }
+        // Not JSON as a whole: the embedded object is still found.
+        let line = r#"[1] {"level":"audit","recordType":"spark"}"#;
+        let Extraction::Audit(a) = x.extract(line.as_bytes()) else {
+            panic!("not audit: {line}")
+        };
+        assert_eq!(
+            (a.prefix, a.record),
+            ("[1] ", r#"{"level":"audit","recordType":"spark"}"#)
+        );
     }
 
     #[test]

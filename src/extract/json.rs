@@ -84,6 +84,16 @@ pub fn parse_pointer(pointer: &str) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// Whether the whole of `line` is one JSON value that is not an object (an array, a string, a
+/// number, …). Such a line holds no top-level object, so nothing in it can be an audit record,
+/// however audit-like the objects inside it look. Lines that start with `{` are left to
+/// [`Objects`]; any other line that is not JSON fails at its first bytes that are not JSON
+/// (`[2021-08-09 …`, `Aug 09 …`), so the check is cheap on the text lines it does not match.
+pub fn is_non_object_json(line: &str) -> bool {
+    let trimmed = line.trim_start_matches([' ', '\t', '\r', '\n']);
+    !trimmed.starts_with('{') && serde_json::from_str::<de::IgnoredAny>(line).is_ok()
+}
+
 /// An object found in a line: where it is and its members.
 #[derive(Debug)]
 pub struct Located<'a> {
