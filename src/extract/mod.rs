@@ -17,6 +17,8 @@
 //! - the record is the object's exact text, never a re-serialisation;
 //! - only top-level members count: a nested `{"level":"audit"}` or that text inside a string
 //!   is not an audit record;
+//! - a line that is as a whole a JSON value other than an object (an array of records) holds
+//!   no audit record: the search for objects embedded in text is for lines that are not JSON;
 //! - a line that carries a signature that no valid JSON object accounts for (truncated JSON,
 //!   invalid UTF-8) is reported as [`Extraction::Invalid`], never shipped half-parsed.
 
