@@ -3,6 +3,13 @@
 //!
 //! Pod metadata comes from the Downward API (environment and `enrich.podinfo_dir`) and the
 //! input's path; `check` never contacts the Kubernetes API.
+//!
+//! `check --explain` (`explain.rs`) reads the input the same way and says, for each physical
+//! line, why it was or was not shipped.
+
+mod explain;
+
+pub use explain::{explain, ExplainFormat, ExplainOptions, LineRange, LineRangeError};
 
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -39,36 +46,7 @@ pub fn check(
         path: input.to_owned(),
         source,
     };
-    let (mut src, identity): (Box<dyn Read>, u64) = if input == "-" {
-        // Identified by its first line, as a file is, so that a file piped in gives the same
-        // record ids as the file read by path.
-        let mut stdin = io::stdin().lock();
-        let head = read_head(&mut stdin).map_err(input_error)?;
-        let identity = fingerprint_head(&head).unwrap_or(0);
-        (Box::new(io::Cursor::new(head).chain(stdin)), identity)
-    } else {
-        let mut file = std::fs::File::open(Path::new(input)).map_err(input_error)?;
-        let identity = fingerprint(&mut file).map_err(input_error)?.unwrap_or(0);
-        (Box::new(file), identity)
-    };
-    let mut info = StreamInfo::new(input, identity);
-    if config.enrich.kubernetes != enrich::Mode::Off {
-        let enrichment = Enrichment::new(config.enrich.clone());
-        let env = |name: &str| std::env::var(name).ok();
-        enrichment.set_downward(enrich::downward(&env, &config.enrich.podinfo_dir));
-        let path = (input != "-").then(|| Path::new(input));
-        let meta = enrichment.for_stream(path, config.source.container.as_deref());
-        info.kubernetes = meta.json;
-        info.pod_uid = meta.pod_uid;
-    }
-    let mut reader = StreamReader::new(
-        config.source.format,
-        config.source.max_line_bytes,
-        0,
-        info,
-        None,
-        Charge::none(),
-    );
+    let (mut src, mut reader) = open(config, input)?;
     let mut stats = Stats::default();
     let mut records = Vec::new();
     let mut buf = Vec::with_capacity(64 * 1024);
@@ -95,4 +73,44 @@ pub fn check(
     }
     out.flush().map_err(CheckError::Output)?;
     Ok(stats)
+}
+
+/// Opens `input` and the stream reader `check` reads it with: the stream identified and
+/// enriched as `run` would.
+fn open(config: &Config, input: &str) -> Result<(Box<dyn Read>, StreamReader), CheckError> {
+    let input_error = |source| CheckError::Input {
+        path: input.to_owned(),
+        source,
+    };
+    let (src, identity): (Box<dyn Read>, u64) = if input == "-" {
+        // Identified by its first line, as a file is, so that a file piped in gives the same
+        // record ids as the file read by path.
+        let mut stdin = io::stdin().lock();
+        let head = read_head(&mut stdin).map_err(input_error)?;
+        let identity = fingerprint_head(&head).unwrap_or(0);
+        (Box::new(io::Cursor::new(head).chain(stdin)), identity)
+    } else {
+        let mut file = std::fs::File::open(Path::new(input)).map_err(input_error)?;
+        let identity = fingerprint(&mut file).map_err(input_error)?.unwrap_or(0);
+        (Box::new(file), identity)
+    };
+    let mut info = StreamInfo::new(input, identity);
+    if config.enrich.kubernetes != enrich::Mode::Off {
+        let enrichment = Enrichment::new(config.enrich.clone());
+        let env = |name: &str| std::env::var(name).ok();
+        enrichment.set_downward(enrich::downward(&env, &config.enrich.podinfo_dir));
+        let path = (input != "-").then(|| Path::new(input));
+        let meta = enrichment.for_stream(path, config.source.container.as_deref());
+        info.kubernetes = meta.json;
+        info.pod_uid = meta.pod_uid;
+    }
+    let reader = StreamReader::new(
+        config.source.format,
+        config.source.max_line_bytes,
+        0,
+        info,
+        None,
+        Charge::none(),
+    );
+    Ok((src, reader))
 }

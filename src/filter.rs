@@ -78,10 +78,49 @@ impl TypeFilter {
 
     /// Whether a record of this type is shipped.
     pub(crate) fn accepts(&self, record_type: &str) -> bool {
-        if self.exclude.iter().any(|p| pattern_matches(p, record_type)) {
-            return false;
+        self.decide(record_type).accepts()
+    }
+
+    /// Why a record of this type is shipped or not: the one place the filter decides, which
+    /// [`TypeFilter::accepts`] and `check --explain` both use.
+    pub(crate) fn decide(&self, record_type: &str) -> Decision<'_> {
+        if let Some(p) = self
+            .exclude
+            .iter()
+            .find(|p| pattern_matches(p, record_type))
+        {
+            return Decision::Excluded(p);
         }
-        self.include.is_empty() || self.include.iter().any(|p| pattern_matches(p, record_type))
+        if self.include.is_empty() {
+            return Decision::NotExcluded;
+        }
+        match self
+            .include
+            .iter()
+            .find(|p| pattern_matches(p, record_type))
+        {
+            Some(p) => Decision::Included(p),
+            None => Decision::NotIncluded,
+        }
+    }
+}
+
+/// A type filter's decision about one record type, with the pattern that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Decision<'a> {
+    /// An `exclude` pattern matches (exclude wins).
+    Excluded(&'a str),
+    /// An `include` pattern matches and no `exclude` pattern does.
+    Included(&'a str),
+    /// The `include` list is empty (everything not excluded) and no `exclude` pattern matches.
+    NotExcluded,
+    /// No `include` pattern matches.
+    NotIncluded,
+}
+
+impl Decision<'_> {
+    pub(crate) fn accepts(self) -> bool {
+        matches!(self, Decision::Included(_) | Decision::NotExcluded)
     }
 }
 
@@ -120,6 +159,20 @@ mod tests {
         for (f, t, want) in rows {
             assert_eq!(f.accepts(t), *want, "{t} with {f:?}");
         }
+    }
+
+    #[test]
+    fn a_decision_names_the_pattern_that_made_it() {
+        let events_but_get = filter(&["events.all"], &["events.get", "all"]);
+        assert_eq!(
+            events_but_get.decide("events.get"),
+            Decision::Excluded("events.get")
+        );
+        assert_eq!(events_but_get.decide("x"), Decision::Excluded("all"));
+        let f = filter(&["a.b", "events.all"], &[]);
+        assert_eq!(f.decide("events.get"), Decision::Included("events.all"));
+        assert_eq!(f.decide("streams.get"), Decision::NotIncluded);
+        assert_eq!(filter(&[], &["x"]).decide("y"), Decision::NotExcluded);
     }
 
     #[test]

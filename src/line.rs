@@ -56,7 +56,7 @@ pub struct Line<'a> {
 }
 
 /// What the framer made of a physical line.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub enum Framed<'a> {
     /// A complete logical line.
     Line(Line<'a>),

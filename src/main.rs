@@ -1,11 +1,14 @@
 //! The `auditrail` binary: parse the command line, set up logging, and hand over to the
-//! library. Exit codes: 0 done, 1 failed while running, 2 bad config or unreadable input.
+//! library. Exit codes: 0 done, 1 failed while running, 2 bad config, unreadable input or a
+//! bad command line (clap's own usage errors exit 2 too).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use auditrail::check::{self, CheckError};
+use auditrail::check::{
+    self, CheckError, ExplainFormat, ExplainOptions, LineRange, LineRangeError,
+};
 use auditrail::config::{Config, Purpose};
 use auditrail::pipeline::Processor;
 use auditrail::report;
@@ -32,6 +35,23 @@ enum Command {
         /// The log to read (`-` for stdin); takes the place of `source.paths`.
         #[arg(long, short)]
         input: String,
+        /// Instead of the records, say for each input line why it was or was not shipped:
+        /// framing, pre-check, JSON objects and detectors, type, filters, retention.
+        #[arg(long)]
+        explain: bool,
+        /// With --explain: only physical lines N-M (from 1, as `grep -n` numbers them); `N`
+        /// is one line, `N-` runs to the end.
+        #[arg(
+            long,
+            value_name = "N-M",
+            requires = "explain",
+            allow_hyphen_values = true,
+            value_parser = parse_lines
+        )]
+        lines: Option<LineRange>,
+        /// With --explain: `text` (the default) or `json` (one object per entry).
+        #[arg(long, value_name = "FORMAT", requires = "explain", value_parser = parse_explain_format)]
+        explain_format: Option<ExplainFormat>,
     },
     /// Check a config and explain every problem it has.
     Validate {
@@ -52,7 +72,19 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     match cli.command {
-        Command::Check { config, input } => check(&config, &input),
+        Command::Check {
+            config,
+            input,
+            explain,
+            lines,
+            explain_format,
+        } => {
+            let explain = explain.then(|| ExplainOptions {
+                lines: lines.unwrap_or(LineRange::ALL),
+                format: explain_format.unwrap_or_default(),
+            });
+            check(&config, &input, explain)
+        }
         Command::Validate { config } => validate(&config),
         Command::Run { config } => run(&config),
     }
@@ -77,7 +109,15 @@ fn fail(code: u8, error: &dyn std::error::Error) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn check(config_path: &Path, input: &str) -> ExitCode {
+fn parse_lines(s: &str) -> Result<LineRange, LineRangeError> {
+    s.parse()
+}
+
+fn parse_explain_format(s: &str) -> Result<ExplainFormat, String> {
+    s.parse()
+}
+
+fn check(config_path: &Path, input: &str, explain: Option<ExplainOptions>) -> ExitCode {
     let config = match Config::load(config_path, Purpose::Check) {
         Ok(c) => c,
         Err(e) => return fail(USAGE, &e),
@@ -87,7 +127,11 @@ fn check(config_path: &Path, input: &str) -> ExitCode {
         Err(e) => return fail(USAGE, &e),
     };
     let mut out = std::io::stdout().lock();
-    match check::check(&config, &processor, input, &mut out) {
+    let done = match explain {
+        None => check::check(&config, &processor, input, &mut out),
+        Some(options) => check::explain(&config, &processor, input, options, &mut out),
+    };
+    match done {
         Ok(stats) => {
             let summary = serde_json::to_string(&stats).unwrap_or_default();
             let _ = writeln!(std::io::stderr(), "{summary}");

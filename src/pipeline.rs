@@ -110,6 +110,17 @@ impl Processor {
         &self.retention
     }
 
+    /// The extractor, for `check --explain`.
+    pub(crate) fn extractor(&self) -> &Extractor {
+        &self.extractor
+    }
+
+    /// The type filter in force for each output, in the order of `OutputsConfig::enabled`
+    /// (bit `i` of a record's `outputs`), for `check --explain`.
+    pub(crate) fn routes(&self) -> &[TypeFilter] {
+        &self.routes
+    }
+
     /// Handles one framing result. Returns the record to ship, if any; `ack` is called only
     /// for a record, with the offset of its line and the number of outputs that take it, to
     /// register it for acknowledgement.

@@ -147,6 +147,17 @@ impl RetentionConfig {
     }
 }
 
+/// What put a record type in its class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClassBy<'a> {
+    /// The type is listed under `retention.types`.
+    Type(&'a str),
+    /// An `all` or `resource.all` pattern under `retention.types` matches it.
+    Pattern(&'a str),
+    /// Nothing lists it: `retention.default`.
+    Default,
+}
+
 #[derive(Debug)]
 struct Class {
     tag: RetentionTag,
@@ -204,13 +215,31 @@ impl RetentionPolicy {
 
     /// The retention of a record of `record_type` whose time is `time`.
     pub fn tag(&self, record_type: &str, time: DateTime<Utc>) -> RetentionTag {
-        let i = self.exact.get(record_type).copied().unwrap_or_else(|| {
-            self.patterns
-                .iter()
-                .find(|(p, _)| pattern_matches(p, record_type))
-                .map_or(self.default, |(_, i)| *i)
-        });
-        self.tag_of(i, time)
+        self.tag_of(self.class_of(record_type).0, time)
+    }
+
+    /// The class of `record_type` (its tag without `expires_at`) and what put it there: the
+    /// one place the class is decided, which [`RetentionPolicy::tag`] and `check --explain`
+    /// both use.
+    pub(crate) fn classify(&self, record_type: &str) -> (RetentionTag, ClassBy<'_>) {
+        let (i, by) = self.class_of(record_type);
+        let mut tag = self.tag_of(i, DateTime::<Utc>::MIN_UTC);
+        tag.expires_at = None;
+        (tag, by)
+    }
+
+    fn class_of(&self, record_type: &str) -> (usize, ClassBy<'_>) {
+        if let Some((t, &i)) = self.exact.get_key_value(record_type) {
+            return (i, ClassBy::Type(t));
+        }
+        match self
+            .patterns
+            .iter()
+            .find(|(p, _)| pattern_matches(p, record_type))
+        {
+            Some((p, i)) => (*i, ClassBy::Pattern(p)),
+            None => (self.default, ClassBy::Default),
+        }
     }
 
     /// The retention of the class that keeps records longest (a forever class if there is
@@ -278,6 +307,13 @@ types:
         assert_eq!((&*forever.class, forever.expires_at), ("forever", None));
         assert_eq!(&*p.tag("events.get", t).class, "forever");
         assert_eq!(&*p.tag("eventsx.get", t).class, "standard");
+        assert_eq!(p.classify("sqlQuery").1, ClassBy::Type("sqlQuery"));
+        assert_eq!(p.classify("events.get").1, ClassBy::Pattern("events.all"));
+        let (tag, by) = p.classify("eventsx.get");
+        assert_eq!(
+            (&*tag.class, tag.expires_at, by),
+            ("standard", None, ClassBy::Default)
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use super::explain::{Observer, Quiet};
 use super::format::Format;
 use super::json::{is_non_object_json, Objects};
 use super::prefilter::{Prefilter, MAX_DETECTORS, MAX_HITS};
@@ -86,8 +87,20 @@ impl Extractor {
 
     /// Decides what `line` is. Ordinary lines return after one pass of the pre-check.
     pub fn extract<'a>(&'a self, line: &'a [u8]) -> Extraction<'a> {
+        self.walk(line, &mut Quiet)
+    }
+
+    /// The names of the detectors, in the order they are tried.
+    pub(super) fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.detectors.iter().map(|d| &d.name)
+    }
+
+    /// The one walk [`Extractor::extract`] and `check --explain` share: `seen` is told every
+    /// decision as it is made. For `extract` it is [`Quiet`], whose calls compile to nothing.
+    pub(super) fn walk<'a>(&'a self, line: &'a [u8], seen: &mut impl Observer) -> Extraction<'a> {
         // Step 1: which detectors' signatures are present, and where.
         let candidates = self.prefilter.scan(line);
+        seen.scanned(&candidates);
         if candidates.is_empty() {
             return Extraction::Ordinary;
         }
@@ -102,7 +115,16 @@ impl Extractor {
         }
         let hits = candidates.hits();
         let mut covered = [false; MAX_HITS];
-        for located in Objects::new(text) {
+        let mut objects = Objects::new(text);
+        while let Some(attempt) = objects.next_attempt() {
+            let located = match attempt {
+                Ok(located) => located,
+                Err(rejected) => {
+                    seen.rejected(&rejected);
+                    continue;
+                }
+            };
+            seen.object(&located);
             for (i, hit) in hits.iter().enumerate() {
                 covered[i] |= located.start <= *hit && *hit < located.end;
             }
@@ -110,7 +132,9 @@ impl Extractor {
                 if !candidates.includes(d) {
                     continue;
                 }
-                if let Some(found) = detector.kind.format().detect(text, &located) {
+                let found = detector.kind.format().detect(text, &located);
+                seen.tried(&detector.name, found.is_some());
+                if let Some(found) = found {
                     return Extraction::Audit(AuditRecord {
                         format: &detector.name,
                         record_type: found.record_type,
@@ -124,6 +148,7 @@ impl Extractor {
                 }
             }
         }
+        seen.coverage(hits, &covered[..hits.len()]);
         if covered[..hits.len()].iter().all(|c| *c) {
             // Every signature sits inside valid JSON that is not an audit record (a nested
             // `{"level":"audit"}`, or a `"type":"event"` without `/event/type`).

@@ -125,26 +125,52 @@ impl<'a> Objects<'a> {
     }
 }
 
+/// A `{` that does not start a valid JSON object, and why.
+#[derive(Debug)]
+pub struct Rejected {
+    pub start: usize,
+    pub error: serde_json::Error,
+}
+
+impl<'a> Objects<'a> {
+    /// The next `{` tried, as the object it starts or why it starts none; `None` when no `{`
+    /// is left or [`MAX_ATTEMPTS`] were tried. The iterator skips the rejected ones.
+    pub fn next_attempt(&mut self) -> Option<Result<Located<'a>, Rejected>> {
+        if self.attempts >= MAX_ATTEMPTS {
+            return None;
+        }
+        let bytes = self.line.as_bytes();
+        let start = self.pos + memchr::memchr(b'{', bytes.get(self.pos..)?)?;
+        self.attempts += 1;
+        let rest = &self.line[start..];
+        let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Object<'a>>();
+        match stream.next() {
+            Some(Ok(object)) => {
+                let end = start + stream.byte_offset();
+                self.pos = end;
+                Some(Ok(Located { start, end, object }))
+            }
+            other => {
+                self.pos = start + 1;
+                // `rest` starts with `{`, so there is always a value to fail on.
+                let error = other
+                    .and_then(Result::err)
+                    .unwrap_or_else(|| <serde_json::Error as de::Error>::custom("no JSON value"));
+                Some(Err(Rejected { start, error }))
+            }
+        }
+    }
+}
+
 impl<'a> Iterator for Objects<'a> {
     type Item = Located<'a>;
 
     fn next(&mut self) -> Option<Located<'a>> {
-        let bytes = self.line.as_bytes();
-        while self.attempts < MAX_ATTEMPTS {
-            let start = self.pos + memchr::memchr(b'{', bytes.get(self.pos..)?)?;
-            self.attempts += 1;
-            let rest = &self.line[start..];
-            let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Object<'a>>();
-            match stream.next() {
-                Some(Ok(object)) => {
-                    let end = start + stream.byte_offset();
-                    self.pos = end;
-                    return Some(Located { start, end, object });
-                }
-                _ => self.pos = start + 1,
+        loop {
+            if let Ok(located) = self.next_attempt()? {
+                return Some(located);
             }
         }
-        None
     }
 }
 

@@ -8,6 +8,9 @@
 //! 2. for the few candidates, the line's JSON objects are parsed (top-level members only, as
 //!    borrowed raw text) and each candidate detector, in configured order, looks at them.
 //!
+//! The walk of step 2 tells an observer what it decides; `explain.rs` records it for
+//! `check --explain`, and `extract` uses an observer that records nothing.
+//!
 //! A detector is a `Format` (`format.rs`): a built-in format, one file each (`immuta.rs`,
 //! `sym.rs`, `monolog.rs`, `pryv.rs`), or a custom rule from the config (`rule.rs`).
 //! `BUILTIN` below is the one list of built-in formats: adding one is its own file, its `mod`
@@ -22,6 +25,7 @@
 //! - a line that carries a signature that no valid JSON object accounts for (truncated JSON,
 //!   invalid UTF-8) is reported as [`Extraction::Invalid`], never shipped half-parsed.
 
+mod explain;
 mod extractor;
 mod format;
 pub mod json;
@@ -45,6 +49,7 @@ use chrono::{DateTime, Utc};
 use serde::{de, Deserialize, Deserializer};
 
 use crate::problem::Problem;
+pub use explain::{ObjectTrace, RejectedTrace, Trace};
 pub use extractor::Extractor;
 use format::Format;
 pub use rule::RuleConfig;

@@ -152,15 +152,6 @@ impl Framer {
     }
 
     fn docker<'a>(&'a mut self, physical: &'a [u8], offset: u64) -> Framed<'a> {
-        #[derive(Deserialize)]
-        struct DockerLine<'b> {
-            #[serde(borrow)]
-            log: Cow<'b, str>,
-            #[serde(borrow, default)]
-            stream: Option<Cow<'b, str>>,
-            #[serde(borrow, default)]
-            time: Option<Cow<'b, str>>,
-        }
         let parsed: DockerLine<'_> = match serde_json::from_slice(physical) {
             Ok(d) => d,
             Err(_) => {
@@ -168,15 +159,8 @@ impl Framer {
                 return self.raw(physical, offset);
             }
         };
-        let stream = parsed
-            .stream
-            .as_deref()
-            .and_then(|s| Stream::parse(s.as_bytes()))
-            .unwrap_or(Stream::Stdout);
-        let (text, full) = match parsed.log.strip_suffix('\n') {
-            Some(t) => (t, true),
-            None => (&*parsed.log, false),
-        };
+        let stream = parsed.stream();
+        let (text, full) = parsed.text();
         self.time.clear();
         self.time.push_str(parsed.time.as_deref().unwrap_or(""));
         let p = &mut self.partial[stream.index()];
@@ -310,6 +294,95 @@ impl Framer {
             id_position: None,
         })
     }
+}
+
+/// A docker json-file line.
+#[derive(Deserialize)]
+struct DockerLine<'b> {
+    #[serde(borrow)]
+    log: Cow<'b, str>,
+    #[serde(borrow, default)]
+    stream: Option<Cow<'b, str>>,
+    #[serde(borrow, default)]
+    time: Option<Cow<'b, str>>,
+}
+
+impl DockerLine<'_> {
+    /// Its stream; `stdout` when it names none it knows.
+    fn stream(&self) -> Stream {
+        self.stream
+            .as_deref()
+            .and_then(|s| Stream::parse(s.as_bytes()))
+            .unwrap_or(Stream::Stdout)
+    }
+
+    /// Its text without the final `\n`, and whether it had one (a whole line, or the last
+    /// chunk of one).
+    fn text(&self) -> (&str, bool) {
+        match self.log.strip_suffix('\n') {
+            Some(t) => (t, true),
+            None => (&self.log, false),
+        }
+    }
+}
+
+/// What the framing makes of one physical line, told by the same splitting the framer does:
+/// for `check --explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Chunk {
+    /// The framing in force (`auto` decided by the stream's first line).
+    pub(crate) format: Format,
+    /// The line does not fit that framing: it is processed as raw text.
+    pub(crate) malformed: bool,
+    pub(crate) stream: Option<Stream>,
+    /// `Some(false)` for a partial chunk (CRI `P`, docker `log` without `\n`), `Some(true)`
+    /// for a final or whole one; `None` without such framing.
+    pub(crate) full: Option<bool>,
+    /// The runtime's timestamp of the line.
+    pub(crate) time: Option<String>,
+}
+
+/// The framing a stream of `format` uses, once its first physical line is `first`.
+pub(crate) fn decide(format: Format, first: &[u8]) -> Format {
+    match format {
+        Format::Auto => detect(first),
+        other => other,
+    }
+}
+
+/// What a stream framed as `format` (decided: see [`decide`]) makes of `physical`.
+pub(crate) fn describe(format: Format, physical: &[u8]) -> Chunk {
+    let mut chunk = Chunk {
+        format,
+        malformed: false,
+        stream: None,
+        full: None,
+        time: None,
+    };
+    match format {
+        Format::Cri => match split_cri(physical) {
+            Some((time, stream, full, _)) => {
+                chunk.stream = Some(stream);
+                chunk.full = Some(full);
+                chunk.time = Some(time.to_owned());
+            }
+            None => chunk.malformed = true,
+        },
+        Format::Docker => match serde_json::from_slice::<DockerLine<'_>>(physical) {
+            Ok(d) => {
+                chunk.stream = Some(d.stream());
+                chunk.full = Some(d.text().1);
+                chunk.time = d.time.as_deref().map(str::to_owned);
+            }
+            Err(_) => chunk.malformed = true,
+        },
+        Format::Timestamped => match split_timestamp(physical) {
+            Some((time, _)) => chunk.time = Some(time.to_owned()),
+            None => chunk.malformed = true,
+        },
+        Format::Raw | Format::Auto => {}
+    }
+    chunk
 }
 
 /// Appends a chunk to a partial line, keeping at most `max` bytes.

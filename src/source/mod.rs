@@ -39,6 +39,7 @@ use crate::pipeline::{Processor, SharedProcessor};
 pub(crate) use checkpoint::Checkpoints;
 pub(crate) use config::{ReadFrom, SourceConfig, SourceKind};
 pub(crate) use identity::{fingerprint, fingerprint_head, read_head};
+pub(crate) use reader::Physical;
 pub(crate) use store::CheckpointError;
 pub(crate) use stream::StreamReader;
 pub(crate) use telemetry::Telemetry;

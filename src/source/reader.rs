@@ -16,6 +16,17 @@ const FRAMING_ALLOWANCE: usize = 4096;
 /// Processed bytes kept before the read position, for the check that they are still there.
 const KEEP_BEHIND: usize = crate::source::identity::TAIL_MAX;
 
+/// The physical line a framing result came from, for `check --explain`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Physical<'a> {
+    /// This physical line, without its `\n`.
+    Line(&'a [u8]),
+    /// A physical line too long to hold, skipped as it streamed past.
+    Skipped,
+    /// No physical line: a partial line whose end never came, handed out as it stands.
+    None,
+}
+
 /// Reads one stream (a file or stdin).
 #[derive(Debug)]
 pub(crate) struct LineReader {
@@ -109,6 +120,12 @@ impl LineReader {
     /// Frames every complete line in the buffer. `f` gets each framing result and the offset
     /// just past the physical line it came from.
     pub(crate) fn drain(&mut self, mut f: impl FnMut(Framed<'_>, u64)) {
+        self.drain_physical(|_, framed, end| f(framed, end));
+    }
+
+    /// As [`LineReader::drain`], and `f` also gets the physical line (`check --explain`):
+    /// called exactly once per physical line, in order.
+    pub(crate) fn drain_physical(&mut self, mut f: impl FnMut(Physical<'_>, Framed<'_>, u64)) {
         let LineReader {
             buf,
             start,
@@ -125,6 +142,7 @@ impl LineReader {
             let end_offset = *base + *start as u64;
             if let Some(offset) = discarding.take() {
                 f(
+                    Physical::Skipped,
                     Framed::Oversize {
                         offset,
                         unterminated: false,
@@ -136,6 +154,7 @@ impl LineReader {
             let offset = *base + line_start as u64;
             if nl > *max_physical {
                 f(
+                    Physical::Skipped,
                     Framed::Oversize {
                         offset,
                         unterminated: false,
@@ -144,8 +163,9 @@ impl LineReader {
                 );
                 continue;
             }
-            let framed = framer.frame(&buf[line_start..line_end], offset);
-            f(framed, end_offset);
+            let physical = &buf[line_start..line_end];
+            let framed = framer.frame(physical, offset);
+            f(Physical::Line(physical), framed, end_offset);
         }
         // No newline in what is left: if it is already too long, stop holding it.
         if buf.len() - *start > *max_physical {
@@ -191,6 +211,18 @@ impl LineReader {
     /// after the last `\n` and every partial line of the framing. `f` gets each and the offset
     /// just past what has been read.
     pub(crate) fn flush_unterminated(&mut self, mut f: impl FnMut(Framed<'_>, u64)) {
+        self.flush_physical(|_, framed, end| {
+            // A last `P` chunk without its `\n` is held by the framing, handed out below.
+            if !matches!(framed, Framed::Pending) {
+                f(framed, end)
+            }
+        });
+    }
+
+    /// As [`LineReader::flush_unterminated`], and `f` also gets the physical line each result
+    /// came from (`check --explain`): the bytes after the last `\n` are one (a partial chunk
+    /// among them is passed on as [`Framed::Pending`]); a partial line of the framing is none.
+    pub(crate) fn flush_physical(&mut self, mut f: impl FnMut(Physical<'_>, Framed<'_>, u64)) {
         let LineReader {
             buf,
             start,
@@ -205,31 +237,36 @@ impl LineReader {
             *start = buf.len();
             match discarding.take() {
                 Some(offset) => f(
+                    Physical::Skipped,
                     Framed::Oversize {
                         offset,
                         unterminated: true,
                     },
                     end,
                 ),
-                None => match framer.frame(&buf[tail..], *base + tail as u64) {
-                    Framed::Line(mut line) => {
-                        line.unterminated = true;
-                        f(Framed::Line(line), end)
+                None => {
+                    let physical = &buf[tail..];
+                    match framer.frame(physical, *base + tail as u64) {
+                        Framed::Line(mut line) => {
+                            line.unterminated = true;
+                            f(Physical::Line(physical), Framed::Line(line), end)
+                        }
+                        Framed::Oversize { offset, .. } => f(
+                            Physical::Line(physical),
+                            Framed::Oversize {
+                                offset,
+                                unterminated: true,
+                            },
+                            end,
+                        ),
+                        // A `P` chunk without its `\n`: the framing holds it, handed out below.
+                        Framed::Pending => f(Physical::Line(physical), Framed::Pending, end),
                     }
-                    Framed::Oversize { offset, .. } => f(
-                        Framed::Oversize {
-                            offset,
-                            unterminated: true,
-                        },
-                        end,
-                    ),
-                    // A `P` chunk without its `\n`: the framing holds it, handed out below.
-                    Framed::Pending => {}
-                },
+                }
             }
         }
         while let Some(framed) = framer.take_unterminated() {
-            f(framed, end);
+            f(Physical::None, framed, end);
         }
     }
 }

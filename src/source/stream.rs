@@ -12,7 +12,7 @@ use std::io::{self, Read};
 use std::sync::Arc;
 
 use super::framing::Format;
-use super::reader::LineReader;
+use super::reader::{LineReader, Physical};
 use crate::ack::{Ack, Progress};
 use crate::budget::Charge;
 use crate::envelope::Record;
@@ -141,6 +141,39 @@ impl StreamReader {
             handle(processor, info, progress, stats, records, framed, end);
         });
         shipped
+    }
+
+    /// As [`StreamReader::process`] and, when `at_end`, [`StreamReader::flush_unterminated`]
+    /// (for `check`, where nothing is acknowledged), telling `each` about every physical line:
+    /// the line, its framing result, the offset just past it and the records that result gave
+    /// (`check --explain`).
+    /// A partial line handed out at the end comes with [`Physical::None`].
+    pub(crate) fn process_traced(
+        &mut self,
+        processor: &Processor,
+        stats: &mut Stats,
+        at_end: bool,
+        mut each: impl FnMut(Physical<'_>, Framed<'_>, u64, Vec<Record>),
+    ) {
+        let StreamReader { lines, info, .. } = self;
+        let mut step = |physical: Physical<'_>, framed: Framed<'_>, end: u64, counted: bool| {
+            let mut records = Vec::new();
+            if counted {
+                let ack = |_, _| Ack::none();
+                process_one(processor, info, ack, stats, &mut records, framed, end);
+            }
+            each(physical, framed, end, records);
+        };
+        lines.drain_physical(|physical, framed, end| step(physical, framed, end, true));
+        if at_end {
+            // A last `P` chunk without `\n` is not counted (no `\n`, as in `check`); the
+            // partial line it ends is, as it stands.
+            lines.flush_physical(|physical, framed, end| {
+                let counted = !matches!(framed, Framed::Pending);
+                step(physical, framed, end, counted)
+            });
+        }
+        stats.malformed += std::mem::take(&mut lines.framer.malformed);
     }
 
     /// Whether a partial line of the framing waits for its final chunk.
