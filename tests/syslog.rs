@@ -285,8 +285,10 @@ const MULTILINE_NOTE: &str = "Aug 09 16:02:55 co1-pryv-li pryv-audit[57]: ck6j75
 
 // === tests ===
 
+/// A Unix socket gets the local format (`<PRI>Mmm dd hh:mm:ss TAG[PID]: MSG`, as syslog(3)
+/// writes it) even with `protocol: rfc5424`: no HOSTNAME, no MSGID.
 #[test]
-fn exact_rfc5424_lines_over_a_unix_datagram_socket() {
+fn exact_local_lines_over_a_unix_datagram_socket_whatever_the_protocol() {
     let dir = tempdir();
     let socket = dir.path().join("log.sock");
     let receiver = DatagramReceiver::bind(&socket);
@@ -297,6 +299,7 @@ fn exact_rfc5424_lines_over_a_unix_datagram_socket() {
             r#"  stdout: {{}}
   syslog:
     address: "unix://{}"
+    protocol: rfc5424
     hostname: node-1
     app_name: pryv-audit
     template: "{{/action}} {{type}} {{retention.class}} note={{/note}} {{content}}""#,
@@ -312,9 +315,10 @@ fn exact_rfc5424_lines_over_a_unix_datagram_socket() {
                 Some(note) => note.replace('\n', "\\n").replace('\r', "\\r"),
                 None => "-".to_owned(),
             };
+            let time: chrono::DateTime<chrono::Utc> = s(v, "/observed_time").parse().unwrap();
             format!(
-                "<85>1 {time} node-1 pryv-audit {pid} {ty} - {action} {ty} audit note={note} {record}",
-                time = s(v, "/observed_time"),
+                "<85>{time} pryv-audit[{pid}]: {action} {ty} audit note={note} {record}",
+                time = time.format("%b %e %H:%M:%S"),
                 ty = s(v, "/type"),
                 action = s(v, "/record/action"),
             )
@@ -403,9 +407,10 @@ fn newline_terminated_lines_over_a_unix_stream_socket() {
     let expected: Vec<String> = envelopes(&stdout)
         .iter()
         .map(|(v, _)| {
+            let time: chrono::DateTime<chrono::Utc> = s(v, "/observed_time").parse().unwrap();
             format!(
-                "<85>1 {} h auditrail {pid} {ty} - {ty}",
-                s(v, "/observed_time"),
+                "<85>{} auditrail[{pid}]: {ty}",
+                time.format("%b %e %H:%M:%S"),
                 ty = s(v, "/type")
             )
         })
@@ -441,7 +446,7 @@ fn per_output_filters_send_each_record_where_it_belongs() {
         .messages()
         .iter()
         .map(|m| {
-            let (_, text) = m.split_once(" - ").unwrap();
+            let (_, text) = m.split_once("]: ").unwrap();
             let (id, ty) = text.split_once(' ').unwrap();
             (id.to_owned(), ty.to_owned())
         })
