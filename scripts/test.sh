@@ -10,10 +10,11 @@ log() { printf '== %s\n' "$*" >&2; }
 # a real Prometheus server and promtool for the operability tests; openssl (a throwaway CA)
 # and stunnel (TLS in front of tansu, which cannot serve it) for tests/kafka_security.rs;
 # the real producers and receivers of tests/producers.rs and tests/rsyslog.rs: php-monolog
-# (monolog writing as Laravel does) and rsyslog (a syslog daemon parsing what we send).
+# (monolog writing as Laravel does) and rsyslog (a syslog daemon parsing what we send), and
+# bsdutils (logger(1), whose local-socket messages tests/rsyslog.rs compares with ours).
 missing=()
 for pkg in pkg-config libssl-dev zlib1g-dev make g++ prometheus openssl stunnel4 \
-  php-cli php-monolog rsyslog; do
+  php-cli php-monolog rsyslog bsdutils; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -12,15 +12,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::{UnixDatagram, UnixListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde_json::Value;
-use support::{append, audit_line, parse_line, record_text, tempdir, wait_until, Daemon};
+use support::syslog::{config, envelopes, pryv_log, run_until_confirmed, s};
+use support::{append, audit_line, tempdir, wait_until, Daemon};
 
 // === receivers ===
 
@@ -278,72 +278,17 @@ impl Drop for StreamReceiver {
     }
 }
 
-// === configs and expectations ===
-
-/// A `run` config following `dir/logs/*.log` with the given `outputs` section (indented two
-/// spaces).
-fn config(dir: &Path, outputs: &str) -> PathBuf {
-    let base = support::service_yaml(dir);
-    let yaml = format!(
-        r#"{base}outputs:
-{outputs}
-"#,
-    );
-    let path = dir.join("auditrail.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    path
-}
-
-/// Copies the Pryv sample into `dir/logs/0.log`, with `extra` lines after it; returns the
-/// log's path and size.
-fn pryv_log(dir: &Path, extra: &str) -> (PathBuf, u64) {
-    std::fs::create_dir_all(dir.join("logs")).unwrap();
-    let mut text = std::fs::read_to_string(support::sample("pryv-syslog.log")).unwrap();
-    text.push_str(extra);
-    let path = dir.join("logs/0.log");
-    std::fs::write(&path, &text).unwrap();
-    (path, text.len() as u64)
-}
+// === expectations ===
 
 /// A Pryv audit line whose record holds a string with a newline and a carriage return.
 const MULTILINE_NOTE: &str = "Aug 09 16:02:55 co1-pryv-li pryv-audit[57]: ck6j759f000011ps2octzo1ds audit-log/pryv-api createdBy:system [] {\"source\": {\"name\": \"http\", \"ip\": \"10.1.2.3\"}, \"action\": \"events.update\", \"note\": \"line one\\nline two\\r\", \"query\": {\"limit\": \"7\"}}\n";
 
-/// The envelopes `outputs.stdout` printed, in order: (envelope, record text as written).
-fn envelopes(lines: &[String]) -> Vec<(Value, String)> {
-    lines
-        .iter()
-        .map(|l| (parse_line(l)["value"].clone(), record_text(l).to_owned()))
-        .collect()
-}
-
-fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
-    v.pointer(pointer)
-        .and_then(Value::as_str)
-        .unwrap_or_else(|| panic!("no string at {pointer} in {v}"))
-}
-
-/// Runs auditrail until every record reached stdout and the checkpoint passed the whole
-/// log, then stops it: (stdout lines, pid).
-fn run_until_confirmed(
-    dir: &Path,
-    cfg: &Path,
-    log: &Path,
-    size: u64,
-    records: usize,
-) -> (Vec<String>, u32) {
-    let mut run = Daemon::start(cfg);
-    let pid = run.pid();
-    run.wait_for_records(records);
-    support::wait_for_checkpoint(dir, log, size);
-    let stopped = run.stop_cleanly();
-    assert_eq!(stopped.stdout.len(), records);
-    (stopped.stdout, pid)
-}
-
 // === tests ===
 
+/// A Unix socket gets the local format (`<PRI>Mmm dd hh:mm:ss TAG[PID]: MSG`, as syslog(3)
+/// writes it) even with `protocol: rfc5424`: no HOSTNAME, no MSGID.
 #[test]
-fn exact_rfc5424_lines_over_a_unix_datagram_socket() {
+fn exact_local_lines_over_a_unix_datagram_socket_whatever_the_protocol() {
     let dir = tempdir();
     let socket = dir.path().join("log.sock");
     let receiver = DatagramReceiver::bind(&socket);
@@ -354,6 +299,7 @@ fn exact_rfc5424_lines_over_a_unix_datagram_socket() {
             r#"  stdout: {{}}
   syslog:
     address: "unix://{}"
+    protocol: rfc5424
     hostname: node-1
     app_name: pryv-audit
     template: "{{/action}} {{type}} {{retention.class}} note={{/note}} {{content}}""#,
@@ -369,9 +315,10 @@ fn exact_rfc5424_lines_over_a_unix_datagram_socket() {
                 Some(note) => note.replace('\n', "\\n").replace('\r', "\\r"),
                 None => "-".to_owned(),
             };
+            let time: chrono::DateTime<chrono::Utc> = s(v, "/observed_time").parse().unwrap();
             format!(
-                "<85>1 {time} node-1 pryv-audit {pid} {ty} - {action} {ty} audit note={note} {record}",
-                time = s(v, "/observed_time"),
+                "<85>{time} pryv-audit[{pid}]: {action} {ty} audit note={note} {record}",
+                time = time.format("%b %e %H:%M:%S"),
                 ty = s(v, "/type"),
                 action = s(v, "/record/action"),
             )
@@ -460,9 +407,10 @@ fn newline_terminated_lines_over_a_unix_stream_socket() {
     let expected: Vec<String> = envelopes(&stdout)
         .iter()
         .map(|(v, _)| {
+            let time: chrono::DateTime<chrono::Utc> = s(v, "/observed_time").parse().unwrap();
             format!(
-                "<85>1 {} h auditrail {pid} {ty} - {ty}",
-                s(v, "/observed_time"),
+                "<85>{} auditrail[{pid}]: {ty}",
+                time.format("%b %e %H:%M:%S"),
                 ty = s(v, "/type")
             )
         })
@@ -498,7 +446,7 @@ fn per_output_filters_send_each_record_where_it_belongs() {
         .messages()
         .iter()
         .map(|m| {
-            let (_, text) = m.split_once(" - ").unwrap();
+            let (_, text) = m.split_once("]: ").unwrap();
             let (id, ty) = text.split_once(' ').unwrap();
             (id.to_owned(), ty.to_owned())
         })

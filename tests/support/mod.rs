@@ -12,6 +12,7 @@ mod http;
 pub mod kubelet;
 mod oneshot;
 pub mod secure;
+pub mod syslog;
 
 // Each test binary uses some of these.
 #[allow(unused_imports)]

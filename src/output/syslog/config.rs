@@ -1,5 +1,9 @@
 //! The `outputs.syslog` section: where messages go (Unix socket, UDP, TCP), in which
 //! protocol, with which header fields and template.
+//!
+//! The header follows the transport first: on a Unix socket every message has the local
+//! format (see [`Header::Local`]), because that is the only one the local receivers parse;
+//! `protocol` chooses between RFC 5424 and RFC 3164 for UDP and TCP.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -13,7 +17,7 @@ use crate::problem::Problem;
 /// The smallest message every RFC 5424 receiver must accept.
 const MIN_MESSAGE_BYTES: usize = 480;
 
-/// `outputs.syslog.protocol`.
+/// `outputs.syslog.protocol`: the header over UDP and TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
@@ -21,6 +25,17 @@ pub enum Protocol {
     #[default]
     Rfc5424,
     /// `<PRI>Mmm dd hh:mm:ss HOSTNAME APP-NAME[PROCID]: MSG`
+    Rfc3164,
+}
+
+/// What each message's header looks like: [`SyslogConfig::header`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Header {
+    /// `<PRI>Mmm dd hh:mm:ss TAG[PID]: MSG`, no HOSTNAME: what glibc's `syslog(3)` and
+    /// util-linux `logger(1)` write on a local socket, and all that rsyslog's imuxsock and
+    /// journald parse there (the module documentation says where each is written).
+    Local,
+    Rfc5424,
     Rfc3164,
 }
 
@@ -123,7 +138,9 @@ pub struct SyslogConfig {
     /// For `unix://`: `datagram` (default, like `/dev/log` under rsyslog and journald) or
     /// `stream`.
     pub socket: Option<SocketKind>,
-    pub protocol: Protocol,
+    /// The header over `udp://` and `tcp://` (default RFC 5424). A `unix://` socket always
+    /// gets the local format: see [`SyslogConfig::header`].
+    pub protocol: Option<Protocol>,
     /// RFC 5424 APP-NAME, RFC 3164 TAG.
     pub app_name: String,
     pub facility: Facility,
@@ -150,7 +167,7 @@ impl Default for SyslogConfig {
         SyslogConfig {
             address: "unix:///dev/log".into(),
             socket: None,
-            protocol: Protocol::Rfc5424,
+            protocol: None,
             app_name: "auditrail".into(),
             facility: Facility::Authpriv,
             level: Severity::Notice,
@@ -178,6 +195,18 @@ pub enum Address {
 }
 
 impl SyslogConfig {
+    /// The header of every message: the local format on a Unix socket whatever `protocol`
+    /// says (a HOSTNAME there is read as the tag by rsyslog and journald), else `protocol`.
+    pub fn header(&self) -> Header {
+        if self.address.starts_with("unix://") {
+            return Header::Local;
+        }
+        match self.protocol.unwrap_or_default() {
+            Protocol::Rfc5424 => Header::Rfc5424,
+            Protocol::Rfc3164 => Header::Rfc3164,
+        }
+    }
+
     /// The transport `address` and `socket` name, or why they name none (keyed by the field
     /// at fault).
     pub fn address(&self) -> Result<Address, (&'static str, String)> {
@@ -230,10 +259,11 @@ impl SyslogConfig {
         }
         if let Some(p) = header_field_problem(&self.app_name, 48) {
             problems.push(Problem::new(format!("{path}.app_name"), p));
-        } else if self.protocol == Protocol::Rfc3164 && self.app_name.contains(['[', ']', ':']) {
+        } else if self.header() != Header::Rfc5424 && self.app_name.contains(['[', ']', ':']) {
+            // Receivers find the end of the tag at `[` or `:`.
             problems.push(Problem::new(
                 format!("{path}.app_name"),
-                "an RFC 3164 tag cannot hold `[`, `]` or `:`",
+                "a tag (RFC 3164, and every message on a unix:// socket) cannot hold `[`, `]` or `:`",
             ));
         }
         if let Some(p) = self
@@ -301,7 +331,8 @@ mod tests {
             Address::UnixDatagram("/dev/log".into())
         );
         assert_eq!((c.facility.code(), c.level.code()), (10, 5));
-        assert_eq!(c.protocol, Protocol::Rfc5424);
+        assert_eq!(c.protocol, None);
+        assert_eq!(c.header(), Header::Local);
         assert_eq!(c.template, "{content}");
     }
 
@@ -343,6 +374,32 @@ mod tests {
     }
 
     #[test]
+    fn a_unix_socket_gets_the_local_header_whatever_the_protocol() {
+        let header = |yaml: &str| config(yaml).header();
+        for protocol in ["", ", protocol: rfc5424", ", protocol: rfc3164"] {
+            assert_eq!(
+                header(&format!("{{address: 'unix:///dev/log'{protocol}}}")),
+                Header::Local
+            );
+            assert_eq!(
+                header(&format!(
+                    "{{address: 'unix:///s', socket: stream{protocol}}}"
+                )),
+                Header::Local
+            );
+        }
+        assert_eq!(header("address: udp://h:514"), Header::Rfc5424);
+        assert_eq!(
+            header("{address: 'tcp://h:514', protocol: rfc3164}"),
+            Header::Rfc3164
+        );
+        assert_eq!(
+            header("{address: 'udp://h:514', protocol: rfc5424}"),
+            Header::Rfc5424
+        );
+    }
+
+    #[test]
     fn problems_name_their_path() {
         assert_eq!(
             problems("template: '{userid} {type}'"),
@@ -361,10 +418,13 @@ mod tests {
                 "outputs.syslog.types: at least one of `include` and `exclude` must be non-empty (use include: [all] to ship everything)",
             ]
         );
+        let tag = "outputs.syslog.app_name: a tag (RFC 3164, and every message on a unix:// socket) cannot hold `[`, `]` or `:`";
         assert_eq!(
-            problems("{protocol: rfc3164, app_name: 'a:b'}"),
-            vec!["outputs.syslog.app_name: an RFC 3164 tag cannot hold `[`, `]` or `:`"]
+            problems("{address: 'udp://h:514', protocol: rfc3164, app_name: 'a:b'}"),
+            vec![tag]
         );
+        assert_eq!(problems("{app_name: 'a[b'}"), vec![tag]);
+        assert!(problems("{address: 'udp://h:514', app_name: 'a:b'}").is_empty());
         assert!(crate::yaml::from_str::<SyslogConfig>("level: loud").is_err());
         assert!(crate::yaml::from_str::<SyslogConfig>("facility: local9").is_err());
         assert!(crate::yaml::from_str::<SyslogConfig>("adress: x").is_err());

@@ -1,5 +1,6 @@
-//! `outputs.syslog`: each record as one syslog message (RFC 5424 or RFC 3164), over a Unix
-//! socket (datagram or stream), UDP, or TCP with RFC 6587 octet-counting framing.
+//! `outputs.syslog`: each record as one syslog message, over a Unix socket (datagram or
+//! stream) in the local format `syslog(3)` writes, or over UDP or TCP (RFC 6587
+//! octet-counting framing) as RFC 5424 or RFC 3164.
 //!
 //! Guarantees:
 //! - a record is confirmed to its source only once its message was written to the socket
@@ -24,8 +25,31 @@
 //!   than a late one.
 //!
 //! The message text comes from `template` (see [`template`]); the header carries the
-//! facility and severity (`<PRI>`), the time auditrail read the line, the host name, the
-//! app name, the process id and (RFC 5424) the record type as MSGID.
+//! facility and severity (`<PRI>`), the time auditrail read the line, the app name and the
+//! process id, and over UDP and TCP the host name and (RFC 5424) the record type as MSGID.
+//!
+//! What goes on each transport, and why:
+//! - a Unix socket (datagram or stream) gets the local format whatever `protocol` says:
+//!   `<PRI>Mmm dd hh:mm:ss TAG[PID]: MSG`, no HOSTNAME. That is what glibc's `syslog(3)`
+//!   writes to /dev/log (misc/syslog.c, `__vsyslog_internal`: `SYSLOG_HEADER` is
+//!   `"<%d>%s%n%s%s%.0d%s: "`, the time `%h %e %T `) and what util-linux `logger(1)` writes to
+//!   a local socket unless told otherwise (misc-utils/logger.c, `syslog_local_header`). The
+//!   receivers there parse nothing else: rsyslog's imuxsock with its default special parser
+//!   (plugins/imuxsock/imuxsock.c, `SubmitMsg`) reads `<PRI>`, an RFC 3339 or RFC 3164 time
+//!   stamp, then takes everything up to the first space as the tag — a HOSTNAME became the
+//!   tag, and the `1` of an RFC 5424 message too (issue 15, finding 2); journald
+//!   (src/journal/journald-syslog.c, `manager_process_syslog_message`) reads `<PRI>` into
+//!   PRIORITY and SYSLOG_FACILITY, skips an RFC 3164 time stamp (`syslog_skip_timestamp`),
+//!   and takes the first word if it ends with `:` as SYSLOG_IDENTIFIER and SYSLOG_PID
+//!   (`syslog_parse_identifier`), the rest as MESSAGE: with a HOSTNAME first, or an RFC 5424
+//!   header, there is no identifier and the whole header lands in MESSAGE;
+//! - a Unix stream socket frames each message with `\n`, as `logger(1)` does, not glibc's NUL
+//!   (see [`transport::frame`]: rsyslog's imptcp splits only on `\n` by default); journald's
+//!   /dev/log is a datagram socket only;
+//! - UDP and TCP get `protocol`: RFC 5424 (default) or RFC 3164, with the HOSTNAME, which
+//!   rsyslog's imudp and imtcp parse with their standard parser chain.
+//!
+//! tests/rsyslog.rs checks every transport with every protocol against a real rsyslogd.
 
 mod config;
 mod health;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::config::{Address, SyslogConfig};
+use super::config::{Address, Header, SyslogConfig};
 use super::health::SyslogHealth;
 use super::message::Formatter;
 use super::transport::{frame, is_too_large, Conn};
@@ -191,6 +191,15 @@ impl SyslogOutput {
         let address = config
             .address()
             .map_err(|(field, message)| SyslogError::Address { field, message })?;
+        if let (Some(protocol), Header::Local) = (config.protocol, config.header()) {
+            // Said once per start, so an operator who set `protocol` sees why the messages
+            // on the socket do not have that form.
+            tracing::info!(
+                address = %config.address,
+                ?protocol,
+                "a unix:// socket gets the local syslog format (as syslog(3) writes it, no HOSTNAME): `protocol` applies to udp:// and tcp://"
+            );
+        }
         Ok(SyslogOutput {
             health: std::sync::Arc::default(),
             formatter: Formatter::new(config)?,

@@ -22,7 +22,7 @@ pub(super) enum Datagram {
 
 /// A connected stream socket.
 pub(super) enum Stream {
-    /// Messages terminated by `\n`.
+    /// Messages terminated by `\n` (see [`frame`]).
     Unix(UnixStream),
     /// Octet counting.
     Tcp(TcpStream),
@@ -103,6 +103,13 @@ impl Stream {
 
 /// Appends `message` framed for a stream: octet counting over TCP, `\n`-terminated over a
 /// Unix stream socket.
+///
+/// On a Unix stream socket glibc's `syslog(3)` ends each message with a NUL byte
+/// (misc/syslog.c, `__vsyslog_internal`: "also send ASCII NUL as a record terminator"), but
+/// util-linux `logger(1)` ends it with `\n` (misc-utils/logger.c, `write_output`), and `\n`
+/// is the only terminator rsyslog's `imptcp` splits a stream on unless `AddtlFrameDelimiter`
+/// is set (plugins/imptcp/imptcp.c, `processDataRcvd`): NUL-terminated messages never leave
+/// its buffer. So `\n`, as logger(1) does.
 pub(super) fn frame(tcp: bool, message: &[u8], out: &mut Vec<u8>) {
     if tcp {
         out.extend_from_slice(message.len().to_string().as_bytes());
