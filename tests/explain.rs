@@ -120,6 +120,20 @@ fn explain_a_nested_level_audit_is_a_candidate_that_no_detector_claims() {
 }
 
 #[test]
+fn explain_a_json_array_line_says_only_an_object_can_be_a_record() {
+    // Issue 15, finding 5: the array's object is not searched for, and explain says why.
+    let dir = tempdir();
+    let line = r#"[{"level": "audit", "recordType": "sqlQuery"}]"#;
+    let input = write_input(dir.path(), "a.log", &[line.as_bytes()]);
+    let e = &entries(&empty_config(dir.path()), &input, &[])[0];
+    assert_eq!(e["result"], "ordinary", "{e}");
+    assert_eq!(e["precheck"]["detectors"], json!(["immuta"]));
+    let reason = e["reason"].as_str().unwrap();
+    assert!(reason.contains("not an object"), "{e}");
+    assert_eq!(e["shipped"], false, "{e}");
+}
+
+#[test]
 fn explain_an_invalid_json_candidate_names_the_rejected_object() {
     let dir = tempdir();
     let line = r#"{"level": "audit", "recordType": "truncated", "query": "SELECT * FR"#;

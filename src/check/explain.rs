@@ -322,6 +322,13 @@ impl Explainer<'_> {
                 entry.reason =
                     "no signature of any enabled detector: an ordinary line, not parsed".into();
             }
+            Extraction::Ordinary if trace.not_an_object => {
+                entry.result = "ordinary";
+                entry.reason = format!(
+                    "a signature of {} was found, but the whole line is JSON that is not an object (an array, say): only a top-level object can be a record, so nothing in it is searched",
+                    names()
+                );
+            }
             Extraction::Ordinary => {
                 entry.result = "ordinary";
                 entry.reason = format!(

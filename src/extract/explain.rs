@@ -32,6 +32,9 @@ pub(super) trait Observer {
     /// No detector claimed any object: which signature positions lie inside a valid object.
     #[inline(always)]
     fn coverage(&mut self, _hits: &[usize], _covered: &[bool]) {}
+    /// The whole line is valid JSON but not an object (an array, say): ordinary, not searched.
+    #[inline(always)]
+    fn not_an_object(&mut self) {}
 }
 
 /// The observer of [`Extractor::extract`]: nothing is recorded.
@@ -54,6 +57,8 @@ pub struct Trace {
     /// Signature positions that lie in no valid object (a reason to call a line invalid);
     /// `None` when the walk did not get that far (ordinary, invalid UTF-8, or claimed).
     pub outside: Option<Vec<usize>>,
+    /// The whole line is valid JSON that is not an object, so nothing in it is searched.
+    pub not_an_object: bool,
     /// The detectors in configured order, to name them from the pre-check's bit set.
     names: Vec<Arc<str>>,
 }
@@ -117,6 +122,10 @@ impl Observer for Trace {
         if let Some(o) = self.objects.last_mut() {
             o.tried.push((detector.clone(), claimed));
         }
+    }
+
+    fn not_an_object(&mut self) {
+        self.not_an_object = true;
     }
 
     fn coverage(&mut self, hits: &[usize], covered: &[bool]) {

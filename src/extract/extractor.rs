@@ -111,6 +111,7 @@ impl Extractor {
         if is_non_object_json(text) {
             // Issue 15, finding 5: only a top-level object can be a record; every signature is
             // inside this valid JSON value.
+            seen.not_an_object();
             return Extraction::Ordinary;
         }
         let hits = candidates.hits();
