@@ -11,7 +11,8 @@
 //! A detector is a `Format` (`format.rs`): a built-in format, one file each (`immuta.rs`,
 //! `sym.rs`, `monolog.rs`, `pryv.rs`), or a custom rule from the config (`rule.rs`).
 //! `BUILTIN` below is the one list of built-in formats: adding one is its own file, its `mod`
-//! line and its entry there (and the Helm chart's `values.schema.json` enum).
+//! line and its entry there (and the Helm chart's `values.schema.json` enums of `formats` and
+//! `ids`).
 //!
 //! Guarantees:
 //! - the record is the object's exact text, never a re-serialisation;
