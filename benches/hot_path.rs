@@ -114,6 +114,8 @@ fn envelope(c: &mut Criterion) {
                     record: audit.record,
                     suffix: audit.suffix,
                     read_time,
+                    natural_id: audit.natural_id.as_deref(),
+                    fields: &audit.fields,
                 },
                 KeyStrategy::PodUid,
                 Ack::none(),

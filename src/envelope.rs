@@ -6,15 +6,19 @@
 //! escapes survive exactly as the application wrote them.
 //!
 //! ```json
-//! {"id":"…","type":"sqlQuery","format":"immuta","time":"2021-08-09T16:02:27.345Z",
+//! {"id":"…","record_id":"…","type":"sqlQuery","format":"immuta","time":"2021-08-09T16:02:27.345Z",
 //!  "observed_time":"…","retention":{"class":"forever","days":null,"expires_at":null},
 //!  "source":{"file":"/var/log/pods/…/0.log","stream":"stdout","offset":1234,"time":"…"},
-//!  "kubernetes":{…},"prefix":"…","suffix":"…","record":{…the original object…}}
+//!  "kubernetes":{…},"fields":{…},"prefix":"…","suffix":"…","record":{…the original object…}}
 //! ```
 //!
 //! The `id` is derived from where the line was read (the file's fingerprint and the line's
 //! offset) and from the line's bytes, so reading the same line again after a restart gives the
-//! same id, and two different lines never share one.
+//! same id, and two different lines never share one: it deduplicates auditrail's own
+//! redelivery. The `record_id` is the producer's own id for the record (Sym's `id`, or the
+//! value at a configured `audit.ids` pointer), so the producer's duplicates share it; a record
+//! without one gets its `id`. `fields` (only when the format found some) holds the values a
+//! format read outside the record (Pryv's `userid`), as JSON.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::ack::Ack;
 use crate::budget::Charge;
+use crate::extract::Field;
 
 /// `outputs.kafka.key`: what the Kafka record key is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -32,8 +37,11 @@ pub enum KeyStrategy {
     /// the record has no key.
     #[default]
     PodUid,
-    /// The record id.
+    /// The record id (`id`): one per line read.
     Id,
+    /// The producer's id (`record_id`, else `id`): the producer's duplicates of a record share
+    /// a key, so they reach one partition, where a consumer can deduplicate them.
+    RecordId,
     /// The record type.
     Type,
 }
@@ -72,6 +80,8 @@ pub struct RetentionTag {
 #[derive(Debug)]
 pub struct Record {
     pub id: String,
+    /// The producer's id for the record, else `id`.
+    pub record_id: String,
     pub record_type: String,
     pub format: Arc<str>,
     pub retention: RetentionTag,
@@ -107,6 +117,10 @@ pub struct EnvelopeParts<'a> {
     pub record: &'a str,
     pub suffix: &'a str,
     pub read_time: DateTime<Utc>,
+    /// The producer's own id for the record, when it has one (the `record_id`).
+    pub natural_id: Option<&'a str>,
+    /// Values the format read outside the record (the `fields` object, omitted when empty).
+    pub fields: &'a [Field<'a>],
 }
 
 /// A stable id: 128 bits of XXH3 over the stream identity, the line's place in it and its bytes.
@@ -139,14 +153,18 @@ impl Record {
     /// Builds the record and its envelope.
     pub fn build(parts: EnvelopeParts<'_>, key: KeyStrategy, ack: Ack) -> Record {
         let id = record_id(parts.origin.identity, parts.origin.id_position, parts.line);
+        let natural_id = parts.natural_id.map_or_else(|| id.clone(), str::to_owned);
         let key = match key {
             KeyStrategy::PodUid => parts.pod_uid.map(str::to_owned),
             KeyStrategy::Id => Some(id.clone()),
+            KeyStrategy::RecordId => Some(natural_id.clone()),
             KeyStrategy::Type => Some(parts.record_type.to_owned()),
         };
         let mut v = Vec::with_capacity(parts.record.len() + 512);
         v.extend_from_slice(b"{\"id\":");
         json_str(&mut v, &id);
+        v.extend_from_slice(b",\"record_id\":");
+        json_str(&mut v, &natural_id);
         v.extend_from_slice(b",\"type\":");
         json_str(&mut v, parts.record_type);
         v.extend_from_slice(b",\"format\":");
@@ -187,6 +205,19 @@ impl Record {
             v.extend_from_slice(b",\"kubernetes\":");
             v.extend_from_slice(k8s.as_bytes());
         }
+        if !parts.fields.is_empty() {
+            v.extend_from_slice(b",\"fields\":{");
+            for (i, field) in parts.fields.iter().enumerate() {
+                if i > 0 {
+                    v.push(b',');
+                }
+                json_str(&mut v, &field.name);
+                v.push(b':');
+                // A field's JSON text, as the format wrote it (a quoted string, an array).
+                v.extend_from_slice(field.json.as_bytes());
+            }
+            v.push(b'}');
+        }
         if !parts.prefix.is_empty() {
             v.extend_from_slice(b",\"prefix\":");
             json_str(&mut v, parts.prefix);
@@ -200,6 +231,7 @@ impl Record {
         v.push(b'}');
         Record {
             id,
+            record_id: natural_id,
             record_type: parts.record_type.to_owned(),
             format: Arc::clone(parts.format),
             retention: parts.retention,
@@ -216,6 +248,7 @@ impl Record {
     pub fn duplicate(&self) -> Record {
         Record {
             id: self.id.clone(),
+            record_id: self.record_id.clone(),
             record_type: self.record_type.clone(),
             format: Arc::clone(&self.format),
             retention: self.retention.clone(),
@@ -230,9 +263,10 @@ impl Record {
 
     /// The Kafka headers: what a consumer needs to route and deduplicate without parsing the
     /// value. Values are UTF-8 text; a forever record's `expires_at` header is empty.
-    pub fn headers(&self) -> [(&'static str, String); 5] {
+    pub fn headers(&self) -> [(&'static str, String); 6] {
         [
             ("id", self.id.clone()),
+            ("record_id", self.record_id.clone()),
             ("type", self.record_type.clone()),
             ("format", self.format.to_string()),
             ("retention_class", self.retention.class.to_string()),
@@ -317,6 +351,8 @@ pub(crate) mod testing {
                 record: RECORD,
                 suffix: "",
                 read_time,
+                natural_id: None,
+                fields: &[],
             },
             KeyStrategy::Id,
             ack,
@@ -351,6 +387,8 @@ mod tests {
             record,
             suffix: "",
             read_time: DateTime::from_timestamp_millis(0).unwrap(),
+            natural_id: None,
+            fields: &[],
         }
     }
 
@@ -389,5 +427,83 @@ mod tests {
         assert_ne!(record_id(1, 10, b"x"), record_id(2, 10, b"x"));
         assert_ne!(record_id(1, 10, b"x"), record_id(1, 10, b"y"));
         assert_eq!(record_id(1, 10, b"x").len(), 32);
+    }
+
+    #[test]
+    fn finding_4_the_producers_id_is_the_record_id_and_can_be_the_key() {
+        let format: Arc<str> = Arc::from("sym");
+        let record = r#"{"id":"e-1","type":"event"}"#;
+        let build = |offset: u64, natural_id: Option<&str>, key| {
+            let origin = LineOrigin {
+                file: "f",
+                identity: 1,
+                stream: None,
+                offset,
+                id_position: offset,
+                time: None,
+                unterminated: false,
+            };
+            let mut p = parts(&origin, &format, record);
+            p.natural_id = natural_id;
+            Record::build(p, key, Ack::none())
+        };
+        let a = build(0, Some("e-1"), KeyStrategy::RecordId);
+        let b = build(100, Some("e-1"), KeyStrategy::RecordId);
+        assert_ne!(a.id, b.id, "two lines read: two ids");
+        assert_eq!((a.record_id.as_str(), b.record_id.as_str()), ("e-1", "e-1"));
+        assert_eq!(
+            (a.key.as_deref(), b.key.as_deref()),
+            (Some("e-1"), Some("e-1"))
+        );
+        assert!(a.headers().contains(&("record_id", "e-1".to_owned())));
+        let v: serde_json::Value = serde_json::from_slice(&a.value).unwrap();
+        assert_eq!(
+            (v["id"].as_str(), v["record_id"].as_str()),
+            (Some(a.id.as_str()), Some("e-1"))
+        );
+
+        let none = build(0, None, KeyStrategy::RecordId);
+        assert_eq!(
+            none.record_id, none.id,
+            "without a producer id, the line's id"
+        );
+        assert_eq!(none.key.as_deref(), Some(none.id.as_str()));
+        assert_eq!(
+            build(0, Some("e-1"), KeyStrategy::Id).key,
+            Some(a.id.clone())
+        );
+        assert!(v.get("fields").is_none(), "no fields: no object");
+    }
+
+    #[test]
+    fn fields_are_an_object_of_their_json_text() {
+        let origin = LineOrigin {
+            file: "f",
+            identity: 1,
+            stream: None,
+            offset: 0,
+            id_position: 0,
+            time: None,
+            unterminated: false,
+        };
+        let format: Arc<str> = Arc::from("pryv");
+        let fields = [
+            Field {
+                name: "userid".into(),
+                json: r#""ck6""#.into(),
+            },
+            Field {
+                name: "streamIds".into(),
+                json: r#"["a", "b"]"#.into(),
+            },
+        ];
+        let mut p = parts(&origin, &format, "{}");
+        p.fields = &fields;
+        let r = Record::build(p, KeyStrategy::Id, Ack::none());
+        let text = String::from_utf8(r.value).unwrap();
+        assert!(
+            text.contains(r#","fields":{"userid":"ck6","streamIds":["a", "b"]},"prefix":"#),
+            "{text}"
+        );
     }
 }

@@ -692,3 +692,60 @@ retention:
     let out = validate(&good);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
 }
+
+/// Issue 15, finding 4: Sym guarantees its `id` is the same across duplicate LogEntry
+/// records. Two copies of one LogEntry at different offsets (and a third, re-sent with a
+/// changed state) share the envelope's `record_id` and its header, and with
+/// `outputs.kafka.key: record_id` the same Kafka key, while their `id`s (one per line read)
+/// differ. A configured `audit.ids` pointer gives Immuta records the same, and a record without
+/// a producer id gets its `id` as `record_id`.
+#[test]
+fn finding_4_sym_duplicates_share_record_id() {
+    let dir = tempdir();
+    let sym = fs::read_to_string(sample("sym.jsonl")).unwrap();
+    let lines: Vec<&str> = sym.lines().collect();
+    let (first, other) = (lines[0], lines[1]);
+    let resent = first.replace(r#""status": "completed""#, r#""status": "retried""#);
+    assert_ne!(resent, first);
+    let no_id = other.replace(r#""id": "f92e2339-9cce-a098-535b-6a437178ba0a", "#, "");
+    assert_ne!(no_id, other);
+    let immuta = |n: u32| {
+        format!(r#"{{"level": "audit", "recordType": "sqlQuery", "requestId": "req-7", "n": {n}}}"#)
+    };
+    let input = dir.path().join("in.log");
+    fs::write(
+        &input,
+        [first, other, first, &resent, &no_id, &immuta(1), &immuta(2)].join("\n") + "\n",
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        "c.yaml",
+        "audit: {ids: {immuta: /requestId}}\noutputs: {kafka: {brokers: \"127.0.0.1:9\", key: record_id}}\n",
+    );
+    let out = check(&config, &input);
+    out.summary().assert_counts(&[("shipped", 7)]);
+    let records = out.records();
+    let field = |i: usize, f: &str| records[i]["value"][f].as_str().unwrap().to_owned();
+    let sym_id = "8fcd7f40-73c1-cd2c-81f9-8b521905d591";
+    for i in [0, 2, 3] {
+        assert_eq!(field(i, "record_id"), sym_id, "{}", records[i]);
+        assert_eq!(records[i]["headers"]["record_id"], sym_id);
+        assert_eq!(records[i]["key"], sym_id);
+    }
+    let ids: HashSet<String> = (0..7).map(|i| field(i, "id")).collect();
+    assert_eq!(ids.len(), 7, "every line read has its own id");
+    assert_eq!(
+        field(1, "record_id"),
+        "f92e2339-9cce-a098-535b-6a437178ba0a"
+    );
+    assert_eq!(
+        field(4, "record_id"),
+        field(4, "id"),
+        "no producer id: the line's id"
+    );
+    assert_eq!(records[4]["key"], field(4, "id").as_str());
+    assert_eq!(field(5, "record_id"), "req-7");
+    assert_eq!(field(6, "record_id"), "req-7");
+    assert_eq!(records[6]["key"], "req-7");
+}

@@ -273,7 +273,9 @@ impl Transport {
 }
 
 /// What a fail2ban rule would match: the type and the client address, then the record.
-const TEMPLATE: &str = "{type} from {/source/ip} {content}";
+/// `{envelope.type}`, the record type: for a Pryv record a bare `{type}` is Pryv's own type
+/// field (`audit-log/pryv-api`), as Pryv's templates mean it.
+const TEMPLATE: &str = "{envelope.type} from {/source/ip} {content}";
 
 /// For each protocol, with a facility and level of its own: runs auditrail over `transport`
 /// to a fresh rsyslogd and checks every field rsyslog parsed out of every message.

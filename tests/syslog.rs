@@ -302,7 +302,7 @@ fn exact_local_lines_over_a_unix_datagram_socket_whatever_the_protocol() {
     protocol: rfc5424
     hostname: node-1
     app_name: pryv-audit
-    template: "{{/action}} {{type}} {{retention.class}} note={{/note}} {{content}}""#,
+    template: "{{/action}} {{envelope.type}} {{retention.class}} note={{/note}} {{content}}""#,
             socket.display()
         ),
     );
@@ -398,7 +398,7 @@ fn newline_terminated_lines_over_a_unix_stream_socket() {
         dir.path(),
         &format!(
             r#"  stdout: {{}}
-  syslog: {{address: "unix://{}", socket: stream, hostname: h, template: "{{type}}"}}"#,
+  syslog: {{address: "unix://{}", socket: stream, hostname: h, template: "{{envelope.type}}"}}"#,
             socket.display()
         ),
     );
@@ -428,7 +428,7 @@ fn per_output_filters_send_each_record_where_it_belongs() {
         dir.path(),
         &format!(
             r#"  stdout: {{types: {{include: [events.get]}}}}
-  syslog: {{address: "unix://{}", hostname: h, template: "{{id}} {{type}}", types: {{exclude: [events.get]}}}}"#,
+  syslog: {{address: "unix://{}", hostname: h, template: "{{id}} {{envelope.type}}", types: {{exclude: [events.get]}}}}"#,
             socket.display()
         ),
     );
@@ -572,11 +572,11 @@ fn a_bad_template_is_refused_with_its_path_and_column() {
     let dir = tempdir();
     for (template, column, placeholder) in [
         (
-            "{userid} {type} createdBy:{createdBy} {streamIds} {content}",
+            "{userId} {type} createdBy:{createdBy} {streamIds} {content}",
             1,
-            "{userid}",
+            "{userId}",
         ),
-        ("{/userId} {type} createdBy:{createdBy}", 28, "{createdBy}"),
+        ("{userid} {type} createdBy:{createdby}", 27, "{createdby}"),
     ] {
         let cfg = config(
             dir.path(),
@@ -599,10 +599,90 @@ fn a_bad_template_is_refused_with_its_path_and_column() {
         assert_eq!(run.status.code(), Some(2), "run refuses it too");
         assert!(String::from_utf8_lossy(&run.stderr).contains("outputs.syslog.template"));
     }
-    let good = config(
+    for good in [
+        "{userid} {type} createdBy:{createdBy} {streamIds} {content}",
+        "{/userId} {envelope.type} createdBy:{/createdBy} {/streamIds} {content}",
+    ] {
+        let good = config(
+            dir.path(),
+            &format!("  syslog: {{template: {}}}", support::yaml_str(good)),
+        );
+        let out = support::validate(&good);
+        assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    }
+}
+
+/// Pryv's own audit line (the seed's example), with the JSON exactly as Pryv writes it.
+const PRYV_SEED_LINE: &str = "Oct 26 14:58:46 co1-pryv-li pryv-audit[57]: ck6j759f000011ps2octzo1ds audit-log/pryv-api createdBy:system [\"access-ck6j78uj600011ss2neygkpub\",\"action-events.get\"] {\"source\":{\"name\":\"http\",\"ip\":\"85.5.192.175\"},\"action\":\"events.get\",\"query\":{\"toTime\":\"9900000000\",\"fromTime\":\"-9900000000\",\"limit\":\"1\",\"sortAscending\":\"true\",\"state\":\"all\"}}\n";
+
+/// Issue 15, finding 3: Pryv's `AUDIT_SYSLOG_FORMAT` template, written as Pryv documents it,
+/// re-emits each Pryv audit line's message (the text after `pryv-audit[57]: `) byte for
+/// byte. A real `auditrail run` sends to a UDP socket the test reads; only the message part
+/// after the RFC 5424 header is compared (the header is auditrail's own).
+#[test]
+fn finding_3_pryv_template_reproduces_the_original_message_text() {
+    let dir = tempdir();
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let (log, size) = pryv_log(dir.path(), PRYV_SEED_LINE);
+    let cfg = config(
         dir.path(),
-        "  syslog: {template: \"{/userId} {type} createdBy:{/createdBy} {/streamIds} {content}\"}",
+        &format!(
+            r#"  stdout: {{}}
+  syslog:
+    address: "udp://127.0.0.1:{port}"
+    hostname: h
+    template: "{{userid}} {{type}} createdBy:{{createdBy}} {{streamIds}} {{content}}""#
+        ),
     );
-    let out = support::validate(&good);
-    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let (stdout, _) = run_until_confirmed(dir.path(), &cfg, &log, size, 11);
+    let mut buf = vec![0u8; 64 * 1024];
+    let received: Vec<String> = (0..11)
+        .map(|_| {
+            let n = receiver.recv(&mut buf).unwrap();
+            String::from_utf8(buf[..n].to_vec()).unwrap()
+        })
+        .collect();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let originals: Vec<&str> = text
+        .lines()
+        .map(|l| l.split_once("pryv-audit[57]: ").unwrap().1)
+        .collect();
+    let messages: Vec<&str> = received
+        .iter()
+        .map(|m| {
+            // `<PRI>1 TIMESTAMP HOST APP PROCID MSGID - MSG`: no header field holds a space.
+            m.split_once(" - ")
+                .unwrap_or_else(|| panic!("no header: {m}"))
+                .1
+        })
+        .collect();
+    assert_eq!(messages, originals);
+    // Spelled out once: the seed's line, fields and record as Pryv wrote them.
+    assert_eq!(
+        messages[10],
+        PRYV_SEED_LINE
+            .trim_end()
+            .split_once("pryv-audit[57]: ")
+            .unwrap()
+            .1
+    );
+    // Every output sees the fields: the envelope carries them as JSON.
+    for (value, _) in envelopes(&stdout) {
+        assert_eq!(value["fields"]["userid"], "ck6j759f000011ps2octzo1ds");
+        assert_eq!(value["fields"]["type"], "audit-log/pryv-api");
+        assert_eq!(value["fields"]["createdBy"], "system");
+        assert_eq!(
+            value["fields"]["streamIds"][0],
+            "access-ck6j78uj600011ss2neygkpub"
+        );
+        assert_eq!(
+            value["fields"]["streamIds"][1],
+            format!("action-{}", s(&value, "/type"))
+        );
+    }
 }

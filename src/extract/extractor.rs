@@ -8,15 +8,21 @@
 //! A candidate line that is, as a whole, a JSON value other than an object (an array of
 //! records, say) is ordinary: only a top-level object can be an audit record, and the search
 //! for objects embedded in text applies only to lines that are not JSON.
+//!
+//! The record's natural id (the producer's own id, the envelope's `record_id`) is the value at
+//! the format's `audit.ids` pointer when one is configured and it holds a non-empty string or a
+//! number (its text as written), else the one the format itself reads (Sym's `/id`), else none.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::explain::{Observer, Quiet};
 use super::format::Format;
-use super::json::{is_non_object_json, Objects};
+use super::json::{as_str, is_non_object_json, parse_pointer, Objects};
 use super::prefilter::{Prefilter, MAX_DETECTORS, MAX_HITS};
 use super::rule::Rule;
-use super::{AuditConfig, AuditRecord, ExtractError, Extraction, InvalidReason};
+use super::{AuditConfig, AuditRecord, AuditSection, ExtractError, Extraction, InvalidReason};
 
 /// Recognises audit records; built once from the config, shared by every source.
 #[derive(Debug)]
@@ -30,6 +36,8 @@ pub struct Extractor {
 struct Detector {
     name: Arc<str>,
     kind: Kind,
+    /// The configured pointer to the producer's id (`audit.ids`), as unescaped segments.
+    id: Option<Vec<String>>,
 }
 
 /// A built-in format from the list, or a custom rule built from the config.
@@ -42,7 +50,11 @@ enum Kind {
 impl Detector {
     fn new(kind: Kind) -> Detector {
         let name = Arc::from(kind.format().name());
-        Detector { name, kind }
+        Detector {
+            name,
+            kind,
+            id: None,
+        }
     }
 }
 
@@ -56,10 +68,32 @@ impl Kind {
 }
 
 impl Extractor {
+    /// The extractor of the detectors `config`, without configured ids.
     pub fn new(config: &AuditConfig) -> Result<Extractor, ExtractError> {
+        Extractor::build(config, &BTreeMap::new())
+    }
+
+    /// The extractor of a whole `audit` section, its `ids` included.
+    pub fn from_section(section: &AuditSection) -> Result<Extractor, ExtractError> {
+        Extractor::build(&section.detectors, &section.ids)
+    }
+
+    fn build(
+        config: &AuditConfig,
+        ids: &BTreeMap<String, String>,
+    ) -> Result<Extractor, ExtractError> {
         let mut detectors = Vec::new();
         for format in &config.formats {
-            detectors.push(Detector::new(Kind::Builtin(format.format())));
+            let mut detector = Detector::new(Kind::Builtin(format.format()));
+            if let Some(pointer) = ids.get(format.name()) {
+                let segments =
+                    parse_pointer(pointer).map_err(|message| ExtractError::IdPointer {
+                        format: format.name().to_owned(),
+                        message,
+                    })?;
+                detector.id = Some(segments);
+            }
+            detectors.push(detector);
         }
         for rule in &config.rules {
             detectors.push(Detector::new(Kind::Rule(Rule::new(rule)?)));
@@ -136,11 +170,20 @@ impl Extractor {
                 let found = detector.kind.format().detect(text, &located);
                 seen.tried(&detector.name, found.is_some());
                 if let Some(found) = found {
+                    let configured = detector.id.as_ref().and_then(|pointer| {
+                        let raw = located.object.pointer(pointer)?;
+                        let text = raw.get();
+                        match text.as_bytes().first()? {
+                            b'"' => as_str(raw).filter(|s| !s.is_empty()),
+                            b'-' | b'0'..=b'9' => Some(Cow::Borrowed(text)),
+                            _ => None,
+                        }
+                    });
                     return Extraction::Audit(AuditRecord {
                         format: &detector.name,
                         record_type: found.record_type,
                         time: found.time,
-                        natural_id: found.natural_id,
+                        natural_id: configured.or(found.natural_id),
                         fields: found.fields,
                         prefix: &text[..located.start],
                         record: &text[located.start..located.end],
@@ -375,6 +418,51 @@ mod tests {
             x.extract(br#"{"level":"audit"}"#),
             Extraction::Ordinary
         ));
+    }
+
+    #[test]
+    fn finding_4_a_configured_id_pointer_supplies_or_overrides_the_natural_id() {
+        let section: AuditSection =
+            crate::yaml::from_str("ids: {immuta: /request/id, sym: /meta/id}").unwrap();
+        let x = Extractor::from_section(&section).unwrap();
+        let id = |line: &str| match x.extract(line.as_bytes()) {
+            Extraction::Audit(a) => a.natural_id.map(Cow::into_owned),
+            other => panic!("{other:?}: {line}"),
+        };
+        let immuta = |v: &str| format!(r#"{{"level": "audit", "request": {{"id": {v}}}}}"#);
+        assert_eq!(id(&immuta(r#""r-1""#)).as_deref(), Some("r-1"));
+        assert_eq!(
+            id(&immuta("1.10")).as_deref(),
+            Some("1.10"),
+            "number text as written"
+        );
+        assert_eq!(id(&immuta("-7")).as_deref(), Some("-7"));
+        assert_eq!(id(&immuta(r#""""#)), None);
+        assert_eq!(id(&immuta("null")), None);
+        assert_eq!(id(&immuta(r#"{"x": 1}"#)), None);
+        assert_eq!(id(r#"{"level": "audit"}"#), None);
+        let sym = |meta: &str| {
+            format!(
+                r#"{{"id": "own", "meta": {meta}, "event": {{"type": "approve"}}, "type": "event"}}"#
+            )
+        };
+        assert_eq!(
+            id(&sym(r#"{"id": "m-1"}"#)).as_deref(),
+            Some("m-1"),
+            "overrides"
+        );
+        assert_eq!(
+            id(&sym("{}")).as_deref(),
+            Some("own"),
+            "else the format's own"
+        );
+        // Without `ids`, Immuta has none and Sym its own.
+        let x = extractor();
+        let line = immuta(r#""r-1""#);
+        let Extraction::Audit(a) = x.extract(line.as_bytes()) else {
+            panic!()
+        };
+        assert_eq!(a.natural_id, None);
     }
 
     #[test]

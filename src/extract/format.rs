@@ -38,6 +38,12 @@ pub(crate) trait Format: Sync {
     /// Called only for lines that hold one of [`Format::signatures`], once per object, from
     /// left to right, until some format claims one.
     fn detect<'a>(&self, text: &'a str, located: &Located<'a>) -> Option<Detected<'a>>;
+
+    /// The names of the [`Detected::fields`] this format may find, so that a syslog template
+    /// naming one (`{userid}`) is accepted when the config is loaded. None by default.
+    fn fields(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 impl std::fmt::Debug for dyn Format {

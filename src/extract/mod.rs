@@ -14,7 +14,8 @@
 //! A detector is a `Format` (`format.rs`): a built-in format, one file each (`immuta.rs`,
 //! `sym.rs`, `monolog.rs`, `pryv.rs`), or a custom rule from the config (`rule.rs`).
 //! `BUILTIN` below is the one list of built-in formats: adding one is its own file, its `mod`
-//! line and its entry there (and the Helm chart's `values.schema.json` enum).
+//! line and its entry there (and the Helm chart's `values.schema.json` enums of `formats` and
+//! `ids`).
 //!
 //! Guarantees:
 //! - the record is the object's exact text, never a re-serialisation;
@@ -41,6 +42,7 @@ mod sym;
 #[cfg(test)]
 mod toy;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -70,6 +72,19 @@ const BUILTIN: &[&dyn Format] = &[
 /// The names of the built-in formats, in their default order.
 pub fn builtin_names() -> impl Iterator<Item = &'static str> {
     BUILTIN.iter().map(|f| f.name())
+}
+
+/// The names of the fields (`{userid}` in a syslog template) that a built-in format may find
+/// besides its record ([`Field`]), each once, in list order. A syslog template accepts these
+/// bare names when the config is loaded and refuses others, so a typo is caught there.
+pub fn field_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for name in BUILTIN.iter().flat_map(|f| f.fields()) {
+        if !names.contains(name) {
+            names.push(name);
+        }
+    }
+    names
 }
 
 /// A built-in format, as named in `audit.formats`: one of [`builtin_names`].
@@ -142,9 +157,8 @@ impl fmt::Debug for BuiltinFormat {
     }
 }
 
-/// The `audit` section.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
+/// The detectors of the `audit` section: which formats and rules are enabled, in order.
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuditConfig {
     /// Built-in detectors to enable, tried in this order.
     pub formats: Vec<BuiltinFormat>,
@@ -157,6 +171,69 @@ impl Default for AuditConfig {
         AuditConfig {
             formats: BUILTIN.iter().map(|f| BuiltinFormat(*f)).collect(),
             rules: Vec::new(),
+        }
+    }
+}
+
+/// The `audit` section: the detectors, and where the records of a built-in format carry their
+/// producer's own id (`ids`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(from = "AuditYaml")]
+pub struct AuditSection {
+    /// `formats` and `rules`.
+    pub detectors: AuditConfig,
+    /// `ids`: a built-in format's name -> a JSON pointer to the producer's id in its records
+    /// (the envelope's `record_id`); it takes precedence over the format's own (Sym's `/id`).
+    pub ids: BTreeMap<String, String>,
+}
+
+/// The `audit` section as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct AuditYaml {
+    formats: Vec<BuiltinFormat>,
+    rules: Vec<RuleConfig>,
+    ids: BTreeMap<String, String>,
+}
+
+impl Default for AuditYaml {
+    fn default() -> Self {
+        let AuditConfig { formats, rules } = AuditConfig::default();
+        AuditYaml {
+            formats,
+            rules,
+            ids: BTreeMap::new(),
+        }
+    }
+}
+
+impl From<AuditYaml> for AuditSection {
+    fn from(yaml: AuditYaml) -> AuditSection {
+        AuditSection {
+            detectors: AuditConfig {
+                formats: yaml.formats,
+                rules: yaml.rules,
+            },
+            ids: yaml.ids,
+        }
+    }
+}
+
+impl AuditSection {
+    pub fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
+        self.detectors.validate(path, problems);
+        for (name, pointer) in &self.ids {
+            let at = format!("{path}.ids.{name}");
+            match name.parse::<BuiltinFormat>() {
+                Err(e) => problems.push(Problem::new(&at, e.to_string())),
+                Ok(format) if !self.detectors.formats.contains(&format) => problems.push(
+                    Problem::new(&at, format!("`{name}` is not enabled in `{path}.formats`")),
+                ),
+                Ok(_) => {}
+            }
+            if let Err(message) = json::parse_pointer(pointer) {
+                problems.push(Problem::new(&at, message));
+            }
         }
     }
 }
@@ -198,7 +275,7 @@ impl AuditConfig {
 }
 
 /// Why an [`Extractor`] could not be built from an `audit` section. A config that passed
-/// [`AuditConfig::validate`] can fail only with `TooMany`.
+/// [`AuditSection::validate`] can fail only with `TooMany`.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("audit rule `{rule}`: {message}")]
@@ -207,6 +284,8 @@ pub enum ExtractError {
     NoMatch { rule: String },
     #[error("{count} audit detectors are enabled, at most {max} are supported")]
     TooMany { count: usize, max: usize },
+    #[error("audit.ids.{format}: {message}")]
+    IdPointer { format: String, message: String },
     #[error("cannot build the audit pre-check")]
     Prefilter(#[source] aho_corasick::BuildError),
 }
@@ -279,7 +358,7 @@ mod tests {
 
     /// The problems of an `audit` section, with their paths from the top of the config.
     fn problems(yaml: &str) -> Vec<String> {
-        match crate::yaml::from_str::<AuditConfig>(yaml) {
+        match crate::yaml::from_str::<AuditSection>(yaml) {
             Err(e) => vec![format!("audit.{e}")],
             Ok(config) => {
                 let mut problems = Vec::new();
@@ -291,7 +370,8 @@ mod tests {
 
     #[test]
     fn the_default_enables_every_builtin_format_in_list_order() {
-        let names: Vec<&str> = AuditConfig::default()
+        let names: Vec<&str> = AuditSection::default()
+            .detectors
             .formats
             .iter()
             .map(|f| f.name())
@@ -332,5 +412,33 @@ rules:
                 "audit.rules[2].name: `mine` is already the name of another detector",
             ]
         );
+    }
+
+    #[test]
+    fn ids_name_an_enabled_builtin_format_and_a_json_pointer() {
+        assert_eq!(
+            problems("ids: {immuta: /requestId, sym: /meta/id}"),
+            Vec::<String>::new()
+        );
+        let problems = problems("formats: [immuta]\nids: {sym: /id, nope: /x, immuta: requestId}");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert_eq!(
+            problems[0],
+            "audit.ids.immuta: JSON pointer \"requestId\" must start with '/'"
+        );
+        assert!(
+            problems[1]
+                .starts_with("audit.ids.nope: unknown format `nope`, expected one of `immuta`"),
+            "{problems:?}"
+        );
+        assert_eq!(
+            problems[2],
+            "audit.ids.sym: `sym` is not enabled in `audit.formats`"
+        );
+    }
+
+    #[test]
+    fn the_field_names_are_those_the_builtin_formats_read() {
+        assert_eq!(field_names(), ["userid", "type", "createdBy", "streamIds"]);
     }
 }

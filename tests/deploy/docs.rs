@@ -113,8 +113,9 @@ fn key_path(line: &str, stack: &mut Vec<(usize, String)>) -> Option<(String, boo
     Some((path, !rest.trim().is_empty()))
 }
 
-/// The chart's schema offers exactly the binary's built-in audit formats, so a format added
-/// to `extract/` and forgotten in the schema (or the reverse) fails here.
+/// The chart's schema offers exactly the binary's built-in audit formats (in `audit.formats`
+/// and as the keys of `audit.ids`), so a format added to `extract/` and forgotten in the
+/// schema (or the reverse) fails here.
 pub fn the_chart_schema_lists_every_built_in_audit_format() {
     let text = fs::read_to_string(chart().join("values.schema.json")).unwrap();
     let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
@@ -127,6 +128,15 @@ pub fn the_chart_schema_lists_every_built_in_audit_format() {
         .collect();
     let built_in: Vec<&str> = auditrail::extract::builtin_names().collect();
     assert_eq!(offered, built_in);
+    // `audit.ids` is keyed by the same names.
+    let ids = find_key(&schema, "ids").expect("the schema describes audit.ids");
+    let keyed: Vec<&str> = ids["propertyNames"]["enum"]
+        .as_array()
+        .expect("audit.ids lists its keys")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(keyed, built_in);
 }
 
 /// The first value under `key`, anywhere in `value`.

@@ -5,12 +5,14 @@
 //!   broker with DescribeConfigs; Kafka's default 1,048,588 when the broker does not say) or
 //!   the producer's `message.max.bytes` (librdkafka's default 1,000,000) is cut into chunks:
 //!   consecutive byte ranges of the record's value (the envelope JSON), in order;
-//! - every chunk carries the record's usual headers (`id`, `type`, `format`,
+//! - every chunk carries the record's usual headers (`id`, `record_id`, `type`, `format`,
 //!   `retention_class`, `expires_at`) and four more: `chunk_index` (0-based),
 //!   `chunk_count` and `chunk_size` (bytes of value per chunk; decimal text), and
 //!   `chunk_sha256` (hex SHA-256 of the whole value);
 //! - every chunk has the same key (the record's key, or its id when it has none), so all
 //!   chunks of a record go to one partition, in order;
+//!   (with `key: record_id`, a producer's duplicates share that key: their chunks are still
+//!   told apart by `id`);
 //! - a consumer collects the chunks of an id and `chunk_size`, concatenates them by index
 //!   once it has `chunk_count` of them, and checks the SHA-256. A chunk may arrive more than
 //!   once (a record is sent again whole when any of its chunks failed, and after a restart):

@@ -402,11 +402,16 @@ mod tests {
     #[test]
     fn problems_name_their_path() {
         assert_eq!(
-            problems("template: '{userid} {type}'"),
+            problems("template: '{userId} {type}'"),
             vec![format!(
-                "outputs.syslog.template: column 1: {{userid}} is not an envelope field ({}); a member of the record is named by a JSON pointer: {{/userid}}",
+                "outputs.syslog.template: column 1: {{userId}} is not an envelope field ({}) nor a format's field (userid, type, createdBy, streamIds); a member of the record is named by a JSON pointer: {{/userId}}",
                 super::super::template::FIELD_LIST
             )]
+        );
+        assert_eq!(
+            problems("template: '{userid} {type} createdBy:{createdBy} {streamIds} {content}'"),
+            Vec::<String>::new(),
+            "Pryv's own template is accepted"
         );
         assert_eq!(
             problems("{address: 'tcp://x:1', socket: datagram, app_name: 'a b', hostname: '', max_message_bytes: 100, types: {include: [], exclude: []}}"),

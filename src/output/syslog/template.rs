@@ -8,10 +8,21 @@
 //!   `{retention.class}`, `{retention.days}`, `{retention.expires_at}`, `{source.file}`,
 //!   `{source.stream}`, `{source.offset}`, `{source.time}`, `{kubernetes.pod}` (any path under
 //!   `kubernetes.` or `record.`), `{retention}`, …: envelope fields by dotted path;
+//! - `{userid}`, `{type}`, `{createdBy}`, `{streamIds}`: the fields a format read outside the
+//!   record (the envelope's `fields`; Pryv's syslog line has these four), so Pryv's own
+//!   `AUDIT_SYSLOG_FORMAT` template `{userid} {type} createdBy:{createdBy} {streamIds} {content}`
+//!   works as written;
 //! - `{/json/pointer}`: a member of the record object (RFC 6901: `~1` is `/`, `~0` is `~`);
 //! - `{{` and `}}`: literal braces.
 //!
-//! A name that is not an envelope field (Pryv's `{userid}`) is refused with its column: a
+//! A bare name (no dot) that a format may read as a field is looked up in the record's
+//! `fields` first, then in the envelope: for a Pryv line `{type}` is Pryv's type
+//! (`audit-log/pryv-api`), as in Pryv's template, and for a record without that field (any
+//! other format, or a Pryv line of another shape) the envelope's record type (`events.get`).
+//! Either is named explicitly: `{fields.type}` is only the format's field, `{envelope.type}`
+//! (any envelope path after `envelope.`) only the envelope's. The bare names accepted are the
+//! envelope's and those the extract module lists ([`crate::extract::field_names`]); any other
+//! name is refused with its column (a typo such as `{userId}` is caught at config load): a
 //! member of the record is named by a pointer (`{/userId}`).
 //!
 //! Rendering: strings without quotes, other JSON values as compact JSON (number text kept as
@@ -38,6 +49,8 @@ enum Part {
     Content,
     /// An envelope field by its dotted path.
     Field(Vec<String>),
+    /// A bare name a format may read: the record's field of that name, else the envelope's.
+    Named(String),
     /// A JSON pointer into the record, as reference tokens (unescaped).
     Pointer(Vec<String>),
 }
@@ -63,8 +76,8 @@ pub(crate) enum TemplateProblem {
     Empty,
     #[error("{{{name}}} is not a placeholder: name an envelope field by its dotted path ({FIELD_LIST}) or a member of the record by a JSON pointer ({{/userId}})")]
     Malformed { name: String },
-    #[error("{{{name}}} is not an envelope field ({FIELD_LIST}){}", pointer_hint(.name))]
-    UnknownField { name: String },
+    #[error("{{{name}}} is not an envelope field ({FIELD_LIST}) nor a format's field ({fields}){}", pointer_hint(.name))]
+    UnknownField { name: String, fields: String },
     #[error("{{{text}}} is not a JSON pointer: `~` must be followed by 0 or 1")]
     BadPointer { text: String },
 }
@@ -81,6 +94,7 @@ fn pointer_hint(name: &str) -> String {
 /// Envelope fields a placeholder may name, with the members of the fixed objects.
 const TOP_FIELDS: &[&str] = &[
     "id",
+    "record_id",
     "type",
     "format",
     "time",
@@ -91,18 +105,28 @@ const TOP_FIELDS: &[&str] = &[
     "prefix",
     "suffix",
     "record",
+    "fields",
 ];
 const RETENTION_FIELDS: &[&str] = &["class", "days", "expires_at"];
 const SOURCE_FIELDS: &[&str] = &["file", "stream", "offset", "time"];
 
 pub(crate) const FIELD_LIST: &str =
-    "id, type, format, time, observed_time, prefix, suffix, content, \
+    "id, record_id, type, format, time, observed_time, prefix, suffix, content, \
      retention.class, retention.days, retention.expires_at, source.file, source.stream, \
-     source.offset, source.time, kubernetes.*";
+     source.offset, source.time, kubernetes.*, fields.*, envelope.*";
 
 impl Template {
-    /// Parses `text`; the first problem is reported with its column.
+    /// Parses `text`, accepting the field names of the built-in formats; the first problem is
+    /// reported with its column.
     pub(crate) fn parse(text: &str) -> Result<Template, TemplateError> {
+        Template::parse_with_fields(text, &crate::extract::field_names())
+    }
+
+    /// Parses `text`, accepting `fields` as the names of format fields.
+    pub(crate) fn parse_with_fields(
+        text: &str,
+        fields: &[&str],
+    ) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut chars = text.chars().enumerate().peekable();
@@ -147,8 +171,8 @@ impl Template {
                             problem: TemplateProblem::Unclosed,
                         });
                     }
-                    let part =
-                        placeholder(&name).map_err(|problem| TemplateError { column, problem })?;
+                    let part = placeholder(&name, fields)
+                        .map_err(|problem| TemplateError { column, problem })?;
                     if !literal.is_empty() {
                         parts.push(Part::Literal(std::mem::take(&mut literal)));
                     }
@@ -187,6 +211,12 @@ impl Template {
                     });
                     push_value(out, value);
                 }
+                Part::Named(name) => {
+                    let field = top
+                        .get("fields")
+                        .and_then(|fields| lookup(fields, std::iter::once(name)));
+                    push_value(out, field.or_else(|| top.get(name.as_str()).copied()));
+                }
                 Part::Pointer(tokens) => {
                     let value = top
                         .get("record")
@@ -199,8 +229,9 @@ impl Template {
     }
 }
 
-/// The part a placeholder's text names, or why it names none.
-fn placeholder(name: &str) -> Result<Part, TemplateProblem> {
+/// The part a placeholder's text names, or why it names none; `fields` are the names of
+/// the format fields.
+fn placeholder(name: &str, fields: &[&str]) -> Result<Part, TemplateProblem> {
     if name.is_empty() {
         return Err(TemplateProblem::Empty);
     }
@@ -221,22 +252,30 @@ fn placeholder(name: &str) -> Result<Part, TemplateProblem> {
             name: name.to_owned(),
         });
     }
-    let known = match segments[..] {
-        [top] => TOP_FIELDS.contains(&top),
-        ["retention", field] => RETENTION_FIELDS.contains(&field),
-        ["source", field] => SOURCE_FIELDS.contains(&field),
+    let envelope_path = |path: &[&str]| match path {
+        [top] => TOP_FIELDS.contains(top),
+        ["retention", field] => RETENTION_FIELDS.contains(field),
+        ["source", field] => SOURCE_FIELDS.contains(field),
+        ["fields", field] => fields.contains(field),
         // The pod metadata and the record itself are open-ended.
         ["kubernetes" | "record", ..] => true,
         _ => false,
     };
-    if !known {
-        return Err(TemplateProblem::UnknownField {
-            name: name.to_owned(),
-        });
-    }
-    Ok(Part::Field(
-        segments.into_iter().map(str::to_owned).collect(),
-    ))
+    let part = match segments[..] {
+        [bare] if fields.contains(&bare) => Some(Part::Named(bare.to_owned())),
+        ["envelope", ref path @ ..] if envelope_path(path) => {
+            Some(Part::Field(path.iter().map(|s| (*s).to_owned()).collect()))
+        }
+        ["envelope", ..] => None,
+        ref path if envelope_path(path) => {
+            Some(Part::Field(path.iter().map(|s| (*s).to_owned()).collect()))
+        }
+        _ => None,
+    };
+    part.ok_or_else(|| TemplateProblem::UnknownField {
+        name: name.to_owned(),
+        fields: fields.join(", "),
+    })
 }
 
 /// The reference tokens of an RFC 6901 pointer (which starts with `/`).
@@ -450,16 +489,25 @@ mod tests {
 
     #[test]
     fn bad_placeholders_are_refused_with_their_column() {
-        let e = error("{userid} {type} createdBy:{createdBy}");
+        let e = error("{userId} {type} createdBy:{createdBy}");
         assert_eq!(e.column, 1);
         assert!(
             e.problem
                 .to_string()
-                .contains("{userid} is not an envelope field"),
+                .contains("{userId} is not an envelope field"),
             "{e}"
         );
-        assert!(e.problem.to_string().contains("{/userid}"), "{e}");
-        assert_eq!(error("{type} createdBy:{createdBy}").column, 18);
+        assert!(e.problem.to_string().contains("{/userId}"), "{e}");
+        assert_eq!(error("{type} createdBy:{createdby}").column, 18);
+        assert_eq!(error("{fields.userId}").column, 1);
+        assert_eq!(error("{fields.id}").column, 1, "id is no format's field");
+        assert_eq!(
+            error("{envelope.userid}").column,
+            1,
+            "userid is no envelope field"
+        );
+        assert_eq!(error("{envelope}").column, 1);
+        assert_eq!(error("{envelope.source.nope}").column, 1);
         assert_eq!(error("ab {retention.nope}").column, 4);
         assert_eq!(error("ab {source.file.x}").column, 4);
         assert_eq!(error("{id.x}").column, 1);
@@ -472,7 +520,57 @@ mod tests {
         assert_eq!(error("{a..b}").column, 1);
         assert_eq!(
             error("{x}").to_string(),
-            format!("column 1: {{x}} is not an envelope field ({FIELD_LIST}); a member of the record is named by a JSON pointer: {{/x}}")
+            format!("column 1: {{x}} is not an envelope field ({FIELD_LIST}) nor a format's field (userid, type, createdBy, streamIds); a member of the record is named by a JSON pointer: {{/x}}")
+        );
+    }
+
+    /// A Pryv envelope with the fields of Pryv's syslog line, as the pipeline builds it.
+    const PRYV: &str = r#"{"id":"abc","record_id":"abc","type":"events.get","format":"pryv","fields":{"userid":"ck6j759f000011ps2octzo1ds","type":"audit-log/pryv-api","createdBy":"system","streamIds":["access-ck6j78uj600011ss2neygkpub","action-events.get"]},"prefix":"Oct 26 14:58:46 co1-pryv-li pryv-audit[57]: ck6j759f000011ps2octzo1ds audit-log/pryv-api createdBy:system [\"access-ck6j78uj600011ss2neygkpub\",\"action-events.get\"] ","record":{"source":{"name":"http","ip":"85.5.192.175"},"action":"events.get"}}"#;
+
+    fn render_pryv(template: &str) -> String {
+        let t = Template::parse(template).unwrap_or_else(|e| panic!("{template}: {e}"));
+        let mut out = Vec::new();
+        t.render(PRYV.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn finding_3_pryvs_own_template_renders_pryvs_line() {
+        assert_eq!(
+            render_pryv("{userid} {type} createdBy:{createdBy} {streamIds} {content}"),
+            r#"ck6j759f000011ps2octzo1ds audit-log/pryv-api createdBy:system ["access-ck6j78uj600011ss2neygkpub","action-events.get"] {"source":{"name":"http","ip":"85.5.192.175"},"action":"events.get"}"#
+        );
+    }
+
+    #[test]
+    fn a_bare_name_is_the_records_field_first_and_each_can_be_named_explicitly() {
+        assert_eq!(
+            render_pryv("{type}|{fields.type}|{envelope.type}"),
+            "audit-log/pryv-api|audit-log/pryv-api|events.get"
+        );
+        assert_eq!(
+            render_pryv("{envelope.id} {envelope.source.file} {envelope.record.action}"),
+            "abc - events.get"
+        );
+        // Without the field (another format, a Pryv line of another shape): the envelope's.
+        assert_eq!(
+            render("{type}|{fields.type}|{envelope.type}|{userid}"),
+            "events.get|-|events.get|-"
+        );
+        assert_eq!(render("{id} {record_id}"), "abc123 -");
+    }
+
+    #[test]
+    fn the_accepted_field_names_come_from_the_list_given() {
+        let t = Template::parse_with_fields("{amount} {fields.amount}", &["amount"]).unwrap();
+        let mut out = Vec::new();
+        t.render(br#"{"type":"x","fields":{"amount":1.10}}"#, &mut out);
+        assert_eq!(out, b"1.10 1.10");
+        assert_eq!(
+            Template::parse_with_fields("{userid}", &["amount"])
+                .unwrap_err()
+                .column,
+            1
         );
     }
 
