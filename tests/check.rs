@@ -56,6 +56,69 @@ fn every_sample_gives_the_expected_audit_count() {
     }
 }
 
+/// `examples/rules-as-formats.yaml`: each built-in format written as a custom rule, and no
+/// built-in format enabled.
+fn rules_config() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules-as-formats.yaml")
+}
+
+/// A shipped record less what differs between a built-in format and the rule written for it
+/// (the format's name), and what differs between two runs (the read time).
+fn without_format(mut record: Value) -> Value {
+    record["headers"]["format"] = Value::Null;
+    record["value"]["format"] = Value::Null;
+    record["value"]["observed_time"] = Value::Null;
+    record
+}
+
+#[test]
+fn seed_formats_written_as_rules_ship_what_the_builtins_ship() {
+    let dir = tempdir();
+    let builtin = empty_config(dir.path());
+    let rules = rules_config();
+    // (file, the rules that must have recognised its records)
+    let table: [(&str, &[&str]); 7] = [
+        ("immuta.jsonl", &["immuta-rule"]),
+        ("cri-immuta.log", &["immuta-rule"]),
+        ("docker-immuta.log", &["immuta-rule"]),
+        ("sym.jsonl", &["sym-rule"]),
+        ("laravel-json.jsonl", &["monolog-json-rule"]),
+        ("laravel-line.log", &["monolog-line-rule"]),
+        ("pryv-syslog.log", &["pryv-rule"]),
+    ];
+    for (file, names) in table {
+        let by_builtin = check(&builtin, sample(file));
+        let by_rules = check(&rules, sample(file));
+        assert_eq!(
+            by_builtin.summary().0,
+            by_rules.summary().0,
+            "{file}: the same counts"
+        );
+        let want = by_builtin.records();
+        let got = by_rules.records();
+        assert!(!got.is_empty(), "{file}");
+        assert_eq!(got.len(), want.len(), "{file}");
+        for (g, w) in got.iter().zip(&want) {
+            let format = g["value"]["format"].as_str().unwrap();
+            assert!(names.contains(&format), "{file}: {format}");
+            assert_eq!(g["headers"]["format"], format, "{file}");
+            assert_eq!(
+                without_format(g.clone()),
+                without_format(w.clone()),
+                "{file}"
+            );
+        }
+        // Byte for byte, as the built-in ships them.
+        let texts = |out: &Finished| -> Vec<String> {
+            out.lines()
+                .into_iter()
+                .map(|l| record_text(l).to_owned())
+                .collect()
+        };
+        assert_eq!(texts(&by_rules), texts(&by_builtin), "{file}");
+    }
+}
+
 #[test]
 fn the_cri_sample_joins_the_40_kib_record_from_its_chunks() {
     let dir = tempdir();

@@ -126,7 +126,7 @@ impl Extractor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn extractor() -> Extractor {
@@ -134,12 +134,13 @@ mod tests {
     }
 
     /// (line, expected): `Some((format, type, record))`, `None` for ordinary, `Err(reason)`.
-    type Case = (
+    pub(crate) type Case = (
         &'static str,
         Result<Option<(&'static str, &'static str, &'static str)>, InvalidReason>,
     );
 
-    const CASES: &[Case] = &[
+    /// Shared with `rule_seeds.rs`, which runs every line through the seed formats' rules.
+    pub(crate) const CASES: &[Case] = &[
         // Immuta.
         (
             r#"{"level": "audit", "recordType": "sqlQuery", "dateTime": 1}"#,
@@ -320,8 +321,7 @@ mod tests {
             name: format!("r{i}"),
             matches: [(format!("/k{i}"), serde_json::json!("audit"))].into(),
             type_pointer: "/t".into(),
-            time: None,
-            embedded: false,
+            ..crate::extract::RuleConfig::default()
         };
         let mut config = AuditConfig {
             formats: vec![],

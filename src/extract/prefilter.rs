@@ -19,7 +19,7 @@ pub(crate) const MAX_HITS: usize = 4;
 
 /// A byte pattern whose presence makes a line a candidate for one detector: the needle found
 /// by the searcher, then what must surround it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Signature {
     pub(crate) needle: Vec<u8>,
     pub(crate) tail: Tail,
@@ -34,7 +34,7 @@ impl Signature {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Tail {
     /// Nothing more.
     Nothing,
