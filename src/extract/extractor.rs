@@ -31,7 +31,8 @@ struct Detector {
 #[derive(Debug)]
 enum Kind {
     Builtin(&'static dyn Format),
-    Rule(Rule),
+    // Boxed: a compiled rule (its regexes) is far larger than a built-in's reference.
+    Rule(Box<Rule>),
 }
 
 impl Detector {
@@ -45,7 +46,7 @@ impl Kind {
     fn format(&self) -> &dyn Format {
         match self {
             Kind::Builtin(format) => *format,
-            Kind::Rule(rule) => rule,
+            Kind::Rule(rule) => &**rule,
         }
     }
 }
@@ -57,7 +58,7 @@ impl Extractor {
             detectors.push(Detector::new(Kind::Builtin(format.format())));
         }
         for rule in &config.rules {
-            detectors.push(Detector::new(Kind::Rule(Rule::new(rule)?)));
+            detectors.push(Detector::new(Kind::Rule(Box::new(Rule::new(rule)?))));
         }
         if detectors.len() > MAX_DETECTORS {
             return Err(ExtractError::TooMany {

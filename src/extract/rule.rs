@@ -271,12 +271,13 @@ fn build(config: &RuleConfig, at: &str) -> Result<Rule, Vec<Problem>> {
             "a rule with a `prefix` always follows text: leave `embedded` out",
         ));
     }
-    if matches.is_empty()
-        && present.is_empty()
-        && patterns.is_empty()
+    // From the config, not from what compiled: a refused test is not a missing one.
+    let recognises_all = config.matches.is_empty()
+        && config.present.is_empty()
+        && config.pattern.is_empty()
         && config.prefix.is_none()
-        && !config.require_type
-    {
+        && !config.require_type;
+    if recognises_all {
         problems.push(Problem::new(
             at,
             "recognises every JSON object: give it a `match`, `present`, `pattern`, `prefix` \
@@ -289,7 +290,8 @@ fn build(config: &RuleConfig, at: &str) -> Result<Rule, Vec<Problem>> {
             format!("{at}.signature"),
             "must not be empty: every line would be a candidate",
         )),
-        None if signatures.is_empty() => problems.push(Problem::new(
+        // Derived from the tests that compiled: only meaningful when all of them did.
+        None if signatures.is_empty() && problems.is_empty() => problems.push(Problem::new(
             at,
             format!(
                 "has no pre-check signature, so every line would be a candidate: give it a \
@@ -624,5 +626,209 @@ mod tests {
         };
         let x = Extractor::new(&cfg).unwrap();
         assert!(matches!(x.extract(prefixed), Extraction::Audit(_)));
+    }
+
+    /// The problems of an `audit` section whose rules are `rules` (YAML flow items).
+    fn problems(rules: &[&str]) -> Vec<String> {
+        let yaml = format!("formats: []\nrules:\n{}", {
+            let items: Vec<String> = rules.iter().map(|r| format!("  - {r}\n")).collect();
+            items.concat()
+        });
+        match crate::yaml::from_str::<AuditConfig>(&yaml) {
+            Err(e) => vec![format!("audit.{e}")],
+            Ok(config) => {
+                let mut problems = Vec::new();
+                config.validate("audit", &mut problems);
+                problems.iter().map(ToString::to_string).collect()
+            }
+        }
+    }
+
+    #[test]
+    fn every_new_key_is_checked_at_its_yaml_path() {
+        let regex_error = "not a valid regex: error: unclosed group";
+        let pointer_error = |p: &str| format!("JSON pointer {p:?} must start with '/'");
+        for (rule, want) in [
+            (
+                r"{name: r, present: [nope], type: /t}",
+                format!("audit.rules[0].present[0]: {}", pointer_error("nope")),
+            ),
+            (
+                r"{name: r, pattern: {/x: '('}, type: /t}",
+                format!("audit.rules[0].pattern./x: {regex_error}"),
+            ),
+            (
+                r"{name: r, pattern: {x: ''}, type: /t}",
+                format!("audit.rules[0].pattern.x: {}", pointer_error("x")),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: []}",
+                "audit.rules[0].type: needs at least one JSON pointer to the record type".into(),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: [/a, b]}",
+                format!("audit.rules[0].type[1]: {}", pointer_error("b")),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: /t, time: x}",
+                format!("audit.rules[0].time: {}", pointer_error("x")),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: /t, id: [/id, x]}",
+                format!("audit.rules[0].id[1]: {}", pointer_error("x")),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: /t, fields: {user: x}}",
+                format!("audit.rules[0].fields.user: {}", pointer_error("x")),
+            ),
+            (
+                r"{name: r, prefix: 'tag(', type: /t}",
+                format!("audit.rules[0].prefix: {regex_error}"),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: /t, json_captures: [ids]}",
+                "audit.rules[0].json_captures[0]: there is no `prefix` to capture from".into(),
+            ),
+            (
+                r"{name: r, prefix: 'tag (?P<ids>\S+)', type: /t, json_captures: [ids, idz]}",
+                "audit.rules[0].json_captures[1]: the prefix has no capture named `idz`".into(),
+            ),
+            (
+                r"{name: r, prefix: 'tag (?P<time>\S+)', type: /t, json_captures: [time]}",
+                "audit.rules[0].json_captures[0]: `time` gives the record's time, not a field"
+                    .into(),
+            ),
+            (
+                r"{name: r, prefix: 'tag (?P<user>\S+)', type: /t, fields: {user: /u}}",
+                "audit.rules[0].fields.user: the prefix's capture `user` already gives this field"
+                    .into(),
+            ),
+            (
+                r"{name: r, prefix: 'tag ', type: /t, embedded: false}",
+                "audit.rules[0].embedded: a rule with a `prefix` always follows text: leave \
+                 `embedded` out"
+                    .into(),
+            ),
+            (
+                r"{name: r, type: /t}",
+                "audit.rules[0]: recognises every JSON object: give it a `match`, `present`, \
+                 `pattern`, `prefix` or `require_type`"
+                    .into(),
+            ),
+            (
+                r"{name: r, prefix: '^\[\d+\] ', type: /t}",
+                "audit.rules[0]: has no pre-check signature, so every line would be a \
+                 candidate: give it a `match`, `present`, `pattern` or `require_type`, a \
+                 `prefix` that requires a literal of at least 3 bytes, or a `signature`"
+                    .into(),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: /t, signature: ''}",
+                "audit.rules[0].signature: must not be empty: every line would be a candidate"
+                    .into(),
+            ),
+        ] {
+            let got = problems(&[rule]);
+            assert_eq!(got, vec![want], "{rule}");
+        }
+        // A type that is neither a pointer nor a list, at its path.
+        let got = problems(&["{name: r, match: {/k: v}, type: 5}"]);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("audit.rules[0].type: "), "{got:?}");
+        // The problem is at the rule's own index.
+        let got = problems(&["{name: a, match: {/k: v}, type: /t}", "{name: b, type: /t}"]);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("audit.rules[1]: recognises"), "{got:?}");
+    }
+
+    #[test]
+    fn a_rule_that_skipped_validation_is_refused_by_the_extractor() {
+        let config: AuditConfig =
+            crate::yaml::from_str("formats: []\nrules: [{name: r, present: [x], type: /t}]")
+                .unwrap();
+        let err = Extractor::new(&config).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "audit.rules[`r`].present[0]: JSON pointer \"x\" must start with '/'"
+        );
+    }
+
+    #[test]
+    fn the_new_keys_are_optional_and_a_match_value_is_still_any_json() {
+        // Every rule of the old shape is still valid, and an object in `match` is a value
+        // to equal, not a test.
+        assert_eq!(
+            problems(&["{name: r, match: {/x: {present: true}}, type: /t, time: /ts}"]),
+            Vec::<String>::new()
+        );
+        let config: AuditConfig = crate::yaml::from_str(
+            "formats: []\nrules: [{name: r, match: {/x: {present: true}}, type: /t}]",
+        )
+        .unwrap();
+        let x = Extractor::new(&config).unwrap();
+        assert!(matches!(
+            x.extract(br#"{"x": {"present": true}, "t": "a"}"#),
+            Extraction::Audit(_)
+        ));
+        assert!(matches!(
+            x.extract(br#"{"x": 1, "t": "a"}"#),
+            Extraction::Ordinary
+        ));
+    }
+
+    /// The pre-check needles of a rule written in YAML, with their tails.
+    fn needles(rule: &str) -> Vec<String> {
+        let config: RuleConfig = crate::yaml::from_str(rule).unwrap();
+        Rule::new(&config)
+            .unwrap()
+            .signatures()
+            .into_iter()
+            .map(|s| {
+                let needle = String::from_utf8(s.needle).unwrap();
+                match s.tail {
+                    Tail::Nothing => needle,
+                    Tail::Colon => format!("{needle}:"),
+                    Tail::ColonThen(v) => format!("{needle}:{}", String::from_utf8(v).unwrap()),
+                    Tail::KeyBefore(k) => format!("{}:{needle}", String::from_utf8(k).unwrap()),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_signature_is_derived_from_the_most_telling_test() {
+        for (rule, want) in [
+            // An explicit signature wins.
+            (
+                r"{name: r, match: {/k: v}, type: /t, signature: 'my-app audit'}",
+                vec!["my-app audit"],
+            ),
+            // Then the first equality, as before.
+            (
+                r"{name: r, match: {/b: 2, /a: x}, prefix: 'long-literal', type: /t}",
+                vec![r#""a":"x""#],
+            ),
+            // Then the prefix's longest required literal (not one inside an optional part).
+            (
+                r"{name: r, prefix: '^\d+ pryv-audit\[\d+\]:(?: optional-longer-text)?', present: [/k], type: /t}",
+                vec![" pryv-audit["],
+            ),
+            // A short literal is not enough: then the type keys when the type is required.
+            (
+                r"{name: r, prefix: '^\[', present: [/k], type: [/a/slug, /b/slug, /c/kind], require_type: true}",
+                vec![r#""kind":"#, r#""slug":"#],
+            ),
+            // Then the first `present`, then the first `pattern`.
+            (
+                r"{name: r, present: [/k/z, /j], pattern: {/a: ''}, type: /t}",
+                vec![r#""z":"#],
+            ),
+            (
+                r"{name: r, pattern: {/a: x, /b: y}, type: /t}",
+                vec![r#""a":"#],
+            ),
+        ] {
+            assert_eq!(needles(rule), want, "{rule}");
+        }
     }
 }
