@@ -365,3 +365,54 @@ fn the_nested_monolog_json_formatter_as_a_rule() {
         assert_eq!(got, want.map(|(t, time)| (t.to_owned(), time)), "{line}");
     }
 }
+
+#[test]
+fn the_readme_shows_the_rules_file_as_it_is() {
+    let readme = include_str!("../../README.md");
+    let rules = &RULES[RULES.find("audit:").unwrap()..];
+    assert!(
+        readme.contains(&format!("```yaml\n{rules}```\n")),
+        "README.md's \"Writing a format as a rule\" must hold examples/rules-as-formats.yaml \
+         from `audit:` on"
+    );
+}
+
+/// The corners where a rule and a built-in differ, as the README lists them: when a built-in
+/// changes, this test says so, and the README's list is to be updated.
+#[test]
+fn the_known_differences_are_the_ones_the_readme_lists() {
+    let kind = |x: &Extractor, line: &str| match seen(x.extract(line.as_bytes())) {
+        Seen::Audit { record_type, .. } => Some(record_type),
+        _ => None,
+    };
+    for (format, names, line, builtin_type, rule_type) in [
+        (
+            "sym",
+            &["sym-rule"][..],
+            r#"{"type":"event","event":{"type":""}}"#,
+            Some(""),
+            Some("unknown"),
+        ),
+        (
+            "pryv",
+            &["pryv-rule"][..],
+            r#"pryv-audit[1]: {"action":""}"#,
+            Some(""),
+            Some("unknown"),
+        ),
+        (
+            "monolog",
+            &["monolog-json-rule", "monolog-line-rule"][..],
+            r#"[2021-08-09 16:02:45] a.INFO: m {"channel":"c","message_slug":1,"log_event_type":"t"}"#,
+            None,
+            Some("t"),
+        ),
+    ] {
+        assert_eq!(
+            kind(&builtin(&[format]), line).as_deref(),
+            builtin_type,
+            "{line}"
+        );
+        assert_eq!(kind(&rules(names), line).as_deref(), rule_type, "{line}");
+    }
+}
