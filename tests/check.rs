@@ -119,6 +119,77 @@ fn seed_formats_written_as_rules_ship_what_the_builtins_ship() {
     }
 }
 
+/// The PHP script that logs through the real monolog: an audit record and an ordinary line with
+/// each of JsonFormatter (context nested) and LineFormatter.
+const MONOLOG_SCRIPT: &str = r#"<?php
+require '/usr/share/php/Monolog/autoload.php';
+use Monolog\Logger;
+use Monolog\Handler\StreamHandler;
+use Monolog\Formatter\JsonFormatter;
+use Monolog\Formatter\LineFormatter;
+$json = new StreamHandler('php://stdout');
+$json->setFormatter(new JsonFormatter());
+$line = new StreamHandler('php://stdout');
+$line->setFormatter(new LineFormatter(null, 'Y-m-d H:i:s'));
+$a = new Logger('access-manager-auth', [$json]);
+$b = new Logger('access-manager-auth', [$line]);
+$a->info('User authentication successful.', ['message_slug' => 'auth-login-success', 'ip' => '127.0.0.1']);
+$a->info('Ordinary', ['foo' => 1]);
+$b->info('User {id} logged in.', ['log_event_type' => 'auth-logout', 'class' => 'App\\Http\\X']);
+$b->info('Ordinary line', ['foo' => 1]);
+"#;
+
+#[test]
+fn the_monolog_rules_read_what_the_real_monolog_writes() {
+    let dir = tempdir();
+    let script = dir.path().join("log.php");
+    fs::write(&script, MONOLOG_SCRIPT).unwrap();
+    let out = std::process::Command::new("php")
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("php is needed (bash scripts/test.sh installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = dir.path().join("app.log");
+    fs::write(&log, &out.stdout).unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+
+    let by_rules = check(&rules_config(), &log);
+    let summary = by_rules.summary();
+    summary.assert_counts(&[("lines", 4), ("audit", 2), ("ordinary", 2), ("invalid", 0)]);
+    let records = by_rules.records();
+    let nested: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(records[0]["value"]["format"], "monolog-nested-rule");
+    assert_eq!(records[0]["value"]["type"], "auth-login-success");
+    assert_eq!(record_text(by_rules.lines()[0]), lines[0]);
+    // monolog writes microseconds and `+00:00`; the envelope has milliseconds and `Z`.
+    let written = nested["datetime"].as_str().unwrap();
+    let time = records[0]["value"]["time"].as_str().unwrap();
+    assert_eq!(time[..23], written[..23], "{time} from {written}");
+    assert_eq!(records[1]["value"]["format"], "monolog-line-rule");
+    assert_eq!(records[1]["value"]["type"], "auth-logout");
+    let stamp = &lines[2][1..20]; // `[Y-m-d H:i:s]`
+    let time = records[1]["value"]["time"].as_str().unwrap();
+    assert_eq!(time[..19], stamp.replace(' ', "T"), "{time} from {stamp}");
+
+    // The LineFormatter record is the built-in's, but for the format's name.
+    let by_builtin = check(&empty_config(dir.path()), &log);
+    let builtin_line = by_builtin
+        .records()
+        .into_iter()
+        .find(|r| r["value"]["type"] == "auth-logout")
+        .unwrap();
+    assert_eq!(
+        without_format(builtin_line),
+        without_format(records[1].clone())
+    );
+}
+
 #[test]
 fn the_cri_sample_joins_the_40_kib_record_from_its_chunks() {
     let dir = tempdir();

@@ -742,6 +742,33 @@ mod tests {
     }
 
     #[test]
+    fn two_rules_keyed_on_the_same_member_each_find_their_records() {
+        // Both rules' signature is the needle `"kind"`, and the second rule's shares the
+        // built-in monolog's `"message_slug"`: before the pre-check shared a needle between
+        // detectors, only the first detector with it ever saw a candidate.
+        let yaml = r#"
+formats: [monolog]
+rules:
+  - {name: a, match: {/kind: a}, type: /t}
+  - {name: b, match: {/kind: b}, type: /t}
+  - {name: c, present: [/message_slug], type: /message_slug}
+"#;
+        let config: AuditConfig = crate::yaml::from_str(yaml).unwrap();
+        let x = Extractor::new(&config).unwrap();
+        for (line, want) in [
+            (r#"{"kind": "a", "t": "x"}"#, "a"),
+            (r#"{"kind": "b", "t": "x"}"#, "b"),
+            (r#"{"message_slug": "s"}"#, "c"),
+            (r#"{"channel": "ch", "message_slug": "s"}"#, "monolog"),
+        ] {
+            let Extraction::Audit(a) = x.extract(line.as_bytes()) else {
+                panic!("not a record: {line}")
+            };
+            assert_eq!(&**a.format, want, "{line}");
+        }
+    }
+
+    #[test]
     fn a_rule_that_skipped_validation_is_refused_by_the_extractor() {
         let config: AuditConfig =
             crate::yaml::from_str("formats: []\nrules: [{name: r, present: [x], type: /t}]")
