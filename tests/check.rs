@@ -56,6 +56,140 @@ fn every_sample_gives_the_expected_audit_count() {
     }
 }
 
+/// `examples/rules-as-formats.yaml`: each built-in format written as a custom rule, and no
+/// built-in format enabled.
+fn rules_config() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules-as-formats.yaml")
+}
+
+/// A shipped record less what differs between a built-in format and the rule written for it
+/// (the format's name), and what differs between two runs (the read time).
+fn without_format(mut record: Value) -> Value {
+    record["headers"]["format"] = Value::Null;
+    record["value"]["format"] = Value::Null;
+    record["value"]["observed_time"] = Value::Null;
+    record
+}
+
+#[test]
+fn seed_formats_written_as_rules_ship_what_the_builtins_ship() {
+    let dir = tempdir();
+    let builtin = empty_config(dir.path());
+    let rules = rules_config();
+    // (file, the rules that must have recognised its records)
+    let table: [(&str, &[&str]); 7] = [
+        ("immuta.jsonl", &["immuta-rule"]),
+        ("cri-immuta.log", &["immuta-rule"]),
+        ("docker-immuta.log", &["immuta-rule"]),
+        ("sym.jsonl", &["sym-rule"]),
+        ("laravel-json.jsonl", &["monolog-json-rule"]),
+        ("laravel-line.log", &["monolog-line-rule"]),
+        ("pryv-syslog.log", &["pryv-rule"]),
+    ];
+    for (file, names) in table {
+        let by_builtin = check(&builtin, sample(file));
+        let by_rules = check(&rules, sample(file));
+        assert_eq!(
+            by_builtin.summary().0,
+            by_rules.summary().0,
+            "{file}: the same counts"
+        );
+        let want = by_builtin.records();
+        let got = by_rules.records();
+        assert!(!got.is_empty(), "{file}");
+        assert_eq!(got.len(), want.len(), "{file}");
+        for (g, w) in got.iter().zip(&want) {
+            let format = g["value"]["format"].as_str().unwrap();
+            assert!(names.contains(&format), "{file}: {format}");
+            assert_eq!(g["headers"]["format"], format, "{file}");
+            assert_eq!(
+                without_format(g.clone()),
+                without_format(w.clone()),
+                "{file}"
+            );
+        }
+        // Byte for byte, as the built-in ships them.
+        let texts = |out: &Finished| -> Vec<String> {
+            out.lines()
+                .into_iter()
+                .map(|l| record_text(l).to_owned())
+                .collect()
+        };
+        assert_eq!(texts(&by_rules), texts(&by_builtin), "{file}");
+    }
+}
+
+/// The PHP script that logs through the real monolog: an audit record and an ordinary line with
+/// each of JsonFormatter (context nested) and LineFormatter.
+const MONOLOG_SCRIPT: &str = r#"<?php
+require '/usr/share/php/Monolog/autoload.php';
+use Monolog\Logger;
+use Monolog\Handler\StreamHandler;
+use Monolog\Formatter\JsonFormatter;
+use Monolog\Formatter\LineFormatter;
+$json = new StreamHandler('php://stdout');
+$json->setFormatter(new JsonFormatter());
+$line = new StreamHandler('php://stdout');
+$line->setFormatter(new LineFormatter(null, 'Y-m-d H:i:s'));
+$a = new Logger('access-manager-auth', [$json]);
+$b = new Logger('access-manager-auth', [$line]);
+$a->info('User authentication successful.', ['message_slug' => 'auth-login-success', 'ip' => '127.0.0.1']);
+$a->info('Ordinary', ['foo' => 1]);
+$b->info('User {id} logged in.', ['log_event_type' => 'auth-logout', 'class' => 'App\\Http\\X']);
+$b->info('Ordinary line', ['foo' => 1]);
+"#;
+
+#[test]
+fn the_monolog_rules_read_what_the_real_monolog_writes() {
+    let dir = tempdir();
+    let script = dir.path().join("log.php");
+    fs::write(&script, MONOLOG_SCRIPT).unwrap();
+    let out = std::process::Command::new("php")
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("php is needed (bash scripts/test.sh installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = dir.path().join("app.log");
+    fs::write(&log, &out.stdout).unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+
+    let by_rules = check(&rules_config(), &log);
+    let summary = by_rules.summary();
+    summary.assert_counts(&[("lines", 4), ("audit", 2), ("ordinary", 2), ("invalid", 0)]);
+    let records = by_rules.records();
+    let nested: Value = serde_json::from_str(lines[0]).unwrap();
+    assert_eq!(records[0]["value"]["format"], "monolog-nested-rule");
+    assert_eq!(records[0]["value"]["type"], "auth-login-success");
+    assert_eq!(record_text(by_rules.lines()[0]), lines[0]);
+    // monolog writes microseconds and `+00:00`; the envelope has milliseconds and `Z`.
+    let written = nested["datetime"].as_str().unwrap();
+    let time = records[0]["value"]["time"].as_str().unwrap();
+    assert_eq!(time[..23], written[..23], "{time} from {written}");
+    assert_eq!(records[1]["value"]["format"], "monolog-line-rule");
+    assert_eq!(records[1]["value"]["type"], "auth-logout");
+    let stamp = &lines[2][1..20]; // `[Y-m-d H:i:s]`
+    let time = records[1]["value"]["time"].as_str().unwrap();
+    assert_eq!(time[..19], stamp.replace(' ', "T"), "{time} from {stamp}");
+
+    // The LineFormatter record is the built-in's, but for the format's name.
+    let by_builtin = check(&empty_config(dir.path()), &log);
+    let builtin_line = by_builtin
+        .records()
+        .into_iter()
+        .find(|r| r["value"]["type"] == "auth-logout")
+        .unwrap();
+    assert_eq!(
+        without_format(builtin_line),
+        without_format(records[1].clone())
+    );
+}
+
 #[test]
 fn the_cri_sample_joins_the_40_kib_record_from_its_chunks() {
     let dir = tempdir();

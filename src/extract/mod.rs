@@ -32,6 +32,8 @@ mod format;
 pub mod json;
 mod prefilter;
 mod rule;
+#[cfg(test)]
+mod rule_seeds;
 mod time;
 
 // The built-in formats: one module each, and one entry each in `BUILTIN`.
@@ -278,10 +280,8 @@ impl AuditConfig {
 /// [`AuditSection::validate`] can fail only with `TooMany`.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
-    #[error("audit rule `{rule}`: {message}")]
-    Pointer { rule: String, message: String },
-    #[error("audit rule `{rule}` has no `match`")]
-    NoMatch { rule: String },
+    #[error("{}", problems.join("; "))]
+    Rule { problems: Vec<String> },
     #[error("{count} audit detectors are enabled, at most {max} are supported")]
     TooMany { count: usize, max: usize },
     #[error("audit.ids.{format}: {message}")]

@@ -19,7 +19,7 @@ pub(crate) const MAX_HITS: usize = 4;
 
 /// A byte pattern whose presence makes a line a candidate for one detector: the needle found
 /// by the searcher, then what must surround it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Signature {
     pub(crate) needle: Vec<u8>,
     pub(crate) tail: Tail,
@@ -34,7 +34,7 @@ impl Signature {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Tail {
     /// Nothing more.
     Nothing,
@@ -50,8 +50,10 @@ pub(crate) enum Tail {
 /// The signatures of every enabled detector and the searcher built from their needles.
 #[derive(Debug)]
 pub(crate) struct Prefilter {
-    /// Per needle, in the searcher's pattern order: its detector and its tail.
-    patterns: Vec<(usize, Tail)>,
+    /// Per distinct needle, in the searcher's pattern order: each detector that has it, with
+    /// its tail. The searcher reports one pattern per place, so detectors that share a needle
+    /// (two rules keyed on `"kind"`) share its pattern; each still gets its bit.
+    patterns: Vec<Sharers>,
     finder: Finder,
 }
 
@@ -88,12 +90,9 @@ impl Prefilter {
     pub(crate) fn new(
         signatures: Vec<(usize, Signature)>,
     ) -> Result<Prefilter, aho_corasick::BuildError> {
-        let needles: Vec<&[u8]> = signatures
-            .iter()
-            .map(|(_, s)| s.needle.as_slice())
-            .collect();
+        let (needles, patterns) = distinct(signatures);
+        let needles: Vec<&[u8]> = needles.iter().map(Vec::as_slice).collect();
         let finder = Finder::new(&needles)?;
-        let patterns = signatures.into_iter().map(|(d, s)| (d, s.tail)).collect();
         Ok(Prefilter { patterns, finder })
     }
 
@@ -105,17 +104,39 @@ impl Prefilter {
             nhits: 0,
         };
         self.finder.for_each_match(line, |m| {
-            let (detector, tail) = &self.patterns[m.pattern().as_usize()];
-            if tail.matches(&line[..m.start()], &line[m.end()..]) {
-                found.detectors |= 1 << detector;
-                if found.nhits < MAX_HITS {
-                    found.hits[found.nhits] = m.start();
-                    found.nhits += 1;
+            let mut hit = false;
+            for (detector, tail) in &self.patterns[m.pattern().as_usize()] {
+                if tail.matches(&line[..m.start()], &line[m.end()..]) {
+                    found.detectors |= 1 << detector;
+                    hit = true;
                 }
+            }
+            if hit && found.nhits < MAX_HITS {
+                found.hits[found.nhits] = m.start();
+                found.nhits += 1;
             }
         });
         found
     }
+}
+
+/// The detectors that have one needle, each with its tail.
+type Sharers = Vec<(usize, Tail)>;
+
+/// The distinct needles, in the order first given, and per needle its detectors and tails.
+fn distinct(signatures: Vec<(usize, Signature)>) -> (Vec<Vec<u8>>, Vec<Sharers>) {
+    let mut needles: Vec<Vec<u8>> = Vec::new();
+    let mut patterns: Vec<Sharers> = Vec::new();
+    for (detector, s) in signatures {
+        match needles.iter().position(|n| *n == s.needle) {
+            Some(i) => patterns[i].push((detector, s.tail)),
+            None => {
+                needles.push(s.needle);
+                patterns.push(vec![(detector, s.tail)]);
+            }
+        }
+    }
+    (needles, patterns)
 }
 
 // === impl Finder ===
@@ -209,7 +230,7 @@ mod tests {
     fn the_fallback_automaton_finds_what_the_packed_searcher_finds() {
         let packed = Prefilter::new(signatures()).unwrap();
         let mut automaton = Prefilter::new(signatures()).unwrap();
-        let needles: Vec<Vec<u8>> = signatures().into_iter().map(|(_, s)| s.needle).collect();
+        let (needles, _) = distinct(signatures());
         automaton.finder = Finder::Automaton(AhoCorasick::new(needles).unwrap());
         for (line, detectors, hits) in [
             ("just a log line", 0, vec![]),
@@ -218,6 +239,42 @@ mod tests {
             (r#"{"message_slug": 1, "kind":"audit"}"#, 0b010, vec![1, 20]),
             (r#"{"kind": "other"}"#, 0, vec![]),
             (r#"x pryv-audit[1]: {"level":"audit"}"#, 0b101, vec![2, 26]),
+        ] {
+            for (name, prefilter) in [("packed", &packed), ("automaton", &automaton)] {
+                let found = prefilter.scan(line.as_bytes());
+                assert_eq!(found.detectors, detectors, "{name}: {line}");
+                assert_eq!(found.hits(), hits, "{name}: {line}");
+            }
+        }
+    }
+
+    #[test]
+    fn detectors_that_share_a_needle_are_each_candidates() {
+        // Two rules keyed on the same member (`"kind"`), and a rule that shares a built-in's
+        // needle: the searcher reports one pattern per place, so each detector must still
+        // get its bit from it.
+        let signatures = || {
+            vec![
+                (
+                    0,
+                    Signature::new(r#""kind""#, Tail::ColonThen(r#""a""#.into())),
+                ),
+                (
+                    1,
+                    Signature::new(r#""kind""#, Tail::ColonThen(r#""b""#.into())),
+                ),
+                (2, Signature::new(r#""message_slug""#, Tail::Colon)),
+                (3, Signature::new(r#""message_slug""#, Tail::Colon)),
+            ]
+        };
+        let packed = Prefilter::new(signatures()).unwrap();
+        let mut automaton = Prefilter::new(signatures()).unwrap();
+        let (needles, _) = distinct(signatures());
+        automaton.finder = Finder::Automaton(AhoCorasick::new(needles).unwrap());
+        for (line, detectors, hits) in [
+            (r#"{"kind": "a"}"#, 0b0001, vec![1]),
+            (r#"{"kind": "b"}"#, 0b0010, vec![1]),
+            (r#"{"message_slug": "x"}"#, 0b1100, vec![1]),
         ] {
             for (name, prefilter) in [("packed", &packed), ("automaton", &automaton)] {
                 let found = prefilter.scan(line.as_bytes());

@@ -3,123 +3,412 @@
 //! ```yaml
 //! rules:
 //!   - name: payments
-//!     match: {/kind: audit, /v: 2}   # every pointer must hold exactly this JSON value
-//!     type: /event/name
-//!     time: /ts                      # optional
+//!     match: {/kind: audit, /v: 2}   # every pointer holds exactly this JSON value
+//!     present: [/event]              # every pointer holds some value
+//!     pattern: {/event/name: '^pay'} # every pointer holds a string the regex finds
+//!     prefix: '^\S+ (?P<time>\S+) '  # the text before the object matches (implies embedded)
+//!     type: [/event/name, /kind]     # the first non-empty string wins, else `unknown`
+//!     require_type: false            # true: no string at any `type` pointer, no record
+//!     time: [/ts, /at]               # the first that holds a time wins, else the prefix's
+//!                                    # `time` capture
+//!     id: /id                        # the producer's own id for the record
+//!     fields: {user: /user/id}       # name -> pointer, the member's JSON text
+//!     json_captures: [tags]          # prefix captures kept as JSON, not quoted
+//!     signature: 'payments-audit'    # the pre-check's needle, when the derived one is poor
 //!     embedded: false                # whether a text prefix may come before the object
 //! ```
 //!
-//! A rule is a [`Format`] like the built-in ones. Its signature is derived from its first
-//! `match` (in pointer order): the pointer's last key, followed by the value when the value is
-//! written the same way by any JSON encoder (a plain ASCII string, `true`, `false`, `null`).
-//! Unless `embedded`, the object must be the whole line, surrounding whitespace aside.
+//! A rule is a [`Format`] like the built-in ones. The tests are in separate keys, not inside
+//! `match`, so that every `match` value stays what it always was: a JSON value to equal, objects
+//! included (`{/x: {present: true}}` is the object `{"present": true}`).
+//!
+//! A prefix's named captures other than `time` become the record's fields, as JSON strings, or
+//! as the JSON text they hold when listed in `json_captures` (a capture that is not valid JSON
+//! is left out; the record is still a record). A capture that did not take part is left out.
+//!
+//! Its pre-check signature is one of, in this order: `signature` (these exact bytes); the first
+//! `match` in pointer order (the pointer's last key, followed by the value when the value is
+//! written the same way by any JSON encoder: a plain ASCII string, `true`, `false`, `null`);
+//! the longest literal the prefix requires, when it has at least [`MIN_LITERAL`] bytes; with
+//! `require_type`, every `type` pointer's last key followed by `:`; the first `present`, then the
+//! first `pattern` pointer's last key followed by `:`. A rule with none of them would make every
+//! line a candidate and is refused. A line that holds the signature but no valid object that
+//! accounts for it is counted invalid, as for the built-in formats.
+//!
+//! Unless `embedded` or `prefix`, the object must be the whole line, surrounding whitespace
+//! aside. Regexes are compiled once, when the extractor is built, and run only on candidate
+//! objects; the `regex` crate's matching time is linear in the text.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 
+use regex::Regex;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use super::format::{string_or_unknown, Detected, Format, Signature, Tail};
-use super::json::{self, Located};
-use super::time::parse_time_value;
-use super::ExtractError;
+use super::format::{Detected, Format, Signature, Tail};
+use super::json::{self, as_str, Located, Object};
+use super::time::{parse_time_text, parse_time_value};
+use super::{ExtractError, Field, UNKNOWN_TYPE};
 use crate::problem::Problem;
 
+/// The shortest literal of a prefix that may serve as a signature: a needle of one or two
+/// bytes (`[`, `: `) is in nearly every line, and each hit costs a parse.
+pub(crate) const MIN_LITERAL: usize = 3;
+
+/// The prefix capture that gives the record's time.
+const TIME_CAPTURE: &str = "time";
+
 /// A custom detector.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     /// The detector's name; it becomes the record's `format`.
     pub name: String,
-    /// JSON pointer -> value; all must hold for a line to be this rule's record.
-    #[serde(rename = "match")]
+    /// JSON pointer -> value; all must hold for an object to be this rule's record.
+    #[serde(rename = "match", default)]
     pub matches: BTreeMap<String, serde_json::Value>,
-    /// JSON pointer to the record type (a string).
-    #[serde(rename = "type")]
-    pub type_pointer: String,
-    /// JSON pointer to the record's time (epoch seconds or milliseconds, or ISO-8601 text).
+    /// JSON pointers that must hold a value, any value.
     #[serde(default)]
-    pub time: Option<String>,
+    pub present: Vec<String>,
+    /// JSON pointer -> regex; each must hold a string the regex finds (`''`: any string).
+    #[serde(default)]
+    pub pattern: BTreeMap<String, String>,
+    /// A regex the text before the object must match; implies `embedded`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// JSON pointers to the record type; the first non-empty string wins.
+    #[serde(rename = "type")]
+    pub type_pointer: Pointers,
+    /// Whether an object without a string at any `type` pointer is not a record.
+    #[serde(default)]
+    pub require_type: bool,
+    /// JSON pointers to the record's time (epoch seconds or milliseconds, or ISO-8601 text);
+    /// the first that holds a time wins.
+    #[serde(default)]
+    pub time: Pointers,
+    /// JSON pointers to the producer's own id for the record; the first string (or number)
+    /// wins.
+    #[serde(default)]
+    pub id: Pointers,
+    /// Field name -> JSON pointer; the member's JSON text, when it is there.
+    #[serde(default)]
+    pub fields: BTreeMap<String, String>,
+    /// Prefix captures whose text is JSON, kept as it is instead of quoted as a string.
+    #[serde(default)]
+    pub json_captures: Vec<String>,
+    /// The bytes every record's line holds, for the pre-check; derived when not given.
+    #[serde(default)]
+    pub signature: Option<String>,
     /// Whether the object may follow a text prefix (`2021-08-09 INFO {...}`).
     #[serde(default)]
-    pub embedded: bool,
+    pub embedded: Option<bool>,
+}
+
+/// One JSON pointer or a list of them, as written: `type: /a` or `type: [/a, /b]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Pointers {
+    #[default]
+    None,
+    One(String),
+    List(Vec<String>),
+}
+
+impl Pointers {
+    /// Each pointer with its YAML path under `at` (`at` itself for a single one).
+    fn each(&self, at: &str) -> Vec<(String, &str)> {
+        match self {
+            Pointers::None => vec![],
+            Pointers::One(p) => vec![(at.to_owned(), p.as_str())],
+            Pointers::List(l) => l
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("{at}[{i}]"), p.as_str()))
+                .collect(),
+        }
+    }
+}
+
+impl From<&str> for Pointers {
+    fn from(p: &str) -> Pointers {
+        Pointers::One(p.to_owned())
+    }
+}
+
+impl<'de> Deserialize<'de> for Pointers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PointersVisitor;
+        impl<'de> Visitor<'de> for PointersVisitor {
+            type Value = Pointers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON pointer or a list of JSON pointers")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Pointers, E> {
+                Ok(Pointers::One(v.to_owned()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Pointers, A::Error> {
+                let mut list = Vec::new();
+                while let Some(p) = seq.next_element::<String>()? {
+                    list.push(p);
+                }
+                Ok(Pointers::List(list))
+            }
+        }
+        deserializer.deserialize_any(PointersVisitor)
+    }
 }
 
 impl RuleConfig {
     /// Checks the rule on its own; its name, which must differ from every other detector's,
     /// is checked by `AuditConfig::validate`. `at` is the rule's YAML path.
     pub(crate) fn validate(&self, at: &str, problems: &mut Vec<Problem>) {
-        if self.matches.is_empty() {
-            problems.push(Problem::new(
-                format!("{at}.match"),
-                "needs at least one `pointer: value` to recognise the record",
-            ));
-        }
-        for pointer in self.matches.keys() {
-            if let Err(e) = json::parse_pointer(pointer) {
-                problems.push(Problem::new(format!("{at}.match"), e));
-            }
-        }
-        if let Err(e) = json::parse_pointer(&self.type_pointer) {
-            problems.push(Problem::new(format!("{at}.type"), e));
-        }
-        if let Some(Err(e)) = self.time.as_deref().map(json::parse_pointer) {
-            problems.push(Problem::new(format!("{at}.time"), e));
-        }
+        problems.extend(build(self, at).err().unwrap_or_default());
     }
 }
 
-/// A rule, its pointers parsed once.
+/// A rule, its pointers parsed and its regexes compiled once.
 #[derive(Debug)]
 pub(crate) struct Rule {
     name: String,
-    /// Never empty.
     matches: Vec<(Vec<String>, serde_json::Value)>,
-    type_pointer: Vec<String>,
-    time_pointer: Option<Vec<String>>,
+    present: Vec<Vec<String>>,
+    patterns: Vec<(Vec<String>, Regex)>,
+    prefix: Option<Prefix>,
+    types: Vec<Vec<String>>,
+    require_type: bool,
+    times: Vec<Vec<String>>,
+    ids: Vec<Vec<String>>,
+    fields: Vec<(String, Vec<String>)>,
     embedded: bool,
+    signatures: Vec<Signature>,
+}
+
+/// The prefix regex and what its captures give.
+#[derive(Debug)]
+struct Prefix {
+    regex: Regex,
+    /// The index of the `time` capture.
+    time: Option<usize>,
+    /// (index, name, kept as JSON) of every other named capture, in the regex's order.
+    fields: Vec<(usize, String, bool)>,
 }
 
 impl Rule {
     pub(crate) fn new(config: &RuleConfig) -> Result<Rule, ExtractError> {
-        let pointer = |p: &str| {
-            json::parse_pointer(p).map_err(|message| ExtractError::Pointer {
-                rule: config.name.clone(),
-                message,
-            })
-        };
-        let mut matches = Vec::new();
-        for (p, value) in &config.matches {
-            matches.push((pointer(p)?, value.clone()));
-        }
-        if matches.is_empty() {
-            return Err(ExtractError::NoMatch {
-                rule: config.name.clone(),
-            });
-        }
-        Ok(Rule {
-            name: config.name.clone(),
-            matches,
-            type_pointer: pointer(&config.type_pointer)?,
-            time_pointer: config.time.as_deref().map(pointer).transpose()?,
-            embedded: config.embedded,
+        // Only a config that skipped `AuditConfig::validate` gets here with a problem.
+        let at = format!("audit.rules[`{}`]", config.name);
+        build(config, &at).map_err(|problems| ExtractError::Rule {
+            problems: problems.iter().map(ToString::to_string).collect(),
         })
     }
 }
 
-fn whole_line(text: &str, located: &Located<'_>) -> bool {
-    text[..located.start].trim().is_empty() && text[located.end..].trim().is_empty()
+/// Parses and compiles a rule; every problem found is at its YAML path under `at`.
+fn build(config: &RuleConfig, at: &str) -> Result<Rule, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut pointer = |path: String, p: &str| match json::parse_pointer(p) {
+        Ok(segments) => segments,
+        Err(e) => {
+            problems.push(Problem::new(path, e));
+            Vec::new()
+        }
+    };
+    let matches: Vec<_> = config
+        .matches
+        .iter()
+        .map(|(p, v)| (pointer(format!("{at}.match"), p), v.clone()))
+        .collect();
+    let present: Vec<_> = (config.present.iter().enumerate())
+        .map(|(i, p)| pointer(format!("{at}.present[{i}]"), p))
+        .collect();
+    let mut pattern_texts = Vec::new();
+    for (p, text) in &config.pattern {
+        pattern_texts.push((pointer(format!("{at}.pattern.{p}"), p), p, text));
+    }
+    let types: Vec<_> = (config.type_pointer.each(&format!("{at}.type")).into_iter())
+        .map(|(path, p)| pointer(path, p))
+        .collect();
+    let times: Vec<_> = (config.time.each(&format!("{at}.time")).into_iter())
+        .map(|(path, p)| pointer(path, p))
+        .collect();
+    let ids: Vec<_> = (config.id.each(&format!("{at}.id")).into_iter())
+        .map(|(path, p)| pointer(path, p))
+        .collect();
+    let fields: Vec<_> = (config.fields.iter())
+        .map(|(name, p)| (name.clone(), pointer(format!("{at}.fields.{name}"), p)))
+        .collect();
+
+    let mut patterns = Vec::new();
+    for (segments, p, text) in pattern_texts {
+        match Regex::new(text) {
+            Ok(regex) => patterns.push((segments, regex)),
+            Err(e) => problems.push(Problem::new(format!("{at}.pattern.{p}"), regex_error(&e))),
+        }
+    }
+    if types.is_empty() {
+        problems.push(Problem::new(
+            format!("{at}.type"),
+            "needs at least one JSON pointer to the record type",
+        ));
+    }
+    let prefix =
+        config
+            .prefix
+            .as_deref()
+            .and_then(|text| match Prefix::new(text, &config.json_captures) {
+                Ok(prefix) => Some(prefix),
+                Err(e) => {
+                    problems.push(Problem::new(format!("{at}.prefix"), e));
+                    None
+                }
+            });
+    check_captures(config, prefix.as_ref(), at, &mut problems);
+    if config.prefix.is_some() && config.embedded == Some(false) {
+        problems.push(Problem::new(
+            format!("{at}.embedded"),
+            "a rule with a `prefix` always follows text: leave `embedded` out",
+        ));
+    }
+    // From the config, not from what compiled: a refused test is not a missing one.
+    let recognises_all = config.matches.is_empty()
+        && config.present.is_empty()
+        && config.pattern.is_empty()
+        && config.prefix.is_none()
+        && !config.require_type;
+    if recognises_all {
+        problems.push(Problem::new(
+            at,
+            "recognises every JSON object: give it a `match`, `present`, `pattern`, `prefix` \
+             or `require_type`",
+        ));
+    }
+    let signatures = signatures(config, &matches, &present, &patterns, &types);
+    match config.signature.as_deref() {
+        Some("") => problems.push(Problem::new(
+            format!("{at}.signature"),
+            "must not be empty: every line would be a candidate",
+        )),
+        // Derived from the tests that compiled: only meaningful when all of them did.
+        None if signatures.is_empty() && problems.is_empty() => problems.push(Problem::new(
+            at,
+            format!(
+                "has no pre-check signature, so every line would be a candidate: give it a \
+                 `match`, `present`, `pattern` or `require_type`, a `prefix` that requires a \
+                 literal of at least {MIN_LITERAL} bytes, or a `signature`"
+            ),
+        )),
+        _ => {}
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Rule {
+        name: config.name.clone(),
+        matches,
+        present,
+        patterns,
+        prefix,
+        types,
+        require_type: config.require_type,
+        times,
+        ids,
+        fields,
+        embedded: config.embedded.unwrap_or(false) || config.prefix.is_some(),
+        signatures,
+    })
 }
 
-impl Format for Rule {
-    fn name(&self) -> &str {
-        &self.name
+/// `json_captures` names captures of the prefix; no field name is given twice.
+fn check_captures(
+    config: &RuleConfig,
+    prefix: Option<&Prefix>,
+    at: &str,
+    problems: &mut Vec<Problem>,
+) {
+    for (i, name) in config.json_captures.iter().enumerate() {
+        let path = format!("{at}.json_captures[{i}]");
+        match (&config.prefix, prefix) {
+            (None, _) => problems.push(Problem::new(path, "there is no `prefix` to capture from")),
+            // The prefix itself is refused; its captures cannot be checked.
+            (Some(_), None) => {}
+            (Some(_), Some(_)) if name == TIME_CAPTURE => {
+                problems.push(Problem::new(
+                    path,
+                    "`time` gives the record's time, not a field",
+                ));
+            }
+            (Some(_), Some(p)) if !p.fields.iter().any(|(_, n, _)| n == name) => {
+                problems.push(Problem::new(
+                    path,
+                    format!("the prefix has no capture named `{name}`"),
+                ));
+            }
+            (Some(_), Some(_)) => {}
+        }
     }
+    if let Some(p) = prefix {
+        for name in config.fields.keys() {
+            if p.fields.iter().any(|(_, n, _)| n == name) {
+                problems.push(Problem::new(
+                    format!("{at}.fields.{name}"),
+                    format!("the prefix's capture `{name}` already gives this field"),
+                ));
+            }
+        }
+    }
+}
 
-    fn signatures(&self) -> Vec<Signature> {
-        // The first equality's last key, and its value when that value is a string or scalar
-        // written the same way by any JSON encoder.
-        let (segments, value) = &self.matches[0];
-        let key = serde_json::Value::String(segments.last().cloned().unwrap_or_default());
+/// A regex error on one line: the `regex` crate's message spans several, with a caret.
+fn regex_error(e: &regex::Error) -> String {
+    match e {
+        regex::Error::Syntax(text) => {
+            let last = text.lines().last().unwrap_or(text).trim();
+            format!("not a valid regex: {last}")
+        }
+        other => format!("not a valid regex: {other}"),
+    }
+}
+
+impl Prefix {
+    fn new(text: &str, json_captures: &[String]) -> Result<Prefix, String> {
+        let regex = Regex::new(text).map_err(|e| regex_error(&e))?;
+        let mut time = None;
+        let mut fields = Vec::new();
+        for (i, name) in regex.capture_names().enumerate() {
+            match name {
+                Some(TIME_CAPTURE) => time = Some(i),
+                Some(name) => {
+                    let json = json_captures.iter().any(|j| j == name);
+                    fields.push((i, name.to_owned(), json));
+                }
+                None => {}
+            }
+        }
+        Ok(Prefix {
+            regex,
+            time,
+            fields,
+        })
+    }
+}
+
+/// The pre-check signatures, in the order the module docs give; empty when none applies.
+fn signatures(
+    config: &RuleConfig,
+    matches: &[(Vec<String>, serde_json::Value)],
+    present: &[Vec<String>],
+    patterns: &[(Vec<String>, Regex)],
+    types: &[Vec<String>],
+) -> Vec<Signature> {
+    let key = |segments: &[String]| {
+        serde_json::Value::String(segments.last().cloned().unwrap_or_default()).to_string()
+    };
+    if let Some(text) = config.signature.as_deref().filter(|s| !s.is_empty()) {
+        return vec![Signature::new(text.as_bytes(), Tail::Nothing)];
+    }
+    if let Some((segments, value)) = matches.first() {
         let tail = match value {
             serde_json::Value::String(s) if !s.contains(['"', '\\']) && s.is_ascii() => {
                 Tail::ColonThen(format!("\"{s}\"").into_bytes())
@@ -129,7 +418,93 @@ impl Format for Rule {
             }
             _ => Tail::Colon,
         };
-        vec![Signature::new(key.to_string(), tail)]
+        return vec![Signature::new(key(segments), tail)];
+    }
+    if let Some(literal) = config.prefix.as_deref().and_then(longest_literal) {
+        return vec![Signature::new(literal, Tail::Nothing)];
+    }
+    if config.require_type {
+        let mut keys: Vec<String> = types.iter().map(|t| key(t)).collect();
+        keys.sort();
+        keys.dedup();
+        return keys
+            .into_iter()
+            .map(|k| Signature::new(k, Tail::Colon))
+            .collect();
+    }
+    let first = present
+        .first()
+        .or_else(|| patterns.first().map(|(segments, _)| segments));
+    first
+        .map(|segments| vec![Signature::new(key(segments), Tail::Colon)])
+        .unwrap_or_default()
+}
+
+/// The longest literal every match of the regex holds, when it has at least [`MIN_LITERAL`]
+/// bytes: a run of literals in a sequence that every match goes through (not inside an
+/// alternation or an optional part).
+fn longest_literal(regex: &str) -> Option<Vec<u8>> {
+    let hir = regex_syntax::Parser::new().parse(regex).ok()?;
+    let mut runs = Vec::new();
+    required_runs(&hir, &mut runs);
+    runs.into_iter()
+        .filter(|r| r.len() >= MIN_LITERAL)
+        .max_by_key(Vec::len)
+}
+
+fn required_runs(hir: &regex_syntax::hir::Hir, runs: &mut Vec<Vec<u8>>) {
+    use regex_syntax::hir::HirKind;
+    match hir.kind() {
+        HirKind::Literal(lit) => runs.push(lit.0.to_vec()),
+        HirKind::Capture(c) => required_runs(&c.sub, runs),
+        HirKind::Repetition(r) if r.min >= 1 => required_runs(&r.sub, runs),
+        HirKind::Concat(subs) => {
+            let mut run = Vec::new();
+            for sub in subs {
+                match sub.kind() {
+                    HirKind::Literal(lit) => run.extend_from_slice(&lit.0),
+                    _ => {
+                        runs.push(std::mem::take(&mut run));
+                        required_runs(sub, runs);
+                    }
+                }
+            }
+            runs.push(run);
+        }
+        _ => {}
+    }
+}
+
+fn whole_line(text: &str, located: &Located<'_>) -> bool {
+    text[..located.start].trim().is_empty() && text[located.end..].trim().is_empty()
+}
+
+/// The first pointer whose value `read` accepts.
+fn first<'a, T>(
+    o: &Object<'a>,
+    pointers: &[Vec<String>],
+    read: impl Fn(&'a RawValue) -> Option<T>,
+) -> Option<T> {
+    pointers.iter().find_map(|p| o.pointer(p).and_then(&read))
+}
+
+/// A natural id: a string's text, or a number's.
+fn id_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        return as_str(raw).filter(|s| !s.is_empty());
+    }
+    text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+        .then_some(Cow::Borrowed(text))
+}
+
+impl Format for Rule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signatures(&self) -> Vec<Signature> {
+        self.signatures.clone()
     }
 
     fn detect<'a>(&self, text: &'a str, located: &Located<'a>) -> Option<Detected<'a>> {
@@ -144,13 +519,65 @@ impl Format for Rule {
                 return None;
             }
         }
-        let record_type = string_or_unknown(o.pointer(&self.type_pointer));
-        let time = self
-            .time_pointer
-            .as_ref()
-            .and_then(|p| o.pointer(p))
-            .and_then(parse_time_value);
-        Some(Detected::new(record_type, time))
+        for pointer in &self.present {
+            o.pointer(pointer)?;
+        }
+        for (pointer, regex) in &self.patterns {
+            if !regex.is_match(&as_str(o.pointer(pointer)?)?) {
+                return None;
+            }
+        }
+        if self.require_type {
+            first(o, &self.types, as_str)?;
+        }
+        // The regex last: it is the dearest test.
+        let captures = match &self.prefix {
+            Some(p) => Some((p, p.regex.captures(&text[..located.start])?)),
+            None => None,
+        };
+        let record_type = first(o, &self.types, |raw| as_str(raw).filter(|s| !s.is_empty()))
+            .unwrap_or(Cow::Borrowed(UNKNOWN_TYPE));
+        let mut time = first(o, &self.times, parse_time_value);
+        let mut fields = Vec::new();
+        if let Some((p, caps)) = &captures {
+            if time.is_none() {
+                time = p
+                    .time
+                    .and_then(|i| caps.get(i))
+                    .and_then(|m| parse_time_text(m.as_str()));
+            }
+            for (i, name, json) in &p.fields {
+                let Some(m) = caps.get(*i) else { continue };
+                let value = if *json {
+                    // Kept only when it is JSON: a field's text is always valid JSON.
+                    let text = m.as_str().trim();
+                    match serde_json::from_str::<&RawValue>(text) {
+                        Ok(_) => Cow::Borrowed(text),
+                        Err(_) => continue,
+                    }
+                } else {
+                    Cow::Owned(serde_json::Value::String(m.as_str().to_owned()).to_string())
+                };
+                fields.push(Field {
+                    name: Cow::Owned(name.clone()),
+                    json: value,
+                });
+            }
+        }
+        for (name, pointer) in &self.fields {
+            if let Some(raw) = o.pointer(pointer) {
+                fields.push(Field {
+                    name: Cow::Owned(name.clone()),
+                    json: Cow::Borrowed(raw.get()),
+                });
+            }
+        }
+        Some(Detected {
+            record_type,
+            time,
+            natural_id: first(o, &self.ids, id_text),
+            fields,
+        })
     }
 }
 
@@ -169,8 +596,9 @@ mod tests {
             ]
             .into(),
             type_pointer: "/event/name".into(),
-            time: Some("/ts".into()),
-            embedded,
+            time: "/ts".into(),
+            embedded: Some(embedded),
+            ..RuleConfig::default()
         };
         let cfg = AuditConfig {
             formats: vec![],
@@ -198,5 +626,236 @@ mod tests {
         };
         let x = Extractor::new(&cfg).unwrap();
         assert!(matches!(x.extract(prefixed), Extraction::Audit(_)));
+    }
+
+    /// The problems of an `audit` section whose rules are `rules` (YAML flow items).
+    fn problems(rules: &[&str]) -> Vec<String> {
+        let yaml = format!("formats: []\nrules:\n{}", {
+            let items: Vec<String> = rules.iter().map(|r| format!("  - {r}\n")).collect();
+            items.concat()
+        });
+        match crate::yaml::from_str::<AuditConfig>(&yaml) {
+            Err(e) => vec![format!("audit.{e}")],
+            Ok(config) => {
+                let mut problems = Vec::new();
+                config.validate("audit", &mut problems);
+                problems.iter().map(ToString::to_string).collect()
+            }
+        }
+    }
+
+    #[test]
+    fn every_new_key_is_checked_at_its_yaml_path() {
+        let regex_error = "not a valid regex: error: unclosed group";
+        let pointer_error = |p: &str| format!("JSON pointer {p:?} must start with '/'");
+        for (rule, want) in [
+            (
+                r"{name: r, present: [nope], type: /t}",
+                format!("audit.rules[0].present[0]: {}", pointer_error("nope")),
+            ),
+            (
+                r"{name: r, pattern: {/x: '('}, type: /t}",
+                format!("audit.rules[0].pattern./x: {regex_error}"),
+            ),
+            (
+                r"{name: r, pattern: {x: ''}, type: /t}",
+                format!("audit.rules[0].pattern.x: {}", pointer_error("x")),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: []}",
+                "audit.rules[0].type: needs at least one JSON pointer to the record type".into(),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: [/a, b]}",
+                format!("audit.rules[0].type[1]: {}", pointer_error("b")),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: /t, time: x}",
+                format!("audit.rules[0].time: {}", pointer_error("x")),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: /t, id: [/id, x]}",
+                format!("audit.rules[0].id[1]: {}", pointer_error("x")),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: /t, fields: {user: x}}",
+                format!("audit.rules[0].fields.user: {}", pointer_error("x")),
+            ),
+            (
+                r"{name: r, prefix: 'tag(', type: /t}",
+                format!("audit.rules[0].prefix: {regex_error}"),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: /t, json_captures: [ids]}",
+                "audit.rules[0].json_captures[0]: there is no `prefix` to capture from".into(),
+            ),
+            (
+                r"{name: r, prefix: 'tag (?P<ids>\S+)', type: /t, json_captures: [ids, idz]}",
+                "audit.rules[0].json_captures[1]: the prefix has no capture named `idz`".into(),
+            ),
+            (
+                r"{name: r, prefix: 'tag (?P<time>\S+)', type: /t, json_captures: [time]}",
+                "audit.rules[0].json_captures[0]: `time` gives the record's time, not a field"
+                    .into(),
+            ),
+            (
+                r"{name: r, prefix: 'tag (?P<user>\S+)', type: /t, fields: {user: /u}}",
+                "audit.rules[0].fields.user: the prefix's capture `user` already gives this field"
+                    .into(),
+            ),
+            (
+                r"{name: r, prefix: 'tag ', type: /t, embedded: false}",
+                "audit.rules[0].embedded: a rule with a `prefix` always follows text: leave \
+                 `embedded` out"
+                    .into(),
+            ),
+            (
+                r"{name: r, type: /t}",
+                "audit.rules[0]: recognises every JSON object: give it a `match`, `present`, \
+                 `pattern`, `prefix` or `require_type`"
+                    .into(),
+            ),
+            (
+                r"{name: r, prefix: '^\[\d+\] ', type: /t}",
+                "audit.rules[0]: has no pre-check signature, so every line would be a \
+                 candidate: give it a `match`, `present`, `pattern` or `require_type`, a \
+                 `prefix` that requires a literal of at least 3 bytes, or a `signature`"
+                    .into(),
+            ),
+            (
+                r"{name: r, match: {/k: v}, type: /t, signature: ''}",
+                "audit.rules[0].signature: must not be empty: every line would be a candidate"
+                    .into(),
+            ),
+        ] {
+            let got = problems(&[rule]);
+            assert_eq!(got, vec![want], "{rule}");
+        }
+        // A type that is neither a pointer nor a list, at its path.
+        let got = problems(&["{name: r, match: {/k: v}, type: 5}"]);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("audit.rules[0].type: "), "{got:?}");
+        // The problem is at the rule's own index.
+        let got = problems(&["{name: a, match: {/k: v}, type: /t}", "{name: b, type: /t}"]);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].starts_with("audit.rules[1]: recognises"), "{got:?}");
+    }
+
+    #[test]
+    fn two_rules_keyed_on_the_same_member_each_find_their_records() {
+        // Both rules' signature is the needle `"kind"`, and the second rule's shares the
+        // built-in monolog's `"message_slug"`: before the pre-check shared a needle between
+        // detectors, only the first detector with it ever saw a candidate.
+        let yaml = r#"
+formats: [monolog]
+rules:
+  - {name: a, match: {/kind: a}, type: /t}
+  - {name: b, match: {/kind: b}, type: /t}
+  - {name: c, present: [/message_slug], type: /message_slug}
+"#;
+        let config: AuditConfig = crate::yaml::from_str(yaml).unwrap();
+        let x = Extractor::new(&config).unwrap();
+        for (line, want) in [
+            (r#"{"kind": "a", "t": "x"}"#, "a"),
+            (r#"{"kind": "b", "t": "x"}"#, "b"),
+            (r#"{"message_slug": "s"}"#, "c"),
+            (r#"{"channel": "ch", "message_slug": "s"}"#, "monolog"),
+        ] {
+            let Extraction::Audit(a) = x.extract(line.as_bytes()) else {
+                panic!("not a record: {line}")
+            };
+            assert_eq!(&**a.format, want, "{line}");
+        }
+    }
+
+    #[test]
+    fn a_rule_that_skipped_validation_is_refused_by_the_extractor() {
+        let config: AuditConfig =
+            crate::yaml::from_str("formats: []\nrules: [{name: r, present: [x], type: /t}]")
+                .unwrap();
+        let err = Extractor::new(&config).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "audit.rules[`r`].present[0]: JSON pointer \"x\" must start with '/'"
+        );
+    }
+
+    #[test]
+    fn the_new_keys_are_optional_and_a_match_value_is_still_any_json() {
+        // Every rule of the old shape is still valid, and an object in `match` is a value
+        // to equal, not a test.
+        assert_eq!(
+            problems(&["{name: r, match: {/x: {present: true}}, type: /t, time: /ts}"]),
+            Vec::<String>::new()
+        );
+        let config: AuditConfig = crate::yaml::from_str(
+            "formats: []\nrules: [{name: r, match: {/x: {present: true}}, type: /t}]",
+        )
+        .unwrap();
+        let x = Extractor::new(&config).unwrap();
+        assert!(matches!(
+            x.extract(br#"{"x": {"present": true}, "t": "a"}"#),
+            Extraction::Audit(_)
+        ));
+        assert!(matches!(
+            x.extract(br#"{"x": 1, "t": "a"}"#),
+            Extraction::Ordinary
+        ));
+    }
+
+    /// The pre-check needles of a rule written in YAML, with their tails.
+    fn needles(rule: &str) -> Vec<String> {
+        let config: RuleConfig = crate::yaml::from_str(rule).unwrap();
+        Rule::new(&config)
+            .unwrap()
+            .signatures()
+            .into_iter()
+            .map(|s| {
+                let needle = String::from_utf8(s.needle).unwrap();
+                match s.tail {
+                    Tail::Nothing => needle,
+                    Tail::Colon => format!("{needle}:"),
+                    Tail::ColonThen(v) => format!("{needle}:{}", String::from_utf8(v).unwrap()),
+                    Tail::KeyBefore(k) => format!("{}:{needle}", String::from_utf8(k).unwrap()),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_signature_is_derived_from_the_most_telling_test() {
+        for (rule, want) in [
+            // An explicit signature wins.
+            (
+                r"{name: r, match: {/k: v}, type: /t, signature: 'my-app audit'}",
+                vec!["my-app audit"],
+            ),
+            // Then the first equality, as before.
+            (
+                r"{name: r, match: {/b: 2, /a: x}, prefix: 'long-literal', type: /t}",
+                vec![r#""a":"x""#],
+            ),
+            // Then the prefix's longest required literal (not one inside an optional part).
+            (
+                r"{name: r, prefix: '^\d+ pryv-audit\[\d+\]:(?: optional-longer-text)?', present: [/k], type: /t}",
+                vec![" pryv-audit["],
+            ),
+            // A short literal is not enough: then the type keys when the type is required.
+            (
+                r"{name: r, prefix: '^\[', present: [/k], type: [/a/slug, /b/slug, /c/kind], require_type: true}",
+                vec![r#""kind":"#, r#""slug":"#],
+            ),
+            // Then the first `present`, then the first `pattern`.
+            (
+                r"{name: r, present: [/k/z, /j], pattern: {/a: ''}, type: /t}",
+                vec![r#""z":"#],
+            ),
+            (
+                r"{name: r, pattern: {/a: x, /b: y}, type: /t}",
+                vec![r#""a":"#],
+            ),
+        ] {
+            assert_eq!(needles(rule), want, "{rule}");
+        }
     }
 }

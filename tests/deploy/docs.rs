@@ -139,6 +139,42 @@ pub fn the_chart_schema_lists_every_built_in_audit_format() {
     assert_eq!(keyed, built_in);
 }
 
+/// The chart's schema takes every key a custom rule has: the rules of
+/// `examples/rules-as-formats.yaml` (the README's "Writing a format as a rule") render, and a
+/// misspelt key, which the binary refuses, is refused by `helm` already.
+pub fn the_chart_schema_takes_the_rules_of_the_example_file() {
+    let dir = tempdir();
+    let example =
+        fs::read_to_string(crate::tools::repo().join("examples/rules-as-formats.yaml")).unwrap();
+    let audit = &example[example.find("audit:").unwrap()..];
+    // Under `config:`, indented one level.
+    let indented: String = audit.lines().map(|l| format!("  {l}\n")).collect();
+    let good = dir.path().join("rules.yaml");
+    fs::write(&good, format!("config:\n{indented}")).unwrap();
+    let rendered = crate::render::render(Some(&good), &[]);
+    // The rules reach the sidecar's config as written, regex backslashes included.
+    let config = crate::render::config(&crate::render::objects(&rendered));
+    let want = crate::render::yaml("the example", audit);
+    assert_eq!(config["audit"], want["audit"]);
+
+    let bad = dir.path().join("bad.yaml");
+    let misspelt = format!(
+        "config:\n{}",
+        indented.replacen("require_type:", "requires_type:", 1)
+    );
+    fs::write(&bad, misspelt).unwrap();
+    let out = Command::new(tool("helm"))
+        .args(["template", "audit", "--namespace", "shop"])
+        .arg(chart())
+        .arg("--values")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a misspelt rule key renders");
+    assert!(stderr.contains("requires_type"), "{stderr}");
+}
+
 /// The first value under `key`, anywhere in `value`.
 fn find_key<'a>(value: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
     match value {

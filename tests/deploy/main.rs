@@ -97,6 +97,11 @@ fn the_chart_schema_lists_every_built_in_audit_format() {
 }
 
 #[test]
+fn the_chart_schema_takes_the_rules_of_the_example_file() {
+    docs::the_chart_schema_takes_the_rules_of_the_example_file();
+}
+
+#[test]
 fn values_are_documented_line_by_line() {
     docs::values_are_documented_line_by_line();
 }
