@@ -1,6 +1,6 @@
 //! The YAML configuration: one document, one section per pipeline stage.
 //!
-//! Each stage owns its section's struct (`source::SourceConfig`, `extract::AuditSection`,
+//! Each stage owns its section's struct (`source::SourceConfig`, `extract::AuditConfig`,
 //! `filter::TypesConfig`, `retention::RetentionConfig`, `output::OutputsConfig`); this module
 //! puts them together, reads the file, and collects every problem a config has so that
 //! `auditrail validate` can explain all of them at once, each with its YAML path.
@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::budget::MemoryConfig;
 use crate::enrich::EnrichConfig;
-use crate::extract::AuditSection;
+use crate::extract::AuditConfig;
 use crate::filter::TypesConfig;
 use crate::metrics::MetricsConfig;
 use crate::output::OutputsConfig;
@@ -31,7 +31,7 @@ pub struct Config {
     /// Where lines come from and how they are framed.
     pub source: SourceConfig,
     /// Which lines are audit records.
-    pub audit: AuditSection,
+    pub audit: AuditConfig,
     /// Which record types are shipped.
     pub types: TypesConfig,
     /// Retention classes and the topic of each.

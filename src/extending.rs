@@ -139,11 +139,11 @@ fn a_new_format_is_one_file_and_one_list_entry() {
     assert!(builtin_names().any(|n| n == "toy"));
     let config = config("audit:\n  formats: [toy]\n");
     let toy = "toy".parse().unwrap();
-    assert_eq!(config.audit.detectors.formats, vec![toy]);
+    assert_eq!(config.audit.formats, vec![toy]);
     assert!(AuditConfig::default().formats.contains(&toy));
 
     // Its records are extracted, with their type and time.
-    let x = Extractor::from_section(&config.audit).unwrap();
+    let x = Extractor::new(&config.audit).unwrap();
     let line = br#"INFO {"toy" : "audit", "kind": "login", "at": 1628524947} done"#;
     let Extraction::Audit(a) = x.extract(line) else {
         panic!("not audit")

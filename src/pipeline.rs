@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use crate::ack::Ack;
 use crate::envelope::{format_time, EnvelopeParts, KeyStrategy, LineOrigin, Record};
 use crate::extract::{
-    parse_time_text, AuditSection, ExtractError, Extraction, Extractor, InvalidReason,
+    parse_time_text, AuditConfig, ExtractError, Extraction, Extractor, InvalidReason,
 };
 use crate::filter::{TypeFilter, TypesConfig};
 use crate::line::{Framed, Stats, Stream, StreamInfo};
@@ -70,7 +70,7 @@ pub enum BuildError {
 /// The config sections the per-line stages are built from.
 #[derive(Debug, Clone, Copy)]
 pub struct Stages<'a> {
-    pub audit: &'a AuditSection,
+    pub audit: &'a AuditConfig,
     pub types: &'a TypesConfig,
     pub retention: &'a RetentionConfig,
     pub outputs: &'a OutputsConfig,
@@ -79,7 +79,7 @@ pub struct Stages<'a> {
 impl Processor {
     pub fn new(config: Stages<'_>) -> Result<Processor, BuildError> {
         Ok(Processor {
-            extractor: Extractor::from_section(config.audit).map_err(BuildError::Extract)?,
+            extractor: Extractor::new(config.audit).map_err(BuildError::Extract)?,
             routes: config
                 .outputs
                 .enabled()

@@ -217,8 +217,8 @@ async fn apply_changes(mut current: Config, path: PathBuf, targets: Targets) {
             current = next;
             let _ = classes.send(classes_of(&current));
             tracing::info!(
-                detectors = ?current.audit.detectors.formats,
-                rules = current.audit.detectors.rules.len(),
+                detectors = ?current.audit.formats,
+                rules = current.audit.rules.len(),
                 types_include = ?current.types.include,
                 types_exclude = ?current.types.exclude,
                 "config reloaded"

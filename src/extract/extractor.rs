@@ -14,7 +14,6 @@
 //! number (its text as written), else the one the format itself reads (Sym's `/id`), else none.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::explain::{Observer, Quiet};
@@ -22,7 +21,7 @@ use super::format::Format;
 use super::json::{as_str, is_non_object_json, parse_pointer, Objects};
 use super::prefilter::{Prefilter, MAX_DETECTORS, MAX_HITS};
 use super::rule::Rule;
-use super::{AuditConfig, AuditRecord, AuditSection, ExtractError, Extraction, InvalidReason};
+use super::{AuditConfig, AuditRecord, ExtractError, Extraction, InvalidReason};
 
 /// Recognises audit records; built once from the config, shared by every source.
 #[derive(Debug)]
@@ -71,18 +70,7 @@ impl Kind {
 impl Extractor {
     /// The extractor of the detectors `config`, without configured ids.
     pub fn new(config: &AuditConfig) -> Result<Extractor, ExtractError> {
-        Extractor::build(config, &BTreeMap::new())
-    }
-
-    /// The extractor of a whole `audit` section, its `ids` included.
-    pub fn from_section(section: &AuditSection) -> Result<Extractor, ExtractError> {
-        Extractor::build(&section.detectors, &section.ids)
-    }
-
-    fn build(
-        config: &AuditConfig,
-        ids: &BTreeMap<String, String>,
-    ) -> Result<Extractor, ExtractError> {
+        let ids = &config.ids;
         let mut detectors = Vec::new();
         for format in &config.formats {
             let mut detector = Detector::new(Kind::Builtin(format.format()));
@@ -411,10 +399,7 @@ pub(super) mod tests {
 
     #[test]
     fn detectors_can_be_disabled_and_ordered() {
-        let only_sym = AuditConfig {
-            formats: vec!["sym".parse().unwrap()],
-            rules: vec![],
-        };
+        let only_sym = AuditConfig::only(vec!["sym".parse().unwrap()], vec![]);
         let x = Extractor::new(&only_sym).unwrap();
         assert!(matches!(
             x.extract(br#"{"level":"audit"}"#),
@@ -424,9 +409,9 @@ pub(super) mod tests {
 
     #[test]
     fn finding_4_a_configured_id_pointer_supplies_or_overrides_the_natural_id() {
-        let section: AuditSection =
+        let section: AuditConfig =
             crate::yaml::from_str("ids: {immuta: /request/id, sym: /meta/id}").unwrap();
-        let x = Extractor::from_section(&section).unwrap();
+        let x = Extractor::new(&section).unwrap();
         let id = |line: &str| match x.extract(line.as_bytes()) {
             Extraction::Audit(a) => a.natural_id.map(Cow::into_owned),
             other => panic!("{other:?}: {line}"),
@@ -475,10 +460,7 @@ pub(super) mod tests {
             type_pointer: "/t".into(),
             ..crate::extract::RuleConfig::default()
         };
-        let mut config = AuditConfig {
-            formats: vec![],
-            rules: (0..MAX_DETECTORS).map(rule).collect(),
-        };
+        let mut config = AuditConfig::only(vec![], (0..MAX_DETECTORS).map(rule).collect());
         assert!(Extractor::new(&config).is_ok());
         config.rules.push(rule(MAX_DETECTORS));
         let err = Extractor::new(&config).unwrap_err();

@@ -159,13 +159,19 @@ impl fmt::Debug for BuiltinFormat {
     }
 }
 
-/// The detectors of the `audit` section: which formats and rules are enabled, in order.
-#[derive(Debug, Clone, PartialEq)]
+/// The `audit` section: which formats and rules are enabled, in order, and where the records
+/// of a built-in format carry their producer's own id.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// Built-in detectors to enable, tried in this order.
     pub formats: Vec<BuiltinFormat>,
     /// Custom detectors, tried after the built-in ones, in this order.
     pub rules: Vec<RuleConfig>,
+    /// `ids`: a built-in format's name -> a JSON pointer to the producer's id in its records
+    /// (the envelope's `record_id`); it takes precedence over the format's own (Sym's `/id`).
+    /// A rule names its own with `id`.
+    pub ids: BTreeMap<String, String>,
 }
 
 impl Default for AuditConfig {
@@ -173,74 +179,21 @@ impl Default for AuditConfig {
         AuditConfig {
             formats: BUILTIN.iter().map(|f| BuiltinFormat(*f)).collect(),
             rules: Vec::new(),
-        }
-    }
-}
-
-/// The `audit` section: the detectors, and where the records of a built-in format carry their
-/// producer's own id (`ids`).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(from = "AuditYaml")]
-pub struct AuditSection {
-    /// `formats` and `rules`.
-    pub detectors: AuditConfig,
-    /// `ids`: a built-in format's name -> a JSON pointer to the producer's id in its records
-    /// (the envelope's `record_id`); it takes precedence over the format's own (Sym's `/id`).
-    pub ids: BTreeMap<String, String>,
-}
-
-/// The `audit` section as written.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct AuditYaml {
-    formats: Vec<BuiltinFormat>,
-    rules: Vec<RuleConfig>,
-    ids: BTreeMap<String, String>,
-}
-
-impl Default for AuditYaml {
-    fn default() -> Self {
-        let AuditConfig { formats, rules } = AuditConfig::default();
-        AuditYaml {
-            formats,
-            rules,
             ids: BTreeMap::new(),
         }
     }
 }
 
-impl From<AuditYaml> for AuditSection {
-    fn from(yaml: AuditYaml) -> AuditSection {
-        AuditSection {
-            detectors: AuditConfig {
-                formats: yaml.formats,
-                rules: yaml.rules,
-            },
-            ids: yaml.ids,
-        }
-    }
-}
-
-impl AuditSection {
-    pub fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
-        self.detectors.validate(path, problems);
-        for (name, pointer) in &self.ids {
-            let at = format!("{path}.ids.{name}");
-            match name.parse::<BuiltinFormat>() {
-                Err(e) => problems.push(Problem::new(&at, e.to_string())),
-                Ok(format) if !self.detectors.formats.contains(&format) => problems.push(
-                    Problem::new(&at, format!("`{name}` is not enabled in `{path}.formats`")),
-                ),
-                Ok(_) => {}
-            }
-            if let Err(message) = json::parse_pointer(pointer) {
-                problems.push(Problem::new(&at, message));
-            }
-        }
-    }
-}
-
 impl AuditConfig {
+    /// Only these detectors, no `ids`.
+    pub fn only(formats: Vec<BuiltinFormat>, rules: Vec<RuleConfig>) -> AuditConfig {
+        AuditConfig {
+            formats,
+            rules,
+            ids: BTreeMap::new(),
+        }
+    }
+
     pub fn validate(&self, path: &str, problems: &mut Vec<Problem>) {
         if self.formats.is_empty() && self.rules.is_empty() {
             problems.push(Problem::new(
@@ -273,11 +226,25 @@ impl AuditConfig {
             }
             rule.validate(&at, problems);
         }
+        for (name, pointer) in &self.ids {
+            let at = format!("{path}.ids.{name}");
+            match name.parse::<BuiltinFormat>() {
+                Err(e) => problems.push(Problem::new(&at, e.to_string())),
+                Ok(format) if !self.formats.contains(&format) => problems.push(Problem::new(
+                    &at,
+                    format!("`{name}` is not enabled in `{path}.formats`"),
+                )),
+                Ok(_) => {}
+            }
+            if let Err(message) = json::parse_pointer(pointer) {
+                problems.push(Problem::new(&at, message));
+            }
+        }
     }
 }
 
 /// Why an [`Extractor`] could not be built from an `audit` section. A config that passed
-/// [`AuditSection::validate`] can fail only with `TooMany`.
+/// [`AuditConfig::validate`] can fail only with `TooMany`.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtractError {
     #[error("{}", problems.join("; "))]
@@ -358,7 +325,7 @@ mod tests {
 
     /// The problems of an `audit` section, with their paths from the top of the config.
     fn problems(yaml: &str) -> Vec<String> {
-        match crate::yaml::from_str::<AuditSection>(yaml) {
+        match crate::yaml::from_str::<AuditConfig>(yaml) {
             Err(e) => vec![format!("audit.{e}")],
             Ok(config) => {
                 let mut problems = Vec::new();
@@ -370,8 +337,7 @@ mod tests {
 
     #[test]
     fn the_default_enables_every_builtin_format_in_list_order() {
-        let names: Vec<&str> = AuditSection::default()
-            .detectors
+        let names: Vec<&str> = AuditConfig::default()
             .formats
             .iter()
             .map(|f| f.name())

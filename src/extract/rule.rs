@@ -600,10 +600,7 @@ mod tests {
             embedded: Some(embedded),
             ..RuleConfig::default()
         };
-        let cfg = AuditConfig {
-            formats: vec![],
-            rules: vec![rule(false)],
-        };
+        let cfg = AuditConfig::only(vec![], vec![rule(false)]);
         let x = Extractor::new(&cfg).unwrap();
         let line = br#"{"kind": "audit", "v": 2, "event": {"name": "refund"}, "ts": 1628524947}"#;
         let Extraction::Audit(a) = x.extract(line) else {
@@ -620,10 +617,7 @@ mod tests {
         ));
         let prefixed = br#"INFO {"kind": "audit", "v": 2, "event": {"name": "refund"}}"#;
         assert!(matches!(x.extract(prefixed), Extraction::Ordinary));
-        let cfg = AuditConfig {
-            formats: vec![],
-            rules: vec![rule(true)],
-        };
+        let cfg = AuditConfig::only(vec![], vec![rule(true)]);
         let x = Extractor::new(&cfg).unwrap();
         assert!(matches!(x.extract(prefixed), Extraction::Audit(_)));
     }

@@ -26,10 +26,7 @@ fn rules_file() -> AuditConfig {
 
 /// An extractor with only these built-in formats, or only these rules of the file.
 fn builtin(names: &[&str]) -> Extractor {
-    let config = AuditConfig {
-        formats: names.iter().map(|n| n.parse().unwrap()).collect(),
-        rules: vec![],
-    };
+    let config = AuditConfig::only(names.iter().map(|n| n.parse().unwrap()).collect(), vec![]);
     Extractor::new(&config).unwrap()
 }
 
@@ -39,10 +36,7 @@ fn rules(names: &[&str]) -> Extractor {
         .iter()
         .map(|n| all.iter().find(|r| r.name == *n).unwrap().clone())
         .collect();
-    let config = AuditConfig {
-        formats: vec![],
-        rules,
-    };
+    let config = AuditConfig::only(vec![], rules);
     Extractor::new(&config).unwrap()
 }
 
