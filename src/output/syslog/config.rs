@@ -414,6 +414,11 @@ mod tests {
             "Pryv's own template is accepted"
         );
         assert_eq!(
+            problems("template: '{fields.amount} {fields.userid} {content}'"),
+            Vec::<String>::new(),
+            "a custom rule's fields (named by the config, not known here) are named under `fields.`"
+        );
+        assert_eq!(
             problems("{address: 'tcp://x:1', socket: datagram, app_name: 'a b', hostname: '', max_message_bytes: 100, types: {include: [], exclude: []}}"),
             vec![
                 "outputs.syslog.socket: tcp:// is always stream; `socket` chooses the kind of a unix:// socket",
