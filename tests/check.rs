@@ -83,7 +83,7 @@ fn seed_formats_written_as_rules_ship_what_the_builtins_ship() {
         ("docker-immuta.log", &["immuta-rule"]),
         ("sym.jsonl", &["sym-rule"]),
         ("laravel-json.jsonl", &["monolog-json-rule"]),
-        ("laravel-line.log", &["monolog-line-rule"]),
+        ("laravel-line.log", &["monolog-line-context-rule"]),
         ("pryv-syslog.log", &["pryv-rule"]),
     ];
     for (file, names) in table {
@@ -171,7 +171,7 @@ fn the_monolog_rules_read_what_the_real_monolog_writes() {
     let written = nested["datetime"].as_str().unwrap();
     let time = records[0]["value"]["time"].as_str().unwrap();
     assert_eq!(time[..23], written[..23], "{time} from {written}");
-    assert_eq!(records[1]["value"]["format"], "monolog-line-rule");
+    assert_eq!(records[1]["value"]["format"], "monolog-line-context-rule");
     assert_eq!(records[1]["value"]["type"], "auth-logout");
     let stamp = &lines[2][1..20]; // `[Y-m-d H:i:s]`
     let time = records[1]["value"]["time"].as_str().unwrap();

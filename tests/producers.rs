@@ -209,3 +209,68 @@ fn a_laravel_context_cut_by_a_line_break_is_counted_invalid() {
         ("ordinary", 1),
     ]);
 }
+
+/// Each built-in audit format written as a custom rule, and no built-in format enabled (the
+/// README's "Writing a format as a rule").
+fn rules_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules-as-formats.yaml")
+}
+
+/// A shipped record less what differs between a built-in format and the rule written for it
+/// (the format's name), and what differs between two runs (the read time).
+fn without_format(mut record: Value) -> Value {
+    record["headers"]["format"] = Value::Null;
+    record["value"]["format"] = Value::Null;
+    record["value"]["observed_time"] = Value::Null;
+    record
+}
+
+/// The monolog rules of `examples/rules-as-formats.yaml` ship what the built-in `monolog`
+/// ships from what the real monolog writes, in every setup and framing: the same counts and
+/// the same records, byte for byte, but for the format's name. The Laravel setup's multi-line
+/// messages (the record on a continuation line without the `[ts] channel.LEVEL:` header) and
+/// the cut context (counted invalid) included.
+#[test]
+fn the_monolog_rules_ship_what_the_builtin_ships_in_every_setup() {
+    let dir = tempdir();
+    produce(dir.path());
+    let builtin = write_config(dir.path(), "empty.yaml", "");
+    for setup in [
+        "json",
+        "json-newlines",
+        "laravel",
+        "default",
+        "laravel-broken",
+    ] {
+        let log = dir.path().join(format!("{setup}.log"));
+        let pods = dir.path().join(format!("pods-{setup}"));
+        fs::create_dir_all(&pods).unwrap();
+        for framing in [Framing::Raw, Framing::Cri, Framing::CriChunked] {
+            let input = framed(&pods, &log, framing);
+            let (by_builtin, by_rules) = (check(&builtin, &input), check(&rules_config(), &input));
+            let at = format!("{setup} ({framing:?})");
+            assert_eq!(
+                by_rules.summary().0,
+                by_builtin.summary().0,
+                "{at}: the counts"
+            );
+            let (want, got) = (by_builtin.records(), by_rules.records());
+            assert_eq!(got.len(), want.len(), "{at}");
+            for (g, w) in got.iter().zip(&want) {
+                let format = g["value"]["format"].as_str().unwrap();
+                assert!(
+                    format.starts_with("monolog-") && format.ends_with("-rule"),
+                    "{at}: {format}"
+                );
+                assert_eq!(without_format(g.clone()), without_format(w.clone()), "{at}");
+            }
+            let texts = |lines: Vec<&str>| -> Vec<String> {
+                lines
+                    .into_iter()
+                    .map(|l| record_text(l).to_owned())
+                    .collect()
+            };
+            assert_eq!(texts(by_rules.lines()), texts(by_builtin.lines()), "{at}");
+        }
+    }
+}

@@ -7,6 +7,7 @@
 //!     present: [/event]              # every pointer holds some value
 //!     pattern: {/event/name: '^pay'} # every pointer holds a string the regex finds
 //!     prefix: '^\S+ (?P<time>\S+) '  # the text before the object matches (implies embedded)
+//!     suffix: '^(?: \[\])?$'         # the text after the object matches (implies embedded)
 //!     type: [/event/name, /kind]     # the first non-empty string wins, else `unknown`
 //!     require_type: false            # true: no string at any `type` pointer, no record
 //!     time: [/ts, /at]               # the first that holds a time wins, else the prefix's
@@ -25,19 +26,27 @@
 //! A prefix's named captures other than `time` become the record's fields, as JSON strings, or
 //! as the JSON text they hold when listed in `json_captures` (a capture that is not valid JSON
 //! is left out; the record is still a record). A capture that did not take part is left out.
+//! The suffix is only a test: a named capture in it is refused, as nothing would read it.
 //!
 //! Its pre-check signature is one of, in this order: `signature` (these exact bytes); the first
 //! `match` in pointer order (the pointer's last key, followed by the value when the value is
 //! written the same way by any JSON encoder: a plain ASCII string, `true`, `false`, `null`);
-//! the longest literal the prefix requires, when it has at least [`MIN_LITERAL`] bytes; with
-//! `require_type`, every `type` pointer's last key followed by `:`; the first `present`, then the
-//! first `pattern` pointer's last key followed by `:`. A rule with none of them would make every
-//! line a candidate and is refused. A line that holds the signature but no valid object that
-//! accounts for it is counted invalid, as for the built-in formats.
+//! the longest literal the prefix, else the suffix, requires, when it has at least
+//! [`MIN_LITERAL`] bytes; with `require_type`, every `type` pointer's last key followed by `:`;
+//! the first `present`, then the first `pattern` pointer's last key followed by `:`. A rule
+//! with none of them would make every line a candidate and is refused. A line that holds the
+//! signature but no valid object that accounts for it is counted invalid, as for the built-in
+//! formats.
 //!
-//! Unless `embedded` or `prefix`, the object must be the whole line, surrounding whitespace
-//! aside. Regexes are compiled once, when the extractor is built, and run only on candidate
-//! objects; the `regex` crate's matching time is linear in the text.
+//! Unless `embedded`, `prefix` or `suffix`, the object must be the whole line, surrounding
+//! whitespace aside. Regexes are compiled once, when the extractor is built, and run only on
+//! candidate objects that passed every other test (the suffix before the prefix: the text after
+//! a record is usually the shorter); the `regex` crate's matching time is linear in the text.
+//! Each sees only its side of the object: in the prefix `^` is the line's start and `$` the
+//! object's, in the suffix `^` is the object's end and `$` the line's. So a rule can say where
+//! on the line its record sits, which the JSON alone cannot: monolog's LineFormatter context is
+//! the object followed by ` `, ` []` or ` {extra}` to the end of the line
+//! (`examples/rules-as-formats.yaml`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -79,6 +88,9 @@ pub struct RuleConfig {
     /// A regex the text before the object must match; implies `embedded`.
     #[serde(default)]
     pub prefix: Option<String>,
+    /// A regex the text after the object must match; implies `embedded`.
+    #[serde(default)]
+    pub suffix: Option<String>,
     /// JSON pointers to the record type; the first non-empty string wins.
     #[serde(rename = "type")]
     pub type_pointer: Pointers,
@@ -176,6 +188,7 @@ pub(crate) struct Rule {
     present: Vec<Vec<String>>,
     patterns: Vec<(Vec<String>, Regex)>,
     prefix: Option<Prefix>,
+    suffix: Option<Regex>,
     types: Vec<Vec<String>>,
     require_type: bool,
     times: Vec<Vec<String>>,
@@ -264,24 +277,42 @@ fn build(config: &RuleConfig, at: &str) -> Result<Rule, Vec<Problem>> {
                     None
                 }
             });
+    let suffix = config
+        .suffix
+        .as_deref()
+        .and_then(|text| match suffix_regex(text) {
+            Ok(regex) => Some(regex),
+            Err(e) => {
+                problems.push(Problem::new(format!("{at}.suffix"), e));
+                None
+            }
+        });
     check_captures(config, prefix.as_ref(), at, &mut problems);
-    if config.prefix.is_some() && config.embedded == Some(false) {
-        problems.push(Problem::new(
-            format!("{at}.embedded"),
-            "a rule with a `prefix` always follows text: leave `embedded` out",
-        ));
+    if config.embedded == Some(false) {
+        if config.prefix.is_some() {
+            problems.push(Problem::new(
+                format!("{at}.embedded"),
+                "a rule with a `prefix` always follows text: leave `embedded` out",
+            ));
+        } else if config.suffix.is_some() {
+            problems.push(Problem::new(
+                format!("{at}.embedded"),
+                "a rule with a `suffix` always precedes text: leave `embedded` out",
+            ));
+        }
     }
     // From the config, not from what compiled: a refused test is not a missing one.
     let recognises_all = config.matches.is_empty()
         && config.present.is_empty()
         && config.pattern.is_empty()
         && config.prefix.is_none()
+        && config.suffix.is_none()
         && !config.require_type;
     if recognises_all {
         problems.push(Problem::new(
             at,
-            "recognises every JSON object: give it a `match`, `present`, `pattern`, `prefix` \
-             or `require_type`",
+            "recognises every JSON object: give it a `match`, `present`, `pattern`, `prefix`, \
+             `suffix` or `require_type`",
         ));
     }
     let signatures = signatures(config, &matches, &present, &patterns, &types);
@@ -295,8 +326,8 @@ fn build(config: &RuleConfig, at: &str) -> Result<Rule, Vec<Problem>> {
             at,
             format!(
                 "has no pre-check signature, so every line would be a candidate: give it a \
-                 `match`, `present`, `pattern` or `require_type`, a `prefix` that requires a \
-                 literal of at least {MIN_LITERAL} bytes, or a `signature`"
+                 `match`, `present`, `pattern` or `require_type`, a `prefix` or `suffix` that \
+                 requires a literal of at least {MIN_LITERAL} bytes, or a `signature`"
             ),
         )),
         _ => {}
@@ -310,12 +341,15 @@ fn build(config: &RuleConfig, at: &str) -> Result<Rule, Vec<Problem>> {
         present,
         patterns,
         prefix,
+        suffix,
         types,
         require_type: config.require_type,
         times,
         ids,
         fields,
-        embedded: config.embedded.unwrap_or(false) || config.prefix.is_some(),
+        embedded: config.embedded.unwrap_or(false)
+            || config.prefix.is_some()
+            || config.suffix.is_some(),
         signatures,
     })
 }
@@ -371,6 +405,18 @@ fn regex_error(e: &regex::Error) -> String {
     }
 }
 
+/// The suffix regex, which may not name captures: it is a test, it gives nothing.
+fn suffix_regex(text: &str) -> Result<Regex, String> {
+    let regex = Regex::new(text).map_err(|e| regex_error(&e))?;
+    match regex.capture_names().flatten().next() {
+        Some(name) => Err(format!(
+            "names the capture `{name}`: the suffix is a test, only the prefix's captures give \
+             the time and fields"
+        )),
+        None => Ok(regex),
+    }
+}
+
 impl Prefix {
     fn new(text: &str, json_captures: &[String]) -> Result<Prefix, String> {
         let regex = Regex::new(text).map_err(|e| regex_error(&e))?;
@@ -420,7 +466,9 @@ fn signatures(
         };
         return vec![Signature::new(key(segments), tail)];
     }
-    if let Some(literal) = config.prefix.as_deref().and_then(longest_literal) {
+    let literal = (config.prefix.as_deref().and_then(longest_literal))
+        .or_else(|| config.suffix.as_deref().and_then(longest_literal));
+    if let Some(literal) = literal {
         return vec![Signature::new(literal, Tail::Nothing)];
     }
     if config.require_type {
@@ -530,7 +578,13 @@ impl Format for Rule {
         if self.require_type {
             first(o, &self.types, as_str)?;
         }
-        // The regex last: it is the dearest test.
+        // The regexes last: they are the dearest tests. The suffix first: the text after a
+        // record is usually the shorter.
+        if let Some(suffix) = &self.suffix {
+            if !suffix.is_match(&text[located.end..]) {
+                return None;
+            }
+        }
         let captures = match &self.prefix {
             Some(p) => Some((p, p.regex.captures(&text[..located.start])?)),
             None => None,
@@ -622,6 +676,38 @@ mod tests {
         assert!(matches!(x.extract(prefixed), Extraction::Audit(_)));
     }
 
+    #[test]
+    fn a_suffix_is_matched_against_the_text_after_the_object() {
+        let config: AuditConfig = crate::yaml::from_str(
+            r"
+formats: []
+rules:
+  - {name: r, suffix: '^(?: | \[\]| \{.*\})\r?$', present: [/t], type: /t}
+",
+        )
+        .unwrap();
+        let x = Extractor::new(&config).unwrap();
+        for (line, want) in [
+            // The suffix implies `embedded`: text may come before the object.
+            (r#"msg {"t":"a"} []"#, Some(r#"{"t":"a"}"#)),
+            ("msg {\"t\":\"a\"} []\r", Some(r#"{"t":"a"}"#)),
+            (r#"{"t":"a"} "#, Some(r#"{"t":"a"}"#)),
+            (r#"msg {"t":"a"} {"u":1}"#, Some(r#"{"t":"a"}"#)),
+            // Each object is tried with the text after it.
+            (r#"{"t":"a"} x {"t":"b"} []"#, Some(r#"{"t":"b"}"#)),
+            // Not records: the text after does not match.
+            (r#"msg {"t":"a"}"#, None),
+            (r#"msg {"t":"a"} [] []"#, None),
+            (r#"msg {"t":"a"} {"u":1} x"#, None),
+        ] {
+            let got = match x.extract(line.as_bytes()) {
+                Extraction::Audit(a) => Some(a.record),
+                _ => None,
+            };
+            assert_eq!(got, want, "{line:?}");
+        }
+    }
+
     /// The problems of an `audit` section whose rules are `rules` (YAML flow items).
     fn problems(rules: &[&str]) -> Vec<String> {
         let yaml = format!("formats: []\nrules:\n{}", {
@@ -680,6 +766,22 @@ mod tests {
                 format!("audit.rules[0].prefix: {regex_error}"),
             ),
             (
+                r"{name: r, suffix: '[]', type: /t}",
+                "audit.rules[0].suffix: not a valid regex: error: unclosed character class".into(),
+            ),
+            (
+                r"{name: r, suffix: ' \[\]$', type: /t, embedded: false}",
+                "audit.rules[0].embedded: a rule with a `suffix` always precedes text: leave \
+                 `embedded` out"
+                    .into(),
+            ),
+            (
+                r"{name: r, suffix: ' (?P<extra>\{.*\})$', type: /t}",
+                "audit.rules[0].suffix: names the capture `extra`: the suffix is a test, only \
+                 the prefix's captures give the time and fields"
+                    .into(),
+            ),
+            (
                 r"{name: r, match: {/k: v}, type: /t, json_captures: [ids]}",
                 "audit.rules[0].json_captures[0]: there is no `prefix` to capture from".into(),
             ),
@@ -706,14 +808,15 @@ mod tests {
             (
                 r"{name: r, type: /t}",
                 "audit.rules[0]: recognises every JSON object: give it a `match`, `present`, \
-                 `pattern`, `prefix` or `require_type`"
+                 `pattern`, `prefix`, `suffix` or `require_type`"
                     .into(),
             ),
             (
                 r"{name: r, prefix: '^\[\d+\] ', type: /t}",
                 "audit.rules[0]: has no pre-check signature, so every line would be a \
                  candidate: give it a `match`, `present`, `pattern` or `require_type`, a \
-                 `prefix` that requires a literal of at least 3 bytes, or a `signature`"
+                 `prefix` or `suffix` that requires a literal of at least 3 bytes, or a \
+                 `signature`"
                     .into(),
             ),
             (
@@ -833,6 +936,15 @@ rules:
             (
                 r"{name: r, prefix: '^\d+ pryv-audit\[\d+\]:(?: optional-longer-text)?', present: [/k], type: /t}",
                 vec![" pryv-audit["],
+            ),
+            // Then the suffix's, when the prefix has none long enough.
+            (
+                r"{name: r, prefix: '^\[', suffix: '^ \[\] (?:end-of-record)?$', present: [/k], type: /t}",
+                vec![" [] "],
+            ),
+            (
+                r"{name: r, prefix: 'prefix-literal', suffix: '^ suffix-literal-longer$', type: /t}",
+                vec!["prefix-literal"],
             ),
             // A short literal is not enough: then the type keys when the type is required.
             (
