@@ -56,21 +56,6 @@ fn every_sample_gives_the_expected_audit_count() {
     }
 }
 
-/// `examples/rules-as-formats.yaml`: each built-in format written as a custom rule, and no
-/// built-in format enabled.
-fn rules_config() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules-as-formats.yaml")
-}
-
-/// A shipped record less what differs between a built-in format and the rule written for it
-/// (the format's name), and what differs between two runs (the read time).
-fn without_format(mut record: Value) -> Value {
-    record["headers"]["format"] = Value::Null;
-    record["value"]["format"] = Value::Null;
-    record["value"]["observed_time"] = Value::Null;
-    record
-}
-
 #[test]
 fn seed_formats_written_as_rules_ship_what_the_builtins_ship() {
     let dir = tempdir();

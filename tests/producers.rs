@@ -210,21 +210,6 @@ fn a_laravel_context_cut_by_a_line_break_is_counted_invalid() {
     ]);
 }
 
-/// Each built-in audit format written as a custom rule, and no built-in format enabled (the
-/// README's "Writing a format as a rule").
-fn rules_config() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules-as-formats.yaml")
-}
-
-/// A shipped record less what differs between a built-in format and the rule written for it
-/// (the format's name), and what differs between two runs (the read time).
-fn without_format(mut record: Value) -> Value {
-    record["headers"]["format"] = Value::Null;
-    record["value"]["format"] = Value::Null;
-    record["value"]["observed_time"] = Value::Null;
-    record
-}
-
 /// The monolog rules of `examples/rules-as-formats.yaml` ship what the built-in `monolog`
 /// ships from what the real monolog writes, in every setup and framing: the same counts and
 /// the same records, byte for byte, but for the format's name. The Laravel setup's multi-line

@@ -320,11 +320,11 @@ pub struct Field<'a> {
 pub const UNKNOWN_TYPE: &str = "unknown";
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The problems of an `audit` section, with their paths from the top of the config.
-    fn problems(yaml: &str) -> Vec<String> {
+    pub(super) fn problems(yaml: &str) -> Vec<String> {
         match crate::yaml::from_str::<AuditConfig>(yaml) {
             Err(e) => vec![format!("audit.{e}")],
             Ok(config) => {

@@ -710,18 +710,8 @@ rules:
 
     /// The problems of an `audit` section whose rules are `rules` (YAML flow items).
     fn problems(rules: &[&str]) -> Vec<String> {
-        let yaml = format!("formats: []\nrules:\n{}", {
-            let items: Vec<String> = rules.iter().map(|r| format!("  - {r}\n")).collect();
-            items.concat()
-        });
-        match crate::yaml::from_str::<AuditConfig>(&yaml) {
-            Err(e) => vec![format!("audit.{e}")],
-            Ok(config) => {
-                let mut problems = Vec::new();
-                config.validate("audit", &mut problems);
-                problems.iter().map(ToString::to_string).collect()
-            }
-        }
+        let items: Vec<String> = rules.iter().map(|r| format!("  - {r}\n")).collect();
+        crate::extract::tests::problems(&format!("formats: []\nrules:\n{}", items.concat()))
     }
 
     #[test]

@@ -117,3 +117,18 @@ pub fn tool(name: &str) -> PathBuf {
             )
         })
 }
+
+/// `examples/rules-as-formats.yaml`: every seed format written as custom rules, no built-in
+/// format enabled.
+pub fn rules_config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rules-as-formats.yaml")
+}
+
+/// A shipped record less what differs between a built-in format and the rule written for it
+/// (the format's name), and what differs between two runs (the read time).
+pub fn without_format(mut record: serde_json::Value) -> serde_json::Value {
+    record["headers"]["format"] = serde_json::Value::Null;
+    record["value"]["format"] = serde_json::Value::Null;
+    record["value"]["observed_time"] = serde_json::Value::Null;
+    record
+}
