@@ -33,8 +33,12 @@
 //! written the same way by any JSON encoder: a plain ASCII string, `true`, `false`, `null`);
 //! the longest literal the prefix, else the suffix, requires, when it has at least
 //! [`MIN_LITERAL`] bytes; with `require_type`, every `type` pointer's last key followed by `:`;
-//! the first `present`, then the first `pattern` pointer's last key followed by `:`. A rule
-//! with none of them would make every line a candidate and is refused. A line that holds the
+//! the first `present`, then the first `pattern` pointer's last key followed by `:`. A pointer's
+//! "key" is its last segment that is surely a member name (not an array index such as the `0`
+//! of `/tags/0`, which has no name in the line) and that every JSON encoder writes as it is
+//! (printable ASCII without `/`, `<`, `>`, `&`, `=`, `'`: PHP writes `\/`, Go `\u0026`, PHP
+//! and Python escape non-ASCII); a value is added only on the same terms. A rule with none of
+//! them would make every line a candidate and is refused. A line that holds the
 //! signature but no valid object that accounts for it is counted invalid, as for the built-in
 //! formats.
 //!
@@ -327,7 +331,9 @@ fn build(config: &RuleConfig, at: &str) -> Result<Rule, Vec<Problem>> {
             format!(
                 "has no pre-check signature, so every line would be a candidate: give it a \
                  `match`, `present`, `pattern` or `require_type`, a `prefix` or `suffix` that \
-                 requires a literal of at least {MIN_LITERAL} bytes, or a `signature`"
+                 requires a literal of at least {MIN_LITERAL} bytes, or a `signature` (a \
+                 member name serves only when it is not an array index and every JSON encoder \
+                 writes it as it is: printable ASCII without `/`, `<`, `>`, `&`, `=`, `'`)"
             ),
         )),
         _ => {}
@@ -448,23 +454,24 @@ fn signatures(
     patterns: &[(Vec<String>, Regex)],
     types: &[Vec<String>],
 ) -> Vec<Signature> {
-    let key = |segments: &[String]| {
-        serde_json::Value::String(segments.last().cloned().unwrap_or_default()).to_string()
-    };
     if let Some(text) = config.signature.as_deref().filter(|s| !s.is_empty()) {
         return vec![Signature::new(text.as_bytes(), Tail::Nothing)];
     }
-    if let Some((segments, value)) = matches.first() {
+    if let Some(signature) = matches.iter().find_map(|(segments, value)| {
+        let (needle, last) = key_needle(segments)?;
         let tail = match value {
-            serde_json::Value::String(s) if !s.contains(['"', '\\']) && s.is_ascii() => {
+            // The value follows the key only when the key is the pointer's last segment.
+            serde_json::Value::String(s) if last && written_as_is(s) => {
                 Tail::ColonThen(format!("\"{s}\"").into_bytes())
             }
-            serde_json::Value::Bool(_) | serde_json::Value::Null => {
+            serde_json::Value::Bool(_) | serde_json::Value::Null if last => {
                 Tail::ColonThen(value.to_string().into_bytes())
             }
             _ => Tail::Colon,
         };
-        return vec![Signature::new(key(segments), tail)];
+        Some(Signature::new(needle, tail))
+    }) {
+        return vec![signature];
     }
     let literal = (config.prefix.as_deref().and_then(longest_literal))
         .or_else(|| config.suffix.as_deref().and_then(longest_literal));
@@ -472,20 +479,48 @@ fn signatures(
         return vec![Signature::new(literal, Tail::Nothing)];
     }
     if config.require_type {
-        let mut keys: Vec<String> = types.iter().map(|t| key(t)).collect();
-        keys.sort();
-        keys.dedup();
-        return keys
-            .into_iter()
-            .map(|k| Signature::new(k, Tail::Colon))
-            .collect();
+        // Every type pointer needs a needle: a record typed only by the one without would
+        // never be a candidate.
+        let keys: Option<Vec<String>> = types.iter().map(|t| Some(key_needle(t)?.0)).collect();
+        if let Some(mut keys) = keys {
+            keys.sort();
+            keys.dedup();
+            return keys
+                .into_iter()
+                .map(|k| Signature::new(k, Tail::Colon))
+                .collect();
+        }
     }
-    let first = present
-        .first()
-        .or_else(|| patterns.first().map(|(segments, _)| segments));
-    first
-        .map(|segments| vec![Signature::new(key(segments), Tail::Colon)])
+    present
+        .iter()
+        .chain(patterns.iter().map(|(segments, _)| segments))
+        .find_map(|segments| key_needle(segments))
+        .map(|(needle, _)| vec![Signature::new(needle, Tail::Colon)])
         .unwrap_or_default()
+}
+
+/// The needle (a quoted member name) that every object holding `segments` has, and whether
+/// it is the pointer's last segment: the last segment that is surely a member name (the
+/// first, as a record is an object, or one that is not an array index) and that every JSON
+/// encoder writes as it is. `None` when no segment is both.
+fn key_needle(segments: &[String]) -> Option<(String, bool)> {
+    let surely_key = |i: usize, s: &str| i == 0 || !s.bytes().all(|b| b.is_ascii_digit());
+    let (i, segment) = segments
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(i, s)| surely_key(*i, s) && !s.is_empty() && written_as_is(s))?;
+    Some((format!("\"{segment}\""), i + 1 == segments.len()))
+}
+
+/// Whether every common JSON encoder writes `s`, inside a string, as these same bytes: not
+/// PHP (`/` as `\/`, non-ASCII as `\u00f6`), Python (non-ASCII), Go (`&`, `<`, `>` as
+/// `\u0026`…), Gson (also `=` and `'`), nor any (`"`, `\`, control characters).
+fn written_as_is(s: &str) -> bool {
+    s.bytes().all(|b| {
+        (b.is_ascii_graphic() || b == b' ')
+            && !matches!(b, b'"' | b'\\' | b'/' | b'<' | b'>' | b'&' | b'=' | b'\'')
+    })
 }
 
 /// The longest literal every match of the regex holds, when it has at least [`MIN_LITERAL`]
@@ -806,7 +841,9 @@ rules:
                 "audit.rules[0]: has no pre-check signature, so every line would be a \
                  candidate: give it a `match`, `present`, `pattern` or `require_type`, a \
                  `prefix` or `suffix` that requires a literal of at least 3 bytes, or a \
-                 `signature`"
+                 `signature` (a member name serves only when it is not an array index and \
+                 every JSON encoder writes it as it is: printable ASCII without `/`, `<`, \
+                 `>`, `&`, `=`, `'`)"
                     .into(),
             ),
             (
@@ -953,5 +990,50 @@ rules:
         ] {
             assert_eq!(needles(rule), want, "{rule}");
         }
+    }
+
+    /// Finding (adv15) 1: the derived signature assumed how the producer's JSON encoder writes
+    /// the key and the value, and that every pointer segment is a key. PHP's `json_encode`
+    /// writes `/` as `\/`, PHP and Python (`ensure_ascii`) write non-ASCII as `\u00f6`, Go
+    /// writes `&` `<` `>` as `\u0026`…, and `/tags/0` names an array element, which has no
+    /// key: `"0":` is never in the line. Each such rule loaded, then silently never saw a
+    /// candidate: every record counted `ordinary`. The lines below are what `php -r 'echo
+    /// json_encode([...]);'` and `python3 -c 'print(json.dumps({...}))'` print (run when this
+    /// test was written) and what Go's `encoding/json` writes for `a&b`.
+    #[test]
+    fn finding_1_a_derived_signature_holds_however_the_encoder_escapes_or_indexes() {
+        let yaml = r#"
+formats: []
+rules:
+  - {name: slash, match: {/kind: "audit/v1"}, type: /t}
+  - {name: index, present: [/tags/0], type: /t2}
+  - {name: index-match, match: {/labels/0: audit}, type: /t3}
+  - {name: key-slash, present: ["/a~1b", /k], type: /t4}
+  - {name: html, match: {/k: "a&b"}, type: /t5}
+  - {name: typed, type: [/events/0, /event_kind], require_type: true}
+"#;
+        let config: AuditConfig = crate::yaml::from_str(yaml).unwrap();
+        let x = Extractor::new(&config).unwrap();
+        for (line, want) in [
+            (r#"{"kind":"audit\/v1","t":"x"}"#, "slash"),
+            (r#"{"kind": "audit/v1", "t": "x"}"#, "slash"),
+            (r#"{"tags":["a"],"t2":"y"}"#, "index"),
+            (r#"{"labels": ["audit"], "t3": "z"}"#, "index-match"),
+            (r#"{"a\/b":1,"k":2,"t4":"w"}"#, "key-slash"),
+            (r#"{"k":"a\u0026b","t5":"v"}"#, "html"),
+            (r#"{"events":["login"]}"#, "typed"),
+        ] {
+            match x.extract(line.as_bytes()) {
+                Extraction::Audit(a) => assert_eq!(&**a.format, want, "{line}"),
+                other => panic!("{want}: {line} is {other:?}"),
+            }
+        }
+        // A rule whose every test names a key no needle can stand for (a non-ASCII key, which
+        // PHP and Python escape) is refused, so the user gives a `signature`, instead of
+        // loading and never matching.
+        let got = problems(&["{name: r, present: [/größe], type: /t}"]);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].contains("`signature`"), "{got:?}");
+        assert!(problems(&["{name: r, present: [/größe], type: /t, signature: 'gr'}"]).is_empty());
     }
 }
