@@ -92,7 +92,11 @@ impl Prefilter {
     ) -> Result<Prefilter, aho_corasick::BuildError> {
         let (needles, patterns) = distinct(signatures);
         let needles: Vec<&[u8]> = needles.iter().map(Vec::as_slice).collect();
-        let finder = Finder::new(&needles)?;
+        let finder = if any_overlap(&needles) {
+            Finder::Overlapping(AhoCorasick::new(&needles)?)
+        } else {
+            Finder::new(&needles)?
+        };
         Ok(Prefilter { patterns, finder })
     }
 
@@ -145,10 +149,17 @@ fn distinct(signatures: Vec<(usize, Signature)>) -> (Vec<Vec<u8>>, Vec<Sharers>)
 /// has it, a plain Aho-Corasick automaton otherwise. (Aho-Corasick's own prefilter keys on the
 /// rarest byte of the needles, here `"`, which JSON lines are full of: the packed searcher is
 /// about ten times faster on them.)
+///
+/// Both report non-overlapping matches, leftmost first: a needle whose place in the line
+/// overlaps another needle's match is not reported there. When two needles can overlap (a
+/// rule's `signature: 'slug":"auth'` and monolog's `"message_slug"`, `-audit[` inside
+/// `pryv-audit[`), every match is reported instead, overlapping or not ([`any_overlap`]).
 #[derive(Debug)]
 enum Finder {
     Packed(aho_corasick::packed::Searcher),
     Automaton(AhoCorasick),
+    /// A standard automaton searched for overlapping matches.
+    Overlapping(AhoCorasick),
 }
 
 impl Finder {
@@ -168,8 +179,32 @@ impl Finder {
         match self {
             Finder::Packed(s) => s.find_iter(haystack).for_each(each),
             Finder::Automaton(a) => a.find_iter(haystack).for_each(each),
+            Finder::Overlapping(a) => a.find_overlapping_iter(haystack).for_each(each),
         }
     }
+}
+
+/// Whether two of the needles can share bytes where they occur in a line: one inside the
+/// other, or an end of one that is a start of the other. Two quoted member names (`"kind"`,
+/// `"level"`: a `"`, no other `"`, a `"`) sharing only a quote are not counted: in JSON a
+/// closing quote is never also an opening one, so that overlap is never a member name.
+fn any_overlap(needles: &[&[u8]]) -> bool {
+    let quoted = |n: &[u8]| {
+        n.len() >= 2 && n[0] == b'"' && n[n.len() - 1] == b'"' && !n[1..n.len() - 1].contains(&b'"')
+    };
+    let contains =
+        |hay: &[u8], n: &[u8]| n.len() <= hay.len() && hay.windows(n.len()).any(|w| w == n);
+    let pair = |a: &[u8], b: &[u8]| {
+        let tokens = quoted(a) && quoted(b);
+        let joins = |x: &[u8], y: &[u8]| {
+            (1..x.len().min(y.len())).any(|k| x[x.len() - k..] == y[..k] && !(tokens && k == 1))
+        };
+        contains(a, b) || contains(b, a) || joins(a, b) || joins(b, a)
+    };
+    needles
+        .iter()
+        .enumerate()
+        .any(|(i, a)| needles[i + 1..].iter().any(|b| pair(a, b)))
 }
 
 // === impl Tail ===
@@ -282,5 +317,44 @@ mod tests {
                 assert_eq!(found.hits(), hits, "{name}: {line}");
             }
         }
+    }
+
+    /// Finding (adv15) 2: the searcher reports non-overlapping matches, leftmost first, so a
+    /// needle that overlaps another's match in the line (a rule's `signature: 'slug":"auth'`
+    /// inside monolog's `"message_slug"`, or two needles starting at one place) was never
+    /// reported: its detector was never a candidate, and as the winning needle sat inside a
+    /// valid object the line was `ordinary`, the record silently lost.
+    #[test]
+    fn finding_2_needles_that_overlap_in_the_line_each_get_their_detector() {
+        let signatures = || {
+            vec![
+                (0, Signature::new(r#""message_slug""#, Tail::Colon)),
+                (1, Signature::new(r#"slug":"auth"#, Tail::Nothing)),
+                (2, Signature::new(r#""kind""#, Tail::Colon)),
+                (3, Signature::new(r#""kind":"audit"#, Tail::Nothing)),
+                (4, Signature::new("pryv-audit[", Tail::Nothing)),
+                (5, Signature::new("-audit[", Tail::Nothing)),
+            ]
+        };
+        let prefilter = Prefilter::new(signatures()).unwrap();
+        for (line, detectors) in [
+            (r#"{"message_slug":"auth-x"}"#, 0b000011),
+            (r#"{"kind":"audit"}"#, 0b001100),
+            (r#"x pryv-audit[1]: {"a":1}"#, 0b110000),
+            (r#"x my-audit[1]: {"a":1}"#, 0b100000),
+        ] {
+            let found = prefilter.scan(line.as_bytes());
+            assert_eq!(found.detectors, detectors, "{line}");
+        }
+        // Quoted member names sharing no more than a quote keep the packed searcher.
+        let names: [&[u8]; 5] = [
+            br#""audit""#,
+            br#""event""#,
+            br#""message_slug""#,
+            br#""log_event_type""#,
+            b"pryv-audit[",
+        ];
+        assert!(!any_overlap(&names));
+        assert!(any_overlap(&[br#""kind""#, br#""kind":"a"#]));
     }
 }
