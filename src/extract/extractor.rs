@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::explain::{Observer, Quiet};
 use super::format::Format;
 use super::json::{as_str, is_non_object_json, parse_pointer, Objects};
-use super::prefilter::{Prefilter, MAX_DETECTORS, MAX_HITS};
+use super::prefilter::{Prefilter, MAX_DETECTORS};
 use super::rule::Rule;
 use super::{AuditConfig, AuditRecord, ExtractError, Extraction, InvalidReason};
 
@@ -137,8 +137,8 @@ impl Extractor {
             seen.not_an_object();
             return Extraction::Ordinary;
         }
-        let hits = candidates.hits();
-        let mut covered = [false; MAX_HITS];
+        // Where the valid objects are: a signature inside none makes the line invalid.
+        let mut spans: Vec<(usize, usize)> = Vec::new();
         let mut objects = Objects::new(text);
         while let Some(attempt) = objects.next_attempt() {
             let located = match attempt {
@@ -149,9 +149,7 @@ impl Extractor {
                 }
             };
             seen.object(&located);
-            for (i, hit) in hits.iter().enumerate() {
-                covered[i] |= located.start <= *hit && *hit < located.end;
-            }
+            spans.push((located.start, located.end));
             for (d, detector) in self.detectors.iter().enumerate() {
                 if !candidates.includes(d) {
                     continue;
@@ -181,8 +179,19 @@ impl Extractor {
                 }
             }
         }
-        seen.coverage(hits, &covered[..hits.len()]);
-        if covered[..hits.len()].iter().all(|c| *c) {
+        // Every signature's place counts, not only the first few the pre-check keeps.
+        let all;
+        let hits = if candidates.more() {
+            all = self.prefilter.all_hits(line);
+            &all[..]
+        } else {
+            candidates.hits()
+        };
+        let covered: Vec<bool> = (hits.iter())
+            .map(|h| spans.iter().any(|(start, end)| start <= h && h < end))
+            .collect();
+        seen.coverage(hits, &covered);
+        if covered.iter().all(|c| *c) {
             // Every signature sits inside valid JSON that is not an audit record (a nested
             // `{"level":"audit"}`, or a `"type":"event"` without `/event/type`).
             Extraction::Ordinary
@@ -367,6 +376,28 @@ pub(super) mod tests {
             (a.prefix, a.record),
             ("[1] ", r#"{"level":"audit","recordType":"spark"}"#)
         );
+    }
+
+    /// Finding (adv15) 3: only the first four signature places were checked against the
+    /// valid objects, so a line whose first four signatures sat inside valid objects that are
+    /// not records (a message quoting audit-looking JSON) and whose fifth was in a record cut
+    /// short (a Laravel context cut by a line break) was `ordinary`: the cut record lost
+    /// without a count. Every place counts, however many there are.
+    #[test]
+    fn finding_3_a_cut_record_after_four_quoted_signatures_is_counted_invalid() {
+        let x = extractor();
+        let quoted = r#"{"log_event_type":"q"} "#.repeat(crate::extract::prefilter::MAX_HITS);
+        let line = format!(
+            r#"[2026-01-01 00:00:00] a.INFO: see {quoted}{{"log_event_type":"real","x":"cut"#
+        );
+        let got = x.extract(line.as_bytes());
+        assert!(
+            matches!(got, Extraction::Invalid(InvalidReason::Json)),
+            "{line}: {got:?}"
+        );
+        // Every place inside valid objects that are not records: ordinary, as before.
+        let line = format!("[2026-01-01 00:00:00] a.INFO: see {quoted}{quoted}[] []");
+        assert!(matches!(x.extract(line.as_bytes()), Extraction::Ordinary));
     }
 
     #[test]

@@ -5,16 +5,18 @@
 //! needle occurs (`"level"` and `:` before it, whitespace allowed). All needles go into one
 //! multi-needle searcher, so the cost is one pass whatever the number of formats.
 //!
-//! Guarantees: a line is a candidate for a detector only if one of its signatures is present;
-//! the search does no allocation and calls no detector code while it scans.
+//! Guarantees: a line is a candidate for a detector if and only if one of its signatures is
+//! present, wherever other needles occur; the search does no allocation and calls no detector
+//! code while it scans.
 
 use aho_corasick::AhoCorasick;
 
 /// At most this many detectors are candidates at once (a bit set).
 pub(crate) const MAX_DETECTORS: usize = 64;
 
-/// At most this many signature positions are kept per line: enough to tell, when no record is
-/// found, a signature inside valid JSON (ordinary) from one outside it (invalid).
+/// At most this many signature positions are kept per line by the scan, without allocating;
+/// a line with more, when no record is found in it, is searched again for all of them
+/// ([`Prefilter::all_hits`]), as each one inside no valid JSON makes the line invalid.
 pub(crate) const MAX_HITS: usize = 4;
 
 /// A byte pattern whose presence makes a line a candidate for one detector: the needle found
@@ -65,6 +67,8 @@ pub(crate) struct Candidates {
     /// Where the first signatures start.
     hits: [usize; MAX_HITS],
     nhits: usize,
+    /// More signatures were found than `hits` holds ([`Prefilter::all_hits`] has them all).
+    more: bool,
 }
 
 impl Candidates {
@@ -81,6 +85,11 @@ impl Candidates {
     /// The start of the first (at most [`MAX_HITS`]) signatures found.
     pub(crate) fn hits(&self) -> &[usize] {
         &self.hits[..self.nhits]
+    }
+
+    /// Whether more signatures were found than [`Candidates::hits`] holds.
+    pub(crate) fn more(&self) -> bool {
+        self.more
     }
 }
 
@@ -106,6 +115,7 @@ impl Prefilter {
             detectors: 0,
             hits: [0; MAX_HITS],
             nhits: 0,
+            more: false,
         };
         self.finder.for_each_match(line, |m| {
             let mut hit = false;
@@ -118,9 +128,27 @@ impl Prefilter {
             if hit && found.nhits < MAX_HITS {
                 found.hits[found.nhits] = m.start();
                 found.nhits += 1;
+            } else if hit {
+                found.more = true;
             }
         });
         found
+    }
+
+    /// Where every signature in `line` starts: for the rare line with more than
+    /// [`MAX_HITS`], whose every place must be checked before it is called ordinary.
+    pub(crate) fn all_hits(&self, line: &[u8]) -> Vec<usize> {
+        let mut hits = Vec::new();
+        self.finder.for_each_match(line, |m| {
+            let patterns = &self.patterns[m.pattern().as_usize()];
+            if patterns
+                .iter()
+                .any(|(_, tail)| tail.matches(&line[..m.start()], &line[m.end()..]))
+            {
+                hits.push(m.start());
+            }
+        });
+        hits
     }
 }
 
