@@ -400,6 +400,39 @@ pub(super) mod tests {
         assert!(matches!(x.extract(line.as_bytes()), Extraction::Ordinary));
     }
 
+    /// Finding (adv15) 4: the walk gave up after 32 `{` per line, valid objects included, so
+    /// a Laravel line whose message holds a JSON array of 40 rows
+    /// (`Log::info('Imported '.json_encode($rows), [...])`) or 17 Blade `{{ x }}` never reached
+    /// its context: the audit event was counted invalid, not shipped. Both lines are what the
+    /// real monolog 2.9.1 writes with Laravel's LineFormatter. Valid objects cost linear work
+    /// (their inside is never tried again); only the `{` that start none are bounded.
+    #[test]
+    fn finding_4_a_message_with_many_braces_does_not_hide_the_context() {
+        let x = extractor();
+        let rows: Vec<String> = (0..40).map(|i| format!(r#"{{"id":{i}}}"#)).collect();
+        let blade = "{{ x }} ".repeat(17);
+        for (line, want) in [
+            (
+                format!(
+                    r#"[2026-12-02 06:52:09] app.INFO: Imported rows [{}] {{"log_event_type":"rows-imported","count":40}} "#,
+                    rows.join(",")
+                ),
+                "rows-imported",
+            ),
+            (
+                format!(
+                    r#"[2026-12-02 06:52:09] app.INFO: Template {blade}rendered {{"log_event_type":"template-rendered"}} "#
+                ),
+                "template-rendered",
+            ),
+        ] {
+            match x.extract(line.as_bytes()) {
+                Extraction::Audit(a) => assert_eq!(a.record_type, want),
+                other => panic!("{line}: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn embedded_record_keeps_prefix_and_suffix() {
         let x = extractor();

@@ -102,9 +102,16 @@ pub struct Located<'a> {
     pub object: Object<'a>,
 }
 
-/// The most `{` positions tried per line, so that a pathological line (thousands of
-/// unbalanced braces) costs bounded work.
-pub const MAX_ATTEMPTS: usize = 32;
+/// The most `{` positions per line that start no valid object and are tried anyway. A valid
+/// object is never searched again, so valid objects cost one pass whatever their number; a
+/// `{` that starts none is tried from the next byte on, which could cost a pass each. With
+/// [`REJECTED_WORK`], a pathological line (thousands of unbalanced braces) costs bounded
+/// work, while a message with dozens of `{` (a Blade `{{ x }}`, a code snippet) before its
+/// record costs little and still reaches it.
+pub const MAX_REJECTED: usize = 256;
+
+/// The bytes the `{` that start no valid object may cost to try, in all, per byte of the line.
+pub const REJECTED_WORK: usize = 4;
 
 /// Walks the JSON objects of a line from left to right. A `{` that does not start a valid
 /// object is skipped; the inside of a valid object is never searched again, so a nested object
@@ -112,7 +119,9 @@ pub const MAX_ATTEMPTS: usize = 32;
 pub struct Objects<'a> {
     line: &'a str,
     pos: usize,
-    attempts: usize,
+    /// The `{` that started no valid object so far, and the bytes read to tell.
+    rejected: usize,
+    rejected_bytes: usize,
 }
 
 impl<'a> Objects<'a> {
@@ -120,7 +129,8 @@ impl<'a> Objects<'a> {
         Objects {
             line,
             pos: 0,
-            attempts: 0,
+            rejected: 0,
+            rejected_bytes: 0,
         }
     }
 }
@@ -134,14 +144,16 @@ pub struct Rejected {
 
 impl<'a> Objects<'a> {
     /// The next `{` tried, as the object it starts or why it starts none; `None` when no `{`
-    /// is left or [`MAX_ATTEMPTS`] were tried. The iterator skips the rejected ones.
+    /// is left or the rejected ones spent their bounds ([`MAX_REJECTED`], [`REJECTED_WORK`]).
+    /// The iterator skips the rejected ones.
     pub fn next_attempt(&mut self) -> Option<Result<Located<'a>, Rejected>> {
-        if self.attempts >= MAX_ATTEMPTS {
+        if self.rejected >= MAX_REJECTED
+            || self.rejected_bytes > REJECTED_WORK.saturating_mul(self.line.len())
+        {
             return None;
         }
         let bytes = self.line.as_bytes();
         let start = self.pos + memchr::memchr(b'{', bytes.get(self.pos..)?)?;
-        self.attempts += 1;
         let rest = &self.line[start..];
         let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Object<'a>>();
         match stream.next() {
@@ -156,6 +168,13 @@ impl<'a> Objects<'a> {
                 let error = other
                     .and_then(Result::err)
                     .unwrap_or_else(|| <serde_json::Error as de::Error>::custom("no JSON value"));
+                // How far the parser read before it failed (its column counts bytes on the
+                // error's line; a later line means it read past this one's end).
+                self.rejected += 1;
+                self.rejected_bytes += match error.line() {
+                    1 => error.column().max(1),
+                    _ => rest.len(),
+                };
                 Some(Err(Rejected { start, error }))
             }
         }
@@ -257,5 +276,21 @@ mod tests {
     fn pathological_braces_cost_bounded_work() {
         let line = "{".repeat(100_000);
         assert_eq!(Objects::new(&line).count(), 0);
+        // Each `{` here starts an object the parser reads far into before it fails: the
+        // bytes read for the rejected ones stay within REJECTED_WORK per byte of the line.
+        for line in [
+            r#"{"a":[0,"#.repeat(20_000),
+            format!("{}x", r#"{"a":"#.repeat(20_000)),
+        ] {
+            let mut objects = Objects::new(&line);
+            while objects.next_attempt().is_some() {}
+            assert!(objects.rejected <= MAX_REJECTED);
+            assert!(
+                objects.rejected_bytes <= (REJECTED_WORK + 1) * line.len(),
+                "{} bytes read for a line of {}",
+                objects.rejected_bytes,
+                line.len()
+            );
+        }
     }
 }
