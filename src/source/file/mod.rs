@@ -35,6 +35,7 @@ mod watched;
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,6 +98,9 @@ pub(super) struct FileTailer {
     /// An event came too soon after a scan to scan again at once: one is due [`SCAN_GAP`]
     /// after the last.
     scan_soon: bool,
+    /// A removal or rename was announced: notify may have dropped the watch of a live file
+    /// (it keeps watches by path; see [`FileTailer::rewatch_live_files`]).
+    rewatch: Arc<AtomicBool>,
 }
 
 impl FileTailer {
@@ -129,6 +133,7 @@ impl FileTailer {
             unwatched_dirs: Vec::new(),
             file_unwatched: false,
             scan_soon: false,
+            rewatch: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -253,7 +258,19 @@ impl FileTailer {
         &mut self,
         wake: std_mpsc::SyncSender<()>,
     ) -> Option<notify::RecommendedWatcher> {
+        let rewatch = Arc::clone(&self.rewatch);
         let handler = move |event: notify::Result<notify::Event>| {
+            // Set before notify drops the watch the event names, which it does after this
+            // handler returns and before it takes the tailer's next watch request.
+            if event.as_ref().is_ok_and(|e| {
+                matches!(
+                    e.kind,
+                    notify::EventKind::Remove(_)
+                        | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                )
+            }) {
+                rewatch.store(true, Ordering::SeqCst);
+            }
             // An open changes nothing to read, and the tailer's own scans open the
             // directories: without this, each scan would wake the loop again.
             if !event.as_ref().is_ok_and(super::only_opened) {
@@ -288,6 +305,23 @@ impl FileTailer {
                 tracing::warn!(error = %e, path = %path.display(), "cannot watch file; polling");
                 self.file_unwatched = true;
             }
+        }
+    }
+
+    /// Watches the live files again. notify keeps one watch per path, and every file a path
+    /// named was watched under it: when an older one (rotated away, let go) is deleted or
+    /// renamed, notify drops the watch that path has now, the live file's. Following
+    /// `/var/log/containers` links, that watch is the only one announcing its writes. Watching
+    /// the same file again adds nothing.
+    fn rewatch_live_files(&mut self) {
+        let live: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|w| w.rotated_at.is_none() && !w.writer_gone)
+            .map(|w| w.path.clone())
+            .collect();
+        for path in live {
+            self.watch_file(&path);
         }
     }
 
@@ -427,6 +461,9 @@ impl FileTailer {
                     }
                 }
             }
+        }
+        if self.rewatch.swap(false, Ordering::SeqCst) {
+            self.rewatch_live_files();
         }
         // Files rotated since the last look may have been followed by more rotations than one:
         // the files in between are read too.
