@@ -1275,3 +1275,32 @@ fn a_rotated_file_deleted_takes_the_live_files_watch_with_it() {
         "a record written to the live log took {slowest:?} to ship (poll_interval 50 ms)"
     );
 }
+
+/// Checkpoints are written only when their content changed (issue 16). One deleted or
+/// replaced (its directory emptied and made again: a volume restored, a node agent cleaning)
+/// while nothing moves is not written again for up to 5 minutes; a restart meanwhile finds
+/// none and reads every log from its start (or, with `read_from: end`, from its end:
+/// whatever was written while auditrail was down is skipped without a gap).
+#[test]
+fn a_deleted_checkpoint_file_is_not_written_again_while_nothing_moves() {
+    let dir = tempdir();
+    let (pod, pattern) = pod_dir(dir.path());
+    let config = config_for(dir.path(), &pattern, "");
+    let mut app = Kubelet::new(&pod);
+    let mut ledger = Ledger::default();
+    ledger.audit(&mut app, 10, "before");
+    let daemon = Daemon::start(&config);
+    give_time_to_ship(&daemon, &ledger.all(), SOON);
+    wait_for_checkpoint(dir.path(), &app.path(), app.len());
+    let file = dir.path().join("checkpoints/checkpoints.json");
+    fs::remove_file(&file).unwrap();
+    // checkpoint_interval is 100 ms: twenty saves' time.
+    std::thread::sleep(Duration::from_secs(2));
+    let rewritten = file.exists();
+    let stopped = daemon.stop_cleanly();
+    assert_promise(&stopped.stdout, &ledger, "");
+    assert!(
+        rewritten,
+        "checkpoints.json deleted 2 s ago was not written again (checkpoint_interval 100ms)"
+    );
+}

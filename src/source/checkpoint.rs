@@ -159,7 +159,17 @@ pub(crate) struct Checkpoints {
     /// What the last save wrote (its [`Digest`], timestamps left out) and when: a save that
     /// would write the same is skipped, so a quiet source does not write (nor wake) every
     /// `checkpoint_interval`.
-    saved: Mutex<Option<(u64, std::time::Instant)>>,
+    saved: Mutex<Option<Saved>>,
+}
+
+/// What the last save wrote.
+#[derive(Debug, Clone, Copy)]
+struct Saved {
+    digest: u64,
+    at: std::time::Instant,
+    /// The file it wrote (device, inode): one deleted or replaced since is written again,
+    /// whatever its content.
+    file: Option<(u64, u64)>,
 }
 
 /// The longest a checkpoint file goes without being written again although nothing in it
@@ -438,12 +448,17 @@ impl Checkpoints {
 
 impl Checkpoint for Checkpoints {
     /// Whether a save would write anything new (or the file was last written [`REFRESH`]
-    /// ago, or never, or its directory is gone: the save then fails and says so). A volume
-    /// that turned read-only or full is noticed at the next save that has something to write.
+    /// ago, or never, or the file it wrote was deleted or replaced since, or its directory is
+    /// gone: the save then fails and says so). A volume that turned read-only or full is noticed
+    /// at the next save that has something to write.
     fn changed(&self) -> bool {
         let saved = *self.saved.lock().unwrap_or_else(|e| e.into_inner());
-        saved.is_none_or(|(digest, at)| at.elapsed() >= REFRESH || digest != self.digest())
-            || !self.file.dir_usable()
+        saved.is_none_or(|s| {
+            s.at.elapsed() >= REFRESH
+                || s.file.is_none()
+                || s.file != self.file.identity()
+                || s.digest != self.digest()
+        }) || !self.file.dir_usable()
     }
 
     /// Records handed to outputs and not yet confirmed, over every file.
@@ -528,8 +543,11 @@ impl Checkpoint for Checkpoints {
             files,
             followed,
         })?;
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((digest.0, std::time::Instant::now()));
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved {
+            digest: digest.0,
+            at: std::time::Instant::now(),
+            file: self.file.identity(),
+        });
         Ok(())
     }
 }
