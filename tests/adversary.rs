@@ -1304,3 +1304,34 @@ fn a_deleted_checkpoint_file_is_not_written_again_while_nothing_moves() {
         "checkpoints.json deleted 2 s ago was not written again (checkpoint_interval 100ms)"
     );
 }
+
+/// A container directory made while auditrail runs (a new container of the pod): notify
+/// watches it only once it has handled its creation, and the tailer's scan for that event
+/// may come before the runtime created the log in it. Its first records would then wait for
+/// the next event or the 5 s fallback scan (held: the log's creation comes after notify
+/// watches the directory, 8 of 8 times).
+#[test]
+fn held_a_container_directory_made_while_running_is_read_at_once() {
+    let dir = tempdir();
+    let (pod, pattern) = pod_dir(dir.path());
+    let config = config_for(dir.path(), &pattern, "");
+    let mut app = Kubelet::new(&pod);
+    let mut ledger = Ledger::default();
+    ledger.audit(&mut app, 1, "app");
+    let daemon = Daemon::start(&config);
+    give_time_to_ship(&daemon, &ledger.all(), SOON);
+    let mut slowest = Duration::ZERO;
+    for i in 0..8 {
+        // Quiet: the tailer sleeps on events.
+        std::thread::sleep(Duration::from_millis(700));
+        let mut c = Kubelet::for_container(&pod, &format!("sidecar-{i}"));
+        let records = ledger.audit(&mut c, 1, &format!("container {i}"));
+        slowest = slowest.max(time_to_ship(&daemon, &records, Duration::from_secs(10)));
+    }
+    let stopped = daemon.stop_cleanly();
+    assert_promise(&stopped.stdout, &ledger, "");
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "the first record of a new container took {slowest:?} to ship"
+    );
+}
