@@ -16,14 +16,23 @@
 #           ships: CPU share of one core, peak/steady RSS, CRI-timestamp-to-consumer latency
 #   pause   the same load with the broker stopped (SIGSTOP) for BENCH_PAUSE_SECONDS: peak RSS,
 #           and that every record still arrives
+#   idle    `auditrail run` on a CRI file nothing writes to, once with the Kafka output connected
+#           to tansu and once with only the stdout output: after BENCH_IDLE_SETTLE s, over
+#           BENCH_IDLE_SECONDS: % of a core, RSS, threads, wake-ups/s (voluntary context
+#           switches of all threads)
+#   startup time from exec to /readyz answering 200 (stdout output, no Kafka), and the size of
+#           the stripped binary
 #
 # Environment (defaults in brackets):
 #   BENCH_LINES [1000000]  BENCH_RUNS [3]  BENCH_SEED [1]  BENCH_SCENARIOS ["check run steady pause"]
 #   BENCH_STEADY_SECONDS [60]  BENCH_RATE [10000000]  BENCH_PAUSE_SECONDS [30]
 #   BENCH_PAUSE_LEAD [5]  BENCH_PAUSE_TAIL [15]  (seconds of load before and after the pause)
+#   BENCH_IDLE_SECONDS [60]  BENCH_IDLE_SETTLE [5]  (idle: measured span, and the wait before it)
 #   BENCH_DIR [mktemp -d]  BENCH_KEEP [0]: keep the work directory (logs, configs, results)
 #   BENCH_OUT [<work dir>/results.json]: all raw per-run figures as JSON
 #   CARGO_TARGET_DIR [./target]
+#   BENCH_BIN: measure the binaries in this directory (auditrail, auditrail-gen,
+#     examples/count_topic: a saved build) instead of building
 #
 # Quick run: BENCH_LINES=100000 BENCH_RUNS=1 BENCH_STEADY_SECONDS=10 BENCH_PAUSE_SECONDS=5 bash scripts/bench.sh
 set -euo pipefail
@@ -32,9 +41,14 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '== %s\n' "$*" >&2; }
 
-target="${CARGO_TARGET_DIR:-$PWD/target}"
-log "building release binaries (target dir $target)"
-cargo build --release --bins --example count_topic >&2
+if [ -n "${BENCH_BIN:-}" ]; then
+  log "using the binaries in $BENCH_BIN (not building)"
+else
+  target="${CARGO_TARGET_DIR:-$PWD/target}"
+  log "building release binaries (target dir $target)"
+  cargo build --release --bins --example count_topic >&2
+  export BENCH_BIN="$target/release"
+fi
 
 command -v tansu >/dev/null 2>&1 || {
   log "tansu is needed for the run/steady/pause scenarios: cargo install tansu --features dynostore --locked"
@@ -52,7 +66,6 @@ if [ "${BENCH_KEEP:-0}" != "1" ] && [ -z "${BENCH_DIR:-}" ]; then
   trap 'rm -rf "$work"' EXIT
 fi
 
-export BENCH_BIN="$target/release"
 export BENCH_WORK="$work"
 export BENCH_LINES="${BENCH_LINES:-1000000}"
 export BENCH_SEED="${BENCH_SEED:-1}"
@@ -78,6 +91,8 @@ RATE = int(os.environ.get("BENCH_RATE", "10000000"))
 PAUSE = float(os.environ.get("BENCH_PAUSE_SECONDS", "30"))
 PAUSE_LEAD = float(os.environ.get("BENCH_PAUSE_LEAD", "5"))
 PAUSE_TAIL = float(os.environ.get("BENCH_PAUSE_TAIL", "15"))
+IDLE = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
+IDLE_SETTLE = float(os.environ.get("BENCH_IDLE_SETTLE", "5"))
 OUT = os.environ.get("BENCH_OUT") or os.path.join(WORK, "results.json")
 AUDITRAIL = os.path.join(BIN, "auditrail")
 GEN = os.path.join(BIN, "auditrail-gen")
@@ -173,9 +188,11 @@ RETENTION = """retention:
 """
 
 
-def write_config(dirname, broker=None, checkpoint_interval="1s"):
+def write_config(dirname, broker=None, checkpoint_interval="1s", metrics_port=None):
     """The config of examples/auditrail.yaml (four detectors, Immuta retention), reading
-    `<dir>/logs/*.log` as CRI, shipping to `broker` when given."""
+    `<dir>/logs/*.log` as CRI, shipping to `broker` when given (else to stdout, the default
+    output); the metrics server on `metrics_port` when given (else, with a broker, on a free
+    port, and without one on the default port)."""
     os.makedirs(os.path.join(dirname, "logs"), exist_ok=True)
     text = f"""source:
   paths: ["{dirname}/logs/*.log"]
@@ -187,12 +204,14 @@ audit:
 types:
   include: [all]
 {RETENTION}"""
-    if broker:
+    if broker or metrics_port:
         # The metrics server stays on (it is part of what runs in a pod), on a free loopback
         # port so that concurrent runs and tests do not collide on 9464.
         text += f"""metrics:
-  listen: "127.0.0.1:{free_port()}"
-outputs:
+  listen: "127.0.0.1:{metrics_port or free_port()}"
+"""
+    if broker:
+        text += f"""outputs:
   kafka:
     brokers: "{broker.address}"
     create_topics: true
@@ -429,6 +448,121 @@ def scenario_pause(r):
     return live_run(f"pause-{r}", PAUSE_LEAD + PAUSE + PAUSE_TAIL, pause_at=PAUSE_LEAD, pause_for=PAUSE)
 
 
+def threads_sample(pid):
+    """{tid: (name, voluntary context switches, ns on a CPU)} of every thread of a live
+    process (the CPU time from schedstat: finer than the 10 ms ticks of /proc/PID/stat)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                name = f.read().strip()
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                ns = int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        out[tid] = (name, int(line.split()[1]), ns)
+        except (OSError, IndexError, ValueError):
+            pass  # the thread ended
+    return out
+
+
+def http_status(port, path, timeout=1.0):
+    """The status code of GET `path` on 127.0.0.1:`port`, or None when nothing answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            head = s.recv(64).decode("latin-1")
+        return int(head.split(" ")[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def wait_ready(port, proc, timeout, poll=0.002):
+    """Until /readyz answers 200; returns the moment it did (None if it never did)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if http_status(port, "/readyz") == 200:
+            return time.monotonic()
+        if proc.poll() is not None:
+            return None
+        time.sleep(poll)
+    return None
+
+
+def idle_run(name, kafka):
+    """auditrail on a CRI file that nothing writes to (a quiet pod): once everything in it is
+    shipped (acknowledged, with Kafka) and IDLE_SETTLE s have passed, what it costs over IDLE s."""
+    d = os.path.join(WORK, name)
+    broker = Broker(name) if kafka else None
+    try:
+        port = free_port()
+        config = write_config(d, broker, metrics_port=port)
+        log_path = os.path.join(d, "logs", "0.log")
+        # A few lines (about 10 audit records) shipped before the quiet starts, as in a pod.
+        subprocess.run([GEN, "--lines", "100", "--seed", str(SEED + 2), "--output", log_path],
+                       check=True, stderr=subprocess.DEVNULL)
+        p = start_auditrail(config, name)
+        assert wait_ready(port, p, 60), f"{name}: never ready; see {WORK}/{name}.auditrail.log"
+        assert wait_for_checkpoint(d, log_path, p, 60), f"{name}: the file was never shipped"
+        time.sleep(IDLE_SETTLE)
+        cpu0 = proc_sample(p.pid)[0]
+        th0 = threads_sample(p.pid)
+        t0 = time.monotonic()
+        time.sleep(IDLE)
+        cpu1, rss, hwm = proc_sample(p.pid)
+        th1 = threads_sample(p.pid)
+        t1 = time.monotonic()
+        code, ru = terminate(p)
+        wall = t1 - t0
+        per_thread, cpu_thread = {}, {}
+        for tid, (tname, n, ns) in th1.items():
+            _, n0, ns0 = th0.get(tid, (tname, 0, 0))
+            per_thread[tname] = per_thread.get(tname, 0) + n - n0
+            cpu_thread[tname] = cpu_thread.get(tname, 0) + ns - ns0
+        wakeups = sum(per_thread.values())
+        return {
+            "seconds": wall, "exit": code, "cpu_s": cpu1 - cpu0,
+            "cpu_share_pct": 100 * (cpu1 - cpu0) / wall,
+            "rss_mib": rss / MIB, "peak_rss_mib": hwm / MIB, "threads": len(th1),
+            "wakeups_per_s": wakeups / wall,
+            "wakeups_per_s_by_thread": {k: round(v / wall, 2) for k, v in sorted(per_thread.items())},
+            # Threads alive at both ends only (one that ended in between is not counted).
+            "cpu_share_pct_schedstat": 100 * sum(cpu_thread.values()) / 1e9 / wall,
+            "cpu_pct_by_thread": {k: round(100 * v / 1e9 / wall, 4) for k, v in sorted(cpu_thread.items())},
+        }
+    finally:
+        if broker:
+            broker.stop()
+
+
+def scenario_idle(r):
+    return {"kafka": idle_run(f"idle-kafka-{r}", True), "stdout": idle_run(f"idle-stdout-{r}", False)}
+
+
+def scenario_startup(r):
+    """From exec to /readyz answering 200, with the stdout output (no Kafka)."""
+    d = os.path.join(WORK, f"startup-{r}")
+    port = free_port()
+    config = write_config(d, metrics_port=port)
+    log_path = os.path.join(d, "logs", "0.log")
+    subprocess.run([GEN, "--lines", "1", "--audit-percent", "0", "--output", log_path],
+                   check=True, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    p = start_auditrail(config, f"startup-{r}")
+    ready = wait_ready(port, p, 30)
+    terminate(p)
+    assert ready is not None, f"startup: never ready; see {WORK}/startup-{r}.auditrail.log"
+    return {"ready_ms": 1000 * (ready - t0)}
+
+
+def binary_size():
+    """Bytes of the auditrail binary as built, and of a stripped copy."""
+    copy = os.path.join(WORK, "auditrail.stripped")
+    subprocess.run(["strip", "-o", copy, AUDITRAIL], check=True)
+    return {"bytes": os.path.getsize(AUDITRAIL), "stripped_bytes": os.path.getsize(copy)}
+
+
 # === main ===
 
 def median(results, key, sub=None):
@@ -445,8 +579,10 @@ def cpu_model():
 
 
 def main():
-    scenarios = {"check": scenario_check, "run": scenario_run, "steady": scenario_steady, "pause": scenario_pause}
+    scenarios = {"check": scenario_check, "run": scenario_run, "steady": scenario_steady, "pause": scenario_pause,
+                 "idle": scenario_idle, "startup": scenario_startup}
     results = {s: [] for s in SCENARIOS}
+    size = binary_size()
     for s in SCENARIOS:
         for r in range(RUNS):
             log(f"{s}: run {r + 1}/{RUNS}")
@@ -460,7 +596,9 @@ def main():
     machine = {"nproc": os.cpu_count(), "cpu": cpu_model(), "kernel": os.uname().release,
                "revision": rev, "loadavg_at_end": os.getloadavg()}
     json.dump({"machine": machine, "workload": workload, "runs": RUNS,
-               "settings": {"steady_seconds": STEADY, "rate": RATE, "pause_seconds": PAUSE},
+               "settings": {"steady_seconds": STEADY, "rate": RATE, "pause_seconds": PAUSE,
+                            "idle_seconds": IDLE, "idle_settle": IDLE_SETTLE},
+               "binary": size,
                "results": results}, open(OUT, "w"), indent=1)
 
     rows = []
@@ -495,6 +633,19 @@ def main():
         row("", "CPU during pause, % of one core", median(c, "pause_cpu_share_pct"), "{:.1f}")
         row("", "catch-up after load ends (s)", median(c, "catch_up_s"), "{:.1f}")
         row("", "records lost (max over runs)", max(x["lost"] for x in c), "{:d}", "0")
+
+    if "idle" in results:
+        for kind in ("kafka", "stdout"):
+            c = [x[kind] for x in results["idle"]]
+            label = f"idle {IDLE:g} s, " + ("Kafka (connected)" if kind == "kafka" else "stdout only")
+            row(label, "CPU, % of one core", median(c, "cpu_share_pct"), "{:.3f}", "≤ 0.05%" if kind == "kafka" else "")
+            row("", "CPU, % of one core (schedstat, ns)", median(c, "cpu_share_pct_schedstat"), "{:.3f}")
+            row("", "RSS (MiB)", median(c, "rss_mib"), "{:.1f}", "≤ 12 MiB" if kind == "kafka" else "")
+            row("", "threads", median(c, "threads"), "{:.0f}")
+            row("", "wake-ups/s (voluntary context switches)", median(c, "wakeups_per_s"), "{:.1f}")
+    if "startup" in results:
+        row("startup (stdout output)", "exec to /readyz 200 (ms)", median(results["startup"], "ready_ms"), "{:.1f}", "< 100 ms")
+    row("binary", "stripped size (MB)", size["stripped_bytes"] / 1e6, "{:.1f}")
 
     print()
     print(f"auditrail benchmark — {machine['nproc']} cores, {machine['cpu']}, kernel {machine['kernel']}, revision {rev}")
