@@ -3973,13 +3973,26 @@ static int rd_kafka_toppar_producer_serve(rd_kafka_broker_t *rkb,
                  * queue.buffering.max.ms contract.
                  * Unless flushing in which case immediate
                  * wakeups are allowed. */
+                /* auditrail patch (see vendor/rdkafka-sys/AUDITRAIL.md):
+                 * an idempotent producer's partition whose in-flight window
+                 * is full (checked below: RD_KAFKA_IDEMP_MAX_INFLIGHT less
+                 * the messages in flight) cannot send until a response,
+                 * a request timeout or a state change, all of which this
+                 * thread sees without a timed wakeup. Asking for one at the
+                 * lingered batch's due time, which is in the past while the
+                 * broker does not answer, made this thread poll(0) in a
+                 * loop: a whole core for as long as a broker hangs. */
+                rd_bool_t can_send_now =
+                    rkb->rkb_state == RD_KAFKA_BROKER_STATE_UP &&
+                    !(rd_kafka_is_idempotent(rkb->rkb_rk) &&
+                      rd_atomic32_get(&rktp->rktp_msgs_inflight) >=
+                          RD_KAFKA_IDEMP_MAX_INFLIGHT);
                 batch_ready = rd_kafka_msgq_allow_wakeup_at(
                     &rktp->rktp_msgq, &rktp->rktp_xmit_msgq,
                     /* Only update the broker thread wakeup time
                      * if connection is up and messages can actually be
                      * sent, otherwise the wakeup can't do much. */
-                    rkb->rkb_state == RD_KAFKA_BROKER_STATE_UP ? next_wakeup
-                                                               : NULL,
+                    can_send_now ? next_wakeup : NULL,
                     now, flushing ? 1 : rkb->rkb_rk->rk_conf.buffering_max_us,
                     /* Batch message count threshold */
                     rkb->rkb_rk->rk_conf.batch_num_messages,
@@ -4138,9 +4151,17 @@ static int rd_kafka_toppar_producer_serve(rd_kafka_broker_t *rkb,
         /* Update the allowed wake-up time based on remaining messages
          * in the queue. */
         if (cnt > 0) {
+                /* auditrail patch: as above, no timed wakeup for a
+                 * partition whose in-flight window the requests just
+                 * made filled. */
+                rd_bool_t window_full =
+                    rd_kafka_is_idempotent(rkb->rkb_rk) &&
+                    rd_atomic32_get(&rktp->rktp_msgs_inflight) >=
+                        RD_KAFKA_IDEMP_MAX_INFLIGHT;
                 rd_kafka_toppar_lock(rktp);
                 batch_ready = rd_kafka_msgq_allow_wakeup_at(
-                    &rktp->rktp_msgq, &rktp->rktp_xmit_msgq, next_wakeup, now,
+                    &rktp->rktp_msgq, &rktp->rktp_xmit_msgq,
+                    window_full ? NULL : next_wakeup, now,
                     flushing ? 1 : rkb->rkb_rk->rk_conf.buffering_max_us,
                     /* Batch message count threshold */
                     rkb->rkb_rk->rk_conf.batch_num_messages,
