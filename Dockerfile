@@ -30,6 +30,8 @@ WORKDIR /src
 # every target the manifest declares to exist, hence benches/.
 COPY Cargo.toml Cargo.lock ./
 COPY benches ./benches
+# librdkafka with auditrail's fix ([patch.crates-io] in Cargo.toml; vendor/rdkafka-sys/AUDITRAIL.md).
+COPY vendor ./vendor
 RUN mkdir src \
  && echo 'fn main() {}' > src/main.rs \
  && touch src/lib.rs \

@@ -626,6 +626,94 @@ fn an_outage_longer_than_the_message_timeout_retries_what_timed_out() {
     assert_eq!(s.checkpoint_offset(), s.log_len());
 }
 
+/// Issue 16: a hung broker must not cost a core. With the broker paused (SIGSTOP: the
+/// connection stays up, nothing answers) and records in flight and queued behind them,
+/// librdkafka's broker thread polled with a zero timeout in a loop for as long as the pause
+/// lasted (its idempotent in-flight window full, yet a wakeup asked for at the lingered batch's
+/// due time, long past): a whole core. The vendored librdkafka (vendor/rdkafka-sys) asks for
+/// no wakeup then.
+///
+/// Measured as the share of the pause the broker threads were runnable (on a CPU or waiting
+/// for one, from `/proc/<pid>/task/<tid>/schedstat`), which does not depend on how busy the
+/// machine is: about 1.0 for a thread that spins, near 0 for one that sleeps. Every record
+/// still arrives after the broker resumes.
+#[test]
+fn a_paused_broker_does_not_make_the_producer_spin() {
+    let broker = Broker::start();
+    let s = setup(&broker, "", "");
+    let mut written = write_audit(&s.log, "beforeHang", 0, 300, 300);
+    let run = Daemon::start(&s.config);
+    let before = consume_until(
+        &broker,
+        &[STANDARD],
+        &ids(&written),
+        Duration::from_secs(30),
+    );
+    tally(&before, &written).assert_nothing_lost("before the pause");
+
+    broker.signal("-STOP");
+    // Bursts, so that one request goes out and the rest queue behind it, past `linger`.
+    let writer = write_in_bursts(
+        &s.log,
+        "duringHang",
+        0,
+        10,
+        200,
+        300,
+        Duration::from_millis(100),
+    );
+    written.extend(writer.join().unwrap());
+    std::thread::sleep(Duration::from_secs(2));
+    let (runnable0, at0) = (broker_threads_runnable_ns(run.pid()), Instant::now());
+    std::thread::sleep(Duration::from_secs(4));
+    let (runnable1, at1) = (broker_threads_runnable_ns(run.pid()), Instant::now());
+    broker.signal("-CONT");
+    let share = (runnable1 - runnable0) as f64 / (at1 - at0).as_nanos() as f64;
+
+    let consumed = consume_until(
+        &broker,
+        &[STANDARD],
+        &ids(&written),
+        Duration::from_secs(60),
+    );
+    let t = tally(&consumed, &written);
+    eprintln!(
+        "broker threads runnable for {:.1}% of the pause; {} records, {} duplicates",
+        100.0 * share,
+        written.len(),
+        t.duplicates()
+    );
+    t.assert_nothing_lost("after the paused broker resumed");
+    assert!(
+        share < 0.25,
+        "librdkafka's broker threads were runnable {:.0}% of the time the broker was paused: \
+         they spin instead of waiting for its answer",
+        100.0 * share
+    );
+    run.stop_cleanly();
+    assert_eq!(s.checkpoint_offset(), s.log_len());
+}
+
+/// Nanoseconds librdkafka's broker threads (`rdk:broker…`) of process `pid` have been on a CPU
+/// or waiting for one (the first two fields of `schedstat`).
+fn broker_threads_runnable_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !comm.starts_with("rdk:broker") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.join("schedstat")).unwrap_or_default();
+        total += stat
+            .split_whitespace()
+            .take(2)
+            .map(|v| v.parse::<u64>().unwrap())
+            .sum::<u64>();
+    }
+    total
+}
+
 // === 3. the in-flight limits ===
 
 /// Ships `first` records with tiny limits, then pauses the broker while `paused` more records

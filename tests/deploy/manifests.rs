@@ -109,6 +109,10 @@ pub fn dockerfile_passes_hadolint_and_its_context_holds_every_declared_target() 
     if repo().join("build.rs").exists() {
         needed.push("build.rs");
     }
+    // Crates patched in from the repository ([patch.crates-io] with a path under vendor/).
+    if manifest.contains("path = \"vendor/") {
+        needed.push("vendor");
+    }
     for dir in needed {
         assert!(
             ignore
