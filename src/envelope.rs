@@ -129,22 +129,97 @@ pub fn record_id(identity: u64, offset: u64, line: &[u8]) -> String {
     hasher.update(&identity.to_le_bytes());
     hasher.update(&offset.to_le_bytes());
     hasher.update(line);
-    format!("{:032x}", hasher.digest128())
+    // `{:032x}` written by hand: the formatting machinery costs more than the hash.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = hasher.digest128();
+    let mut id = String::with_capacity(32);
+    for shift in (0..32).rev() {
+        id.push(char::from(HEX[((digest >> (shift * 4)) & 0xf) as usize]));
+    }
+    id
 }
 
 /// Formats a time the way every time in the envelope is written (RFC 3339, UTC, milliseconds).
 pub fn format_time(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+    let mut out = TimeText::default();
+    match out.write(t) {
+        Some(text) => text.to_owned(),
+        None => t.to_rfc3339_opts(SecondsFormat::Millis, true),
+    }
+}
+
+/// [`format_time`] without an allocation: `YYYY-MM-DDTHH:MM:SS.mmmZ` on the stack, for the
+/// years 0 to 9999 outside a leap second (chrono's text for those, byte for byte); `None` for
+/// the rest, which [`format_time`] leaves to chrono.
+#[derive(Default)]
+pub(crate) struct TimeText([u8; 24]);
+
+impl TimeText {
+    pub(crate) fn write(&mut self, t: &DateTime<Utc>) -> Option<&str> {
+        use chrono::{Datelike, Timelike};
+        let (year, nanos) = (t.year(), t.nanosecond());
+        if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+            return None;
+        }
+        let b = &mut self.0;
+        let mut put = |at: usize, value: u32, digits: usize| {
+            let mut v = value;
+            for i in (0..digits).rev() {
+                b[at + i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, year as u32, 4);
+        put(5, t.month(), 2);
+        put(8, t.day(), 2);
+        put(11, t.hour(), 2);
+        put(14, t.minute(), 2);
+        put(17, t.second(), 2);
+        put(20, nanos / 1_000_000, 3);
+        for (at, c) in [
+            (4, b'-'),
+            (7, b'-'),
+            (10, b'T'),
+            (13, b':'),
+            (16, b':'),
+            (19, b'.'),
+            (23, b'Z'),
+        ] {
+            b[at] = c;
+        }
+        std::str::from_utf8(&self.0).ok()
+    }
 }
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
+    // Most strings here (ids, names, times, paths) need no escape: copied as they are, which
+    // is what serde_json writes for them, without its per-byte escape table.
+    // (A fold without an early exit, so that the check is vectorised.)
+    let escapes = s.bytes().fold(false, |found, b| {
+        found | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !escapes {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing a &str into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
 fn json_opt_time(out: &mut Vec<u8>, t: Option<&DateTime<Utc>>) {
     match t {
-        Some(t) => json_str(out, &format_time(t)),
+        Some(t) => match TimeText::default().write(t) {
+            // Digits and punctuation only: nothing to escape.
+            Some(text) => {
+                out.push(b'"');
+                out.extend_from_slice(text.as_bytes());
+                out.push(b'"');
+            }
+            None => json_str(out, &format_time(t)),
+        },
         None => out.extend_from_slice(b"null"),
     }
 }
@@ -160,7 +235,29 @@ impl Record {
             KeyStrategy::RecordId => Some(natural_id.clone()),
             KeyStrategy::Type => Some(parts.record_type.to_owned()),
         };
-        let mut v = Vec::with_capacity(parts.record.len() + 512);
+        // The envelope's fixed text takes at most 400 bytes; with the variable parts, this is
+        // its length unless a string needs escapes: one allocation, no regrowth.
+        let variable = [
+            parts.record,
+            parts.prefix,
+            parts.suffix,
+            parts.origin.file,
+            parts.origin.time.unwrap_or(""),
+            parts.kubernetes.unwrap_or(""),
+            parts.record_type,
+            &**parts.format,
+            &*parts.retention.class,
+            natural_id.as_str(),
+        ]
+        .iter()
+        .map(|s| s.len())
+        .sum::<usize>()
+            + parts
+                .fields
+                .iter()
+                .map(|f| f.name.len() + f.json.len() + 4)
+                .sum::<usize>();
+        let mut v = Vec::with_capacity(variable + 400);
         v.extend_from_slice(b"{\"id\":");
         json_str(&mut v, &id);
         v.extend_from_slice(b",\"record_id\":");
@@ -281,6 +378,30 @@ impl Record {
         ]
     }
 
+    /// [`Record::headers`] without allocating: `each` gets every name and value, in order.
+    pub fn for_each_header(&self, mut each: impl FnMut(&'static str, &str)) {
+        self.fold_headers((), |(), name, value| each(name, value));
+    }
+
+    /// [`Record::headers`] without allocating, folded into `init` (a Kafka producer's
+    /// headers, built by value) name by name, in order.
+    pub fn fold_headers<T>(&self, init: T, mut each: impl FnMut(T, &'static str, &str) -> T) -> T {
+        let mut acc = init;
+        acc = each(acc, "id", &self.id);
+        acc = each(acc, "record_id", &self.record_id);
+        acc = each(acc, "type", &self.record_type);
+        acc = each(acc, "format", &self.format);
+        acc = each(acc, "retention_class", &self.retention.class);
+        let mut text = TimeText::default();
+        match &self.retention.expires_at {
+            None => each(acc, "expires_at", ""),
+            Some(t) => match text.write(t) {
+                Some(s) => each(acc, "expires_at", s),
+                None => each(acc, "expires_at", &format_time(t)),
+            },
+        }
+    }
+
     /// The line `check` and `outputs.stdout` print: `{"topic","key","headers","value"}`.
     pub fn write_json_line(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"topic\":");
@@ -291,14 +412,15 @@ impl Record {
             None => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"headers\":{");
-        for (i, (name, value)) in self.headers().iter().enumerate() {
-            if i > 0 {
+        let mut first = true;
+        self.for_each_header(|name, value| {
+            if !std::mem::take(&mut first) {
                 out.push(b',');
             }
             json_str(out, name);
             out.push(b':');
             json_str(out, value);
-        }
+        });
         out.extend_from_slice(b"},\"value\":");
         out.extend_from_slice(&self.value);
         out.extend_from_slice(b"}\n");
@@ -418,6 +540,99 @@ mod tests {
         assert_eq!(v["retention"]["days"], serde_json::Value::Null);
         assert_eq!(v["source"]["offset"], 7);
         assert!(v.get("suffix").is_none());
+    }
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        // The hand-written formatter against chrono's RFC 3339 text, across the range it
+        // takes and around its edges (the rest goes to chrono).
+        let mut ms: Vec<i64> = vec![
+            0,
+            1,
+            999,
+            -1,
+            -62_167_219_200_000, // 0000-01-01
+            -62_167_219_200_001, // before year 0: chrono
+            253_402_300_799_999, // 9999-12-31T23:59:59.999
+            253_402_300_800_000, // 10000-01-01: chrono
+            1_628_524_947_022,
+            951_782_400_000, // 2000-02-29
+        ];
+        let mut x: u64 = 1;
+        for _ in 0..20_000 {
+            // splitmix64
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ms.push((z >> 1) as i64 % 400_000_000_000_000 - 100_000_000_000_000);
+        }
+        for ms in ms {
+            let Some(t) = DateTime::from_timestamp_millis(ms) else {
+                continue;
+            };
+            let t = t + chrono::Duration::nanoseconds(ms.rem_euclid(7) * 123_457);
+            let want = t.to_rfc3339_opts(SecondsFormat::Millis, true);
+            assert_eq!(format_time(&t), want, "{ms}");
+            let mut out = Vec::new();
+            json_opt_time(&mut out, Some(&t));
+            assert_eq!(out, serde_json::to_vec(&want).unwrap(), "{ms}");
+        }
+        // A leap second: chrono's text.
+        let leap = chrono::NaiveDate::from_ymd_opt(2016, 12, 31)
+            .and_then(|d| d.and_hms_milli_opt(23, 59, 59, 1_500))
+            .unwrap()
+            .and_utc();
+        assert_eq!(
+            format_time(&leap),
+            leap.to_rfc3339_opts(SecondsFormat::Millis, true)
+        );
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for s in [
+            "",
+            "plain",
+            "/var/log/pods/ns_pod_uid/c/0.log",
+            "quote \" here",
+            "back\\slash",
+            "ctl \u{1}\u{1f}\n\r\t\u{8}\u{c}",
+            "del \u{7f} é 日本 🎉",
+        ] {
+            let mut out = Vec::new();
+            json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn ids_are_the_hash_in_32_hex_digits() {
+        for (identity, offset, line) in [(0, 0u64, &b""[..]), (1, 10, b"x"), (u64::MAX, 7, b"{}")] {
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            hasher.update(&identity.to_le_bytes());
+            hasher.update(&offset.to_le_bytes());
+            hasher.update(line);
+            assert_eq!(
+                record_id(identity, offset, line),
+                format!("{:032x}", hasher.digest128())
+            );
+        }
+    }
+
+    #[test]
+    fn the_headers_without_allocation_are_the_headers() {
+        let mut r = testing::record("sqlQuery", 3, Ack::none());
+        for expires_at in [
+            None,
+            DateTime::from_timestamp_millis(1_628_524_947_022),
+            DateTime::from_timestamp_millis(253_402_300_800_000),
+        ] {
+            r.retention.expires_at = expires_at;
+            let mut seen = Vec::new();
+            r.for_each_header(|k, v| seen.push((k, v.to_owned())));
+            assert_eq!(seen, r.headers().to_vec());
+        }
     }
 
     #[test]

@@ -186,7 +186,18 @@ pub struct RecordMetrics {
     records: IntCounterVec,
     filtered_out: IntCounterVec,
     classes: IntCounterVec,
-    types: Mutex<HashMap<(String, String), (IntCounter, IntCounter)>>,
+    types: Mutex<TypeHandles>,
+}
+
+/// The handles of the types and classes seen so far, looked up by `&str` so that counting a
+/// record allocates nothing once its labels are known.
+#[derive(Default)]
+struct TypeHandles {
+    /// Format → type → (found, filtered out).
+    by_format: HashMap<String, HashMap<String, (IntCounter, IntCounter)>>,
+    /// (format, type) pairs in `by_format`: at most [`MAX_TYPE_LABELS`].
+    len: usize,
+    classes: HashMap<String, IntCounter>,
 }
 
 impl RecordMetrics {
@@ -206,19 +217,23 @@ impl RecordMetrics {
             records: counter_vec(r, "auditrail_extract_records_total", "Audit records found, by detector and type (types beyond the label cap count as other).", &["format", "type"]),
             filtered_out: counter_vec(r, "auditrail_filter_filtered_out_total", "Audit records dropped by the type filter, by type.", &["type"]),
             classes: counter_vec(r, "auditrail_retention_records_total", "Audit records passed on to the outputs, by retention class.", &["class"]),
-            types: Mutex::new(HashMap::new()),
+            types: Mutex::new(TypeHandles::default()),
         }
     }
 
     /// Counts one audit record of `format` and `record_type`; `shipped` tells whether it
     /// passed the filter, and `class` is its retention class when it did.
     pub fn record(&self, format: &str, record_type: &str, class: Option<&str>) {
-        let mut types = self.types.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (format.to_owned(), record_type.to_owned());
-        let (found, filtered) = match types.get(&key) {
-            Some(handles) => handles.clone(),
+        let mut guard = self.types.lock().unwrap_or_else(|e| e.into_inner());
+        let types = &mut *guard;
+        let known = types
+            .by_format
+            .get(format)
+            .and_then(|by_type| by_type.get(record_type));
+        let (found, filtered) = match known {
+            Some((found, filtered)) => (found, filtered),
             None => {
-                let label = if types.len() < MAX_TYPE_LABELS {
+                let label = if types.len < MAX_TYPE_LABELS {
                     record_type
                 } else {
                     "other"
@@ -227,16 +242,35 @@ impl RecordMetrics {
                     self.records.with_label_values(&[format, label]),
                     self.filtered_out.with_label_values(&[label]),
                 );
-                if types.len() < MAX_TYPE_LABELS {
-                    types.insert(key, handles.clone());
+                if types.len >= MAX_TYPE_LABELS {
+                    // Beyond the cap: counted as `other`, not remembered.
+                    handles.0.inc();
+                    match class {
+                        Some(class) => self.classes.with_label_values(&[class]).inc(),
+                        None => handles.1.inc(),
+                    }
+                    return;
                 }
-                handles
+                types.len += 1;
+                let (found, filtered) = types
+                    .by_format
+                    .entry(format.to_owned())
+                    .or_default()
+                    .entry(record_type.to_owned())
+                    .or_insert(handles);
+                (&*found, &*filtered)
             }
         };
-        drop(types);
         found.inc();
         match class {
-            Some(class) => self.classes.with_label_values(&[class]).inc(),
+            Some(class) => match types.classes.get(class) {
+                Some(counter) => counter.inc(),
+                None => {
+                    let counter = self.classes.with_label_values(&[class]);
+                    counter.inc();
+                    types.classes.insert(class.to_owned(), counter);
+                }
+            },
             None => filtered.inc(),
         }
     }

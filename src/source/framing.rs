@@ -421,6 +421,25 @@ fn split_timestamp(line: &[u8]) -> Option<(&str, &[u8])> {
 /// Splits a CRI line into (timestamp, stream, is-full, text).
 fn split_cri(line: &[u8]) -> Option<(&str, Stream, bool, &[u8])> {
     let (time, rest) = split_timestamp(line)?;
+    // The kubelet's own shape, `stdout F <text>`, read in place: what the search below finds
+    // for it, without three searches for a space a few bytes away.
+    if let (Some(stream), Some(&tag @ (b'F' | b'P')), Some(b' ')) = (
+        rest.get(..6).and_then(Stream::parse),
+        rest.get(7),
+        rest.get(8),
+    ) {
+        if rest[6] == b' ' {
+            return Some((time, stream, tag == b'F', &rest[9..]));
+        }
+    }
+    split_cri_searched(time, rest)
+}
+
+/// [`split_cri`] of any shape: the stream and the tag found by searching for their spaces.
+fn split_cri_searched<'a>(
+    time: &'a str,
+    rest: &'a [u8],
+) -> Option<(&'a str, Stream, bool, &'a [u8])> {
     let sp2 = memchr::memchr(b' ', rest)?;
     let stream = Stream::parse(&rest[..sp2])?;
     let rest = &rest[sp2 + 1..];
@@ -457,6 +476,31 @@ fn detect(first: &[u8]) -> Format {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kubelets_shape_read_in_place_is_what_the_search_finds() {
+        let t = "2026-01-01T00:00:00.000272000Z";
+        for rest in [
+            "stdout F {\"a\":1}",
+            "stderr P x",
+            "stdout F ",
+            "stdout F",
+            "stdout F:x y",
+            "stdout FF y",
+            "stdout  F y",
+            "stdoutx F y",
+            "stdin F y",
+            "stdout X y",
+            "stdout P",
+            "stdout",
+            "",
+        ] {
+            let line = format!("{t} {rest}");
+            let searched = split_timestamp(line.as_bytes())
+                .and_then(|(time, rest)| split_cri_searched(time, rest));
+            assert_eq!(split_cri(line.as_bytes()), searched, "{line:?}");
+        }
+    }
 
     /// Frames `lines` (offsets = line index * 1000) and returns what came out.
     fn run(format: Format, max: usize, lines: &[&str]) -> Vec<String> {

@@ -30,7 +30,11 @@ pub(crate) enum Physical<'a> {
 /// Reads one stream (a file or stdin).
 #[derive(Debug)]
 pub(crate) struct LineReader {
+    /// Read bytes are `buf[..end]`; the rest is room for the next read. The buffer keeps its
+    /// length, so a read does not write zeros over the room before the kernel fills it.
     buf: Vec<u8>,
+    /// The end of the bytes read.
+    end: usize,
     /// Bytes before this index have been processed.
     start: usize,
     /// The stream offset of `buf[0]`.
@@ -47,6 +51,7 @@ impl LineReader {
     pub(crate) fn new(format: Format, max_line_bytes: usize, offset: u64) -> LineReader {
         LineReader {
             buf: Vec::with_capacity(READ_CHUNK),
+            end: 0,
             start: 0,
             base: offset,
             discarding: None,
@@ -78,43 +83,42 @@ impl LineReader {
     /// The bytes read last, ending at the read position: at least the last 1 KiB, unless the
     /// stream is shorter.
     pub(crate) fn recent(&self) -> &[u8] {
-        &self.buf
+        &self.buf[..self.end]
     }
 
     /// Bytes read but not yet processed (a partial last line).
     pub(crate) fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// Reads once from `src`. Returns the number of bytes read; 0 at end of input.
     pub(crate) fn fill(&mut self, src: &mut impl Read) -> io::Result<usize> {
         let done = self.start.saturating_sub(KEEP_BEHIND);
         if done > 0 {
-            self.buf.drain(..done);
+            self.buf.copy_within(done..self.end, 0);
             self.base += done as u64;
             self.start -= done;
+            self.end -= done;
         }
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
+        let len = self.end;
+        if self.buf.len() < len + READ_CHUNK {
+            self.buf.resize(len + READ_CHUNK, 0);
+        }
         let n = loop {
-            match src.read(&mut self.buf[len..]) {
+            match src.read(&mut self.buf[len..len + READ_CHUNK]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         };
-        self.buf.truncate(len + n);
+        self.end = len + n;
         Ok(n)
     }
 
     /// Gives back the last `n` bytes [`LineReader::fill`] read (they were not the file's any
     /// more: it was replaced under the read).
     pub(crate) fn unfill(&mut self, n: usize) {
-        let keep = self.buf.len().saturating_sub(n).max(self.start);
-        self.buf.truncate(keep);
+        self.end = self.end.saturating_sub(n).max(self.start);
     }
 
     /// Frames every complete line in the buffer. `f` gets each framing result and the offset
@@ -128,6 +132,7 @@ impl LineReader {
     pub(crate) fn drain_physical(&mut self, mut f: impl FnMut(Physical<'_>, Framed<'_>, u64)) {
         let LineReader {
             buf,
+            end,
             start,
             base,
             discarding,
@@ -135,6 +140,7 @@ impl LineReader {
             framer,
             ..
         } = self;
+        let buf = &buf[..*end];
         while let Some(nl) = memchr::memchr(b'\n', &buf[*start..]) {
             let line_start = *start;
             let line_end = line_start + nl;
@@ -182,7 +188,7 @@ impl LineReader {
     /// framing's partial lines. The checkpoint stays before them, so after a restart they are
     /// read again and join their end if it came.
     pub(crate) fn snapshot_unterminated(&mut self, mut f: impl FnMut(Framed<'_>, u64)) {
-        let end = self.base + self.buf.len() as u64;
+        let end = self.base + self.end as u64;
         let tail_start = self.base + self.start as u64;
         let raw = matches!(self.framer.format(), Format::Raw | Format::Auto);
         if raw
@@ -193,7 +199,7 @@ impl LineReader {
             self.tail_shipped = Some(tail_start);
             f(
                 Framed::Line(Line {
-                    text: &self.buf[self.start..],
+                    text: &self.buf[self.start..self.end],
                     stream: None,
                     time: None,
                     offset: tail_start,
@@ -225,12 +231,14 @@ impl LineReader {
     pub(crate) fn flush_physical(&mut self, mut f: impl FnMut(Physical<'_>, Framed<'_>, u64)) {
         let LineReader {
             buf,
+            end: filled,
             start,
             base,
             discarding,
             framer,
             ..
         } = self;
+        let buf = &buf[..*filled];
         let end = *base + buf.len() as u64;
         if *start < buf.len() {
             let tail = *start;
