@@ -56,6 +56,9 @@ impl Default for CreateTopics {
     }
 }
 
+/// The codecs `compression` accepts: every one the bundled librdkafka is built with.
+pub(super) const COMPRESSIONS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
+
 /// The `outputs.kafka` section.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -148,7 +151,7 @@ impl KafkaConfig {
                 ));
             }
         }
-        if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&self.compression.as_str()) {
+        if !COMPRESSIONS.contains(&self.compression.as_str()) {
             problems.push(Problem::new(
                 format!("{path}.compression"),
                 format!(

@@ -1095,6 +1095,24 @@ mod tests {
 
     /// A sink on librdkafka's mock cluster, with extra producer properties and the topic
     /// `audit` verified with `max.message.bytes` = `topic_limit`.
+    /// A codec the config accepts but librdkafka was built without passed validation and then
+    /// failed the producer at startup (`zstd`: "libzstd not available at build time").
+    #[tokio::test]
+    async fn every_compression_the_config_accepts_builds_a_producer() {
+        for compression in crate::output::kafka::config::COMPRESSIONS {
+            let config = KafkaConfig {
+                brokers: crate::output::kafka::config::Brokers::One("127.0.0.1:1".into()),
+                compression: compression.into(),
+                ..KafkaConfig::default()
+            };
+            let handles = Metrics::new().outputs.for_output("kafka");
+            let (_classes_tx, classes) = watch::channel(Vec::new());
+            if let Err(e) = build(&config, handles, classes) {
+                panic!("compression {compression}: {e}");
+            }
+        }
+    }
+
     fn mock_sink(
         mock: &rdkafka::mocking::MockCluster<'_, rdkafka::producer::DefaultProducerContext>,
         properties: &[(&str, &str)],
