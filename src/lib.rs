@@ -20,6 +20,7 @@ pub mod envelope;
 mod extending;
 pub mod extract;
 mod filter;
+pub mod integrity;
 pub mod line;
 mod metrics;
 mod output;

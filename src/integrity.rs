@@ -1,0 +1,470 @@
+//! Integrity: the tamper-evident chain and the signed digests, as both ends compute them.
+//!
+//! This module is the protocol, shared by the pipeline that writes the chain and by
+//! `auditrail verify` that checks it; it knows nothing of sources or outputs.
+//!
+//! **The chain.** Records are chained per *segment*: one file of a container's log file set
+//! (its identity survives renames), or one stream of the pods/log API. A segment's records
+//! are numbered `seq` 1, 2, 3, … in the order auditrail read them, and each link's hash covers
+//! its number, the previous link's hash and the record's value (the envelope bytes, whole,
+//! before any chunking):
+//!
+//! ```text
+//! genesis  = SHA-256("auditrail-chain-v1 genesis\n" stream "\n" segment)
+//! hash(n)  = SHA-256("auditrail-chain-v1\n" seq_n as 8 bytes big-endian ‖ hash(n-1) ‖ value_n)
+//!            (HMAC-SHA-256 keyed with the chain key instead, when one is configured)
+//! hash(0)  = genesis
+//! ```
+//!
+//! Why per segment and not per file set: a record sent again after a crash must carry the
+//! same `seq` and `hash` as the first time, and only a segment is read in one order every
+//! time; the files of a set are read side by side around a rotation. The `stream` names the
+//! set, so `verify` groups a set's segments under it.
+//!
+//! Each record carries the link in Kafka headers ([`HEADER_STREAM`] …, lowercase hex for
+//! hashes, decimal for `seq`). Gap records (a known loss) are links like any record.
+//!
+//! **Digests.** Every so many records or seconds, a segment's chain is summed up in a digest
+//! record naming its `seq` range, the last hash and the previous digest's signature, signed
+//! with Ed25519 over [`Digest::signed_text`]. A digest is itself a record: checkpointed,
+//! re-sent after a crash like any other.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+/// Kafka header: the stream (a container's log file set, or an API stream) the segment is part of.
+pub const HEADER_STREAM: &str = "chain_stream";
+/// Kafka header: the segment (a file's identity, or an API stream) the chain runs in.
+pub const HEADER_SEGMENT: &str = "chain_segment";
+/// Kafka header: the record's number in its segment, from 1 (decimal).
+pub const HEADER_SEQ: &str = "chain_seq";
+/// Kafka header: the previous link's hash (hex; the genesis hash for `seq` 1).
+pub const HEADER_PREV: &str = "chain_prev";
+/// Kafka header: this link's hash (hex).
+pub const HEADER_HASH: &str = "chain_hash";
+/// Kafka header: `hmac-sha256` when the hash is keyed, `sha256` otherwise.
+pub const HEADER_ALGORITHM: &str = "chain_alg";
+
+/// The record type of a digest.
+pub const DIGEST_TYPE: &str = "auditrail.digest";
+
+/// A SHA-256 (or HMAC-SHA-256) value.
+pub type Hash = [u8; 32];
+
+/// Why a key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read key file {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("key file {} is empty", path.display())]
+    Empty { path: PathBuf },
+    #[error("key file {} holds no Ed25519 key in PEM", path.display())]
+    NotEd25519 {
+        path: PathBuf,
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
+    #[error("cannot sign or verify with the Ed25519 key")]
+    Crypto(#[source] openssl::error::ErrorStack),
+}
+
+/// How links are hashed: plain SHA-256, or HMAC-SHA-256 with a secret key.
+#[derive(Clone, Default)]
+pub struct ChainHasher {
+    /// HMAC state with the key already absorbed, cloned per link.
+    key: Option<hmac::Hmac<Sha256>>,
+}
+
+impl std::fmt::Debug for ChainHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key itself.
+        f.debug_struct("ChainHasher")
+            .field("keyed", &self.key.is_some())
+            .finish()
+    }
+}
+
+impl ChainHasher {
+    /// Plain SHA-256 links.
+    pub fn plain() -> ChainHasher {
+        ChainHasher { key: None }
+    }
+
+    /// HMAC-SHA-256 links keyed with the file's bytes (a mounted Secret; a trailing line
+    /// break, as `kubectl create secret --from-file` keeps it, is part of the key).
+    pub fn keyed_from_file(path: &Path) -> Result<ChainHasher, KeyError> {
+        let key = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        ChainHasher::keyed(&key).ok_or_else(|| KeyError::Empty {
+            path: path.to_owned(),
+        })
+    }
+
+    /// HMAC-SHA-256 links keyed with `key`; `None` for an empty key.
+    pub fn keyed(key: &[u8]) -> Option<ChainHasher> {
+        use hmac::Mac as _;
+        if key.is_empty() {
+            return None;
+        }
+        // HMAC takes a key of any length: this cannot fail.
+        let mac = hmac::Hmac::<Sha256>::new_from_slice(key).ok()?;
+        Some(ChainHasher { key: Some(mac) })
+    }
+
+    /// The value of the [`HEADER_ALGORITHM`] header.
+    pub fn algorithm(&self) -> &'static str {
+        if self.key.is_some() {
+            "hmac-sha256"
+        } else {
+            "sha256"
+        }
+    }
+
+    /// The hash of link `seq` after `prev`, over the record's `value`.
+    pub fn link(&self, seq: u64, prev: &Hash, value: &[u8]) -> Hash {
+        const DOMAIN: &[u8] = b"auditrail-chain-v1\n";
+        match &self.key {
+            None => {
+                let mut h = Sha256::new();
+                h.update(DOMAIN);
+                h.update(seq.to_be_bytes());
+                h.update(prev);
+                h.update(value);
+                h.finalize().into()
+            }
+            Some(key) => {
+                use hmac::Mac as _;
+                let mut mac = key.clone();
+                mac.update(DOMAIN);
+                mac.update(&seq.to_be_bytes());
+                mac.update(prev);
+                mac.update(value);
+                mac.finalize().into_bytes().into()
+            }
+        }
+    }
+}
+
+/// The hash a segment's chain starts from (`prev` of `seq` 1).
+pub fn genesis(stream: &str, segment: &str) -> Hash {
+    let mut h = Sha256::new();
+    h.update(b"auditrail-chain-v1 genesis\n");
+    h.update(stream.as_bytes());
+    h.update(b"\n");
+    h.update(segment.as_bytes());
+    h.finalize().into()
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// The bytes of lowercase or uppercase hex text; `None` when it is not hex of `N` bytes.
+pub fn parse_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let text = text.as_bytes();
+    if text.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in text.chunks_exact(2).enumerate() {
+        let digit = |c: u8| (c as char).to_digit(16);
+        out[i] = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+    }
+    Some(out)
+}
+
+/// A digest: what a signer asserts about a range of one segment's chain.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Digest {
+    pub stream: String,
+    pub segment: String,
+    /// The first and last `seq` the digest covers (inclusive).
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// `hash` of link `last_seq` (hex).
+    pub last_hash: String,
+    /// The signature of the segment's previous digest (hex), empty for its first.
+    pub prev_signature: String,
+    /// When it was made (RFC 3339), for people; signed like the rest.
+    pub time: String,
+    /// Which key signed: hex of the first 8 bytes of SHA-256 over the raw public key.
+    pub key_id: String,
+}
+
+impl Digest {
+    /// The exact text the signature covers: one field per line, in this order.
+    pub fn signed_text(&self) -> String {
+        format!(
+            "auditrail-digest-v1\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
+            self.stream,
+            self.segment,
+            self.first_seq,
+            self.last_seq,
+            self.last_hash,
+            self.prev_signature,
+            self.time,
+            self.key_id
+        )
+    }
+}
+
+/// A digest as shipped (the Kafka value of a digest record): the digest's fields and
+/// `signature` (hex), one JSON object.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignedDigest {
+    #[serde(flatten)]
+    pub digest: Digest,
+    pub signature: String,
+}
+
+/// An Ed25519 private key, from a PEM file (PKCS#8, as `openssl genpkey -algorithm ed25519`
+/// writes it).
+pub struct Signer {
+    key: openssl::pkey::PKey<openssl::pkey::Private>,
+    key_id: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("key_id", &self.key_id)
+            .finish()
+    }
+}
+
+impl Signer {
+    pub fn from_pem_file(path: &Path) -> Result<Signer, KeyError> {
+        let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let key = openssl::pkey::PKey::private_key_from_pem(&pem)
+            .and_then(|k| {
+                if k.id() == openssl::pkey::Id::ED25519 {
+                    Ok(k)
+                } else {
+                    Err(openssl::error::ErrorStack::get())
+                }
+            })
+            .map_err(|source| KeyError::NotEd25519 {
+                path: path.to_owned(),
+                source,
+            })?;
+        let raw = key.raw_public_key().map_err(KeyError::Crypto)?;
+        Ok(Signer {
+            key_id: key_id(&raw),
+            key,
+        })
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The public key in PEM (SubjectPublicKeyInfo), for `verify` and for people.
+    pub fn public_pem(&self) -> Result<String, KeyError> {
+        let pem = self.key.public_key_to_pem().map_err(KeyError::Crypto)?;
+        Ok(String::from_utf8_lossy(&pem).into_owned())
+    }
+
+    /// Signs `digest` (whose `key_id` must be this key's).
+    pub fn sign(&self, digest: Digest) -> Result<SignedDigest, KeyError> {
+        let mut signer =
+            openssl::sign::Signer::new_without_digest(&self.key).map_err(KeyError::Crypto)?;
+        let signature = signer
+            .sign_oneshot_to_vec(digest.signed_text().as_bytes())
+            .map_err(KeyError::Crypto)?;
+        Ok(SignedDigest {
+            digest,
+            signature: hex(&signature),
+        })
+    }
+}
+
+/// An Ed25519 public key, from a PEM file, that checks digests.
+pub struct Verifier {
+    key: openssl::pkey::PKey<openssl::pkey::Public>,
+    key_id: String,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("key_id", &self.key_id)
+            .finish()
+    }
+}
+
+impl Verifier {
+    pub fn from_pem_file(path: &Path) -> Result<Verifier, KeyError> {
+        let pem = std::fs::read(path).map_err(|source| KeyError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Verifier::from_pem(&pem).map_err(|source| KeyError::NotEd25519 {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    pub fn from_pem(pem: &[u8]) -> Result<Verifier, openssl::error::ErrorStack> {
+        let key = openssl::pkey::PKey::public_key_from_pem(pem)?;
+        if key.id() != openssl::pkey::Id::ED25519 {
+            return Err(openssl::error::ErrorStack::get());
+        }
+        let raw = key.raw_public_key()?;
+        Ok(Verifier {
+            key_id: key_id(&raw),
+            key,
+        })
+    }
+
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Whether `signed` carries a valid signature by this key over its digest.
+    pub fn verify(&self, signed: &SignedDigest) -> bool {
+        let Some(signature) = parse_hex::<64>(&signed.signature) else {
+            return false;
+        };
+        openssl::sign::Verifier::new_without_digest(&self.key)
+            .and_then(|mut v| v.verify_oneshot(&signature, signed.digest.signed_text().as_bytes()))
+            .unwrap_or(false)
+    }
+}
+
+fn key_id(raw_public: &[u8]) -> String {
+    let digest: Hash = Sha256::digest(raw_public).into();
+    hex(&digest[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pem_pair(dir: &Path) -> (PathBuf, PathBuf) {
+        let key = openssl::pkey::PKey::generate_ed25519().unwrap();
+        let private = dir.join("signing.pem");
+        let public = dir.join("public.pem");
+        std::fs::write(&private, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        std::fs::write(&public, key.public_key_to_pem().unwrap()).unwrap();
+        (private, public)
+    }
+
+    fn digest(key_id: &str) -> Digest {
+        Digest {
+            stream: "pod/app/0.log".into(),
+            segment: "00ff".into(),
+            first_seq: 1,
+            last_seq: 100,
+            last_hash: hex(&[7; 32]),
+            prev_signature: String::new(),
+            time: "2026-12-02T09:00:00.000Z".into(),
+            key_id: key_id.into(),
+        }
+    }
+
+    #[test]
+    fn a_link_depends_on_its_number_its_predecessor_and_its_value() {
+        let h = ChainHasher::plain();
+        let g = genesis("s", "1");
+        let base = h.link(1, &g, b"{}");
+        assert_eq!(base, h.link(1, &g, b"{}"));
+        assert_ne!(base, h.link(2, &g, b"{}"));
+        assert_ne!(base, h.link(1, &genesis("s", "2"), b"{}"));
+        assert_ne!(base, h.link(1, &g, b"{ }"));
+        let keyed = ChainHasher::keyed(b"secret").unwrap();
+        assert_ne!(base, keyed.link(1, &g, b"{}"));
+        assert_ne!(
+            keyed.link(1, &g, b"{}"),
+            ChainHasher::keyed(b"secret\n").unwrap().link(1, &g, b"{}")
+        );
+    }
+
+    #[test]
+    fn the_plain_link_is_sha256_of_the_documented_bytes() {
+        let prev = [9u8; 32];
+        let mut bytes = b"auditrail-chain-v1\n".to_vec();
+        bytes.extend_from_slice(&3u64.to_be_bytes());
+        bytes.extend_from_slice(&prev);
+        bytes.extend_from_slice(b"{\"a\":1}");
+        let expected: Hash = Sha256::digest(&bytes).into();
+        assert_eq!(ChainHasher::plain().link(3, &prev, b"{\"a\":1}"), expected);
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_what_is_not_hex() {
+        let h = [0xab; 32];
+        assert_eq!(parse_hex::<32>(&hex(&h)), Some(h));
+        assert_eq!(parse_hex::<32>(&hex(&h).to_uppercase()), Some(h));
+        assert_eq!(parse_hex::<32>("ab"), None);
+        assert_eq!(parse_hex::<2>("zz00"), None);
+    }
+
+    #[test]
+    fn a_signed_digest_verifies_and_any_change_breaks_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = pem_pair(dir.path());
+        let signer = Signer::from_pem_file(&private).unwrap();
+        let verifier = Verifier::from_pem_file(&public).unwrap();
+        assert_eq!(signer.key_id(), verifier.key_id());
+        let signed = signer.sign(digest(signer.key_id())).unwrap();
+        assert!(verifier.verify(&signed));
+        let json = serde_json::to_string(&signed).unwrap();
+        let back: SignedDigest = serde_json::from_str(&json).unwrap();
+        assert!(verifier.verify(&back));
+        let mut forged = signed.clone();
+        forged.digest.last_seq = 99;
+        assert!(!verifier.verify(&forged));
+        let mut garbled = signed.clone();
+        garbled.signature.replace_range(0..2, "00");
+        assert!(!verifier.verify(&garbled) || signed.signature.starts_with("00"));
+        let other_dir = tempfile::tempdir().unwrap();
+        let (_, other_public) = pem_pair(other_dir.path());
+        let other = Verifier::from_pem_file(&other_public).unwrap();
+        assert!(!other.verify(&signed));
+        assert_eq!(
+            Verifier::from_pem(signer.public_pem().unwrap().as_bytes())
+                .unwrap()
+                .key_id(),
+            signer.key_id()
+        );
+    }
+
+    #[test]
+    fn keys_that_are_missing_empty_or_not_ed25519_are_refused_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.pem");
+        assert!(matches!(
+            Signer::from_pem_file(&missing),
+            Err(KeyError::Read { .. })
+        ));
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(matches!(
+            ChainHasher::keyed_from_file(&empty),
+            Err(KeyError::Empty { .. })
+        ));
+        let rsa = dir.path().join("rsa.pem");
+        let key =
+            openssl::pkey::PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        std::fs::write(&rsa, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+        let err = Signer::from_pem_file(&rsa).unwrap_err();
+        assert!(matches!(err, KeyError::NotEd25519 { .. }));
+        assert!(crate::report(&err).contains("rsa.pem"));
+    }
+}
