@@ -6,7 +6,8 @@
 //! [`retention`] (class, topic, expiry) → [`envelope`] (the record as shipped) →
 //! [`output`] (stdout, Kafka, syslog). [`pipeline`] is the per-line processor the sources
 //! drive; [`ack`] carries confirmations back to the checkpoints. [`check`] and [`run`] are the
-//! two commands that use them.
+//! two commands that use them; [`verify`] reads back what was shipped and checks its
+//! [`integrity`] chain.
 
 // The library's surface: the two commands, the config they take, and the per-line stages
 // the benchmarks measure. Everything else is crate-private, so unused code surfaces.
@@ -30,6 +31,7 @@ mod reload;
 mod retention;
 pub mod run;
 mod source;
+pub mod verify;
 mod yaml;
 
 /// Framing, for the benchmarks.

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use auditrail::check::{
     self, CheckError, ExplainFormat, ExplainOptions, LineRange, LineRangeError,
@@ -12,6 +13,7 @@ use auditrail::check::{
 use auditrail::config::{Config, Purpose};
 use auditrail::pipeline::Processor;
 use auditrail::report;
+use auditrail::verify::Options as VerifyOptions;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -63,6 +65,36 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Read the audit topics from their beginning to their end at start and check every
+    /// segment's chain and digests: a JSON report on stdout, a summary on stderr; exit 0
+    /// when clean, 1 on any sign of tampering or loss, 2 when nothing could be verified.
+    Verify {
+        /// Kafka brokers, host:port[,host:port…] (wins over the config's).
+        #[arg(long)]
+        brokers: Option<String>,
+        /// An auditrail config: brokers and security settings from outputs.kafka, and the
+        /// topics of retention.classes (and the dead-letter topic) unless --topic is given.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// A topic to read (repeat for each; every class topic a segment's records go to).
+        #[arg(long = "topic", value_name = "TOPIC")]
+        topics: Vec<String>,
+        /// The topic the digests are in.
+        #[arg(long)]
+        digest_topic: Option<String>,
+        /// The Ed25519 public key (PEM) digests must be signed with.
+        #[arg(long, value_name = "FILE")]
+        public_key: Option<PathBuf>,
+        /// The chain key (the Secret's file): links are HMAC-SHA-256.
+        #[arg(long, value_name = "FILE")]
+        chain_key_file: Option<PathBuf>,
+        /// Give up (exit 2) when nothing could be read for this many seconds.
+        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+        stall_timeout: u64,
+        /// Seconds between progress lines on stderr (0: none).
+        #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+        progress_every: u64,
+    },
 }
 
 /// Exit code for a bad config or unreadable input.
@@ -87,6 +119,25 @@ fn main() -> ExitCode {
         }
         Command::Validate { config } => validate(&config),
         Command::Run { config } => run(&config),
+        Command::Verify {
+            brokers,
+            config,
+            topics,
+            digest_topic,
+            public_key,
+            chain_key_file,
+            stall_timeout,
+            progress_every,
+        } => verify(&VerifyOptions {
+            brokers,
+            config,
+            topics,
+            digest_topic,
+            public_key,
+            chain_key_file,
+            stall_timeout: Duration::from_secs(stall_timeout),
+            progress_every: Duration::from_secs(progress_every),
+        }),
     }
 }
 
@@ -177,5 +228,17 @@ fn run(config_path: &Path) -> ExitCode {
             tracing::error!(error = report(&e), "auditrail stopped");
             ExitCode::from(if e.is_usage() { USAGE } else { 1 })
         }
+    }
+}
+
+fn verify(options: &VerifyOptions) -> ExitCode {
+    match auditrail::verify::run(options) {
+        Ok(report) => {
+            eprint!("{}", report.summary());
+            let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+            let _ = writeln!(std::io::stdout(), "{json}");
+            ExitCode::from(if report.clean { 0 } else { 1 })
+        }
+        Err(e) => fail(USAGE, &e),
     }
 }

@@ -33,6 +33,7 @@ mod topics;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+use rdkafka::config::ClientConfig;
 use tokio::sync::mpsc;
 
 use super::{Context, Drain, Output, OutputConfig, OutputError, OutputHealth};
@@ -40,9 +41,31 @@ use crate::envelope::Record;
 use crate::filter::TypesConfig;
 use crate::problem::Problem;
 pub(crate) use config::{CreateTopics, KafkaConfig};
+use credentials::Secrets;
+pub(crate) use error::KafkaError;
 pub(crate) use topics::Classes;
 
 const NAME: &str = "kafka";
+
+/// Sets what every client of `config` connects with: the brokers, `properties` (TLS, SASL,
+/// any librdkafka setting) and the `secret_files` values held in `secrets`. Set after a
+/// client's own defaults, so that `properties` win over them.
+fn apply_connection(client: &mut ClientConfig, config: &KafkaConfig, secrets: &Secrets) {
+    client.set("bootstrap.servers", config.brokers.list().join(","));
+    for (name, value) in &config.properties {
+        client.set(name, value);
+    }
+    secrets.apply(client);
+}
+
+/// A client config that connects to `config`'s brokers as the output does (its secret files
+/// read now), for the commands that read what the output wrote (`auditrail verify`).
+pub(crate) fn client_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaError> {
+    let secrets = Secrets::read(config)?;
+    let mut client = ClientConfig::new();
+    apply_connection(&mut client, config, &secrets);
+    Ok(client)
+}
 
 impl OutputConfig for KafkaConfig {
     fn types(&self) -> Option<&TypesConfig> {

@@ -80,7 +80,6 @@ impl Clients {
     ) -> Result<Clients, KafkaError> {
         let mut client = ClientConfig::new();
         client
-            .set("bootstrap.servers", config.brokers.list().join(","))
             .set("client.id", "auditrail")
             .set("acks", "all")
             .set("enable.idempotence", "true")
@@ -92,10 +91,7 @@ impl Clients {
                     .max(100_000)
                     .to_string(),
             );
-        for (name, value) in &config.properties {
-            client.set(name, value);
-        }
-        secrets.apply(&mut client);
+        super::apply_connection(&mut client, config, secrets);
         let generation = health.snapshot().generation + 1;
         let tls = TlsDiagnosis::new(&secrets.with_properties(&config.properties)).map(Arc::new);
         let context = || KafkaContext {
