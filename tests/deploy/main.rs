@@ -57,6 +57,7 @@ mod objects;
 mod podsecurity;
 mod render;
 mod tools;
+mod verify_job;
 mod wiring;
 
 // === the chart ===
@@ -266,6 +267,11 @@ fn pods_not_asking_for_the_sidecar_or_already_carrying_it_are_left_alone() {
 #[test]
 fn deploy_manifests_are_a_fresh_render_of_the_chart_and_valid() {
     manifests::deploy_manifests_are_a_fresh_render_of_the_chart_and_valid();
+}
+
+#[test]
+fn the_verify_cronjob_is_valid_and_runs_verify_with_the_sidecars_config() {
+    verify_job::the_verify_cronjob_is_valid_and_runs_verify_with_the_sidecars_config();
 }
 
 #[test]
