@@ -580,3 +580,47 @@ fn no_broker_is_a_connection_error_with_exit_code_2() {
     assert!(v.stderr.contains("topic audit"), "{}", v.stderr);
     assert_eq!(v.report, Value::Null, "no report when nothing was verified");
 }
+
+/// A figure, not a check of one (run by hand: `cargo test --test verify throughput --
+/// --ignored --nocapture`): records verified per second, one segment of `AUDITRAIL_VERIFY_N`
+/// records (100,000 by default) in 2 partitions; and the progress line on stderr.
+#[test]
+#[ignore]
+fn throughput() {
+    let n: usize = std::env::var("AUDITRAIL_VERIFY_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let broker = Broker::start();
+    broker.create_topic("audit", 2, "-1");
+    let mut s = Segment::new("pod-1/app/live.log", "00000000000000a1");
+    let records: Vec<Msg> = (0..n).map(|i| s.next("sqlQuery", (i % 2) as i32)).collect();
+    let bytes: usize = records.iter().map(|m| m.value.len()).sum();
+    produce(&broker, "audit", &records);
+    let start = Instant::now();
+    let v = verify(&[
+        "--brokers",
+        &broker.address(),
+        "--topic",
+        "audit",
+        "--progress-every",
+        "1",
+    ]);
+    let took = start.elapsed();
+    assert_eq!(v.code, 0, "{}", v.stderr);
+    assert_eq!(v.report["records"], n);
+    eprintln!(
+        "verified {n} records ({} bytes of values) in {:.2} s: {:.0} records/s\n{}",
+        bytes,
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        v.stderr
+    );
+    if took > Duration::from_secs(2) {
+        assert!(
+            v.stderr.contains("messages read ("),
+            "a progress line:\n{}",
+            v.stderr
+        );
+    }
+}
