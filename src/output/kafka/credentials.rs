@@ -18,13 +18,15 @@ use std::time::Duration;
 
 use notify::Watcher;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, Producer, PurgeConfig};
+use std::sync::Arc;
+
+use rdkafka::producer::{Producer, PurgeConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::delivery::{Polled, Reports};
 use super::error::KafkaError;
-use super::health::KafkaContext;
 use super::KafkaConfig;
 
 /// How often the files are read again without an event (a missed or unsupported one).
@@ -261,7 +263,12 @@ async fn follow(
 /// the delivery loop re-sends it, the same record with the same id, on the new producer: each
 /// record is acknowledged by one of the two, none is dropped (one acknowledged by neither but
 /// written all the same arrives twice, with one id).
-pub(super) fn retire(producer: FutureProducer<KafkaContext>) {
+///
+/// Once its polling thread has served its last report and the producer is destroyed, the
+/// delivery loop is told (`Reports::retired` for `generation`, the sink's generation of this
+/// producer): a record of it that got no report by then (librdkafka destroyed with reports not
+/// yet served) is sent again on the new producer, never left waiting.
+pub(super) fn retire(producer: Polled, generation: u64, reports: Arc<Reports>) {
     tokio::spawn(async move {
         producer.purge(PurgeConfig::default().queue());
         let deadline = Instant::now() + RETIRE_GRACE;
@@ -281,8 +288,18 @@ pub(super) fn retire(producer: FutureProducer<KafkaContext>) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        // Dropping joins the client's threads.
-        let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+        // Stopping waits for the polling thread (at most one poll, 10 s) and destroys the
+        // client, joining librdkafka's threads: blocking.
+        if tokio::task::spawn_blocking(move || producer.stop())
+            .await
+            .is_err()
+        {
+            tracing::error!("stopping the replaced kafka producer failed");
+        }
+        // After the producer's last report: what it did not report is sent again. (Were it
+        // still polling, a late report of it would find its record's attempt over, and be
+        // ignored: a record is confirmed only by its current attempt.)
+        reports.retired(generation);
     });
 }
 
