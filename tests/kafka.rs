@@ -420,7 +420,10 @@ fn oversized_records_are_sent_in_chunks_a_consumer_reassembles() {
 /// a CPU, from `schedstat`).
 fn thread_activity(pid: u32) -> BTreeMap<String, (u64, u64)> {
     let mut by_name = BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
         let (Ok(status), Ok(schedstat)) = (
             std::fs::read_to_string(task.path().join("status")),
             std::fs::read_to_string(task.path().join("schedstat")),
@@ -511,12 +514,17 @@ fn an_idle_kafka_output_does_not_wake_the_process() {
         })
         .collect();
     let total: u64 = per_thread.values().map(|(n, _)| n).sum();
-    let seen = format!("{total} context switches in 5 s idle; by thread (switches, CPU ns): {per_thread:?}");
+    let seen = format!(
+        "{total} context switches in 5 s idle; by thread (switches, CPU ns): {per_thread:?}"
+    );
     let pollers: Vec<_> = per_thread
         .iter()
         .filter(|(name, _)| name.starts_with("producer poll") || name.as_str() == "kafka-poll")
         .collect();
-    assert!(!pollers.is_empty(), "no producer polling thread found: {seen}");
+    assert!(
+        !pollers.is_empty(),
+        "no producer polling thread found: {seen}"
+    );
     for (name, (switches, cpu_ns)) in pollers {
         assert!(
             *switches <= 15 && *cpu_ns <= 2_500_000,

@@ -192,8 +192,12 @@ fn watch_dirs(
     dirs: &BTreeSet<PathBuf>,
 ) -> (Option<notify::RecommendedWatcher>, mpsc::Receiver<()>) {
     let (event_tx, events) = mpsc::channel::<()>(1);
-    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = event_tx.try_send(());
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Opening or reading a file there changes nothing, and `follow`'s own reads are such
+        // events: counted, each read would cause the next (five a second, for ever).
+        if !event.as_ref().is_ok_and(only_read) {
+            let _ = event_tx.try_send(());
+        }
     });
     let watcher = match watcher {
         Ok(mut watcher) => {
@@ -210,6 +214,12 @@ fn watch_dirs(
         }
     };
     (watcher, events)
+}
+
+/// An open, a read or a close without writing: nothing changed.
+fn only_read(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write))
 }
 
 /// Reads the files at once (they may have changed since `current` was read), then again
@@ -423,6 +433,41 @@ mod tests {
                 .await
                 .is_err(),
             "the same values are no change"
+        );
+    }
+
+    /// Issue 16 (idle wake-ups): reading the credentials files is itself an event in their
+    /// directory (inotify reports the open and the close), so each read after an event
+    /// caused the next: with `secret_files` set, the watch read the files five times a second
+    /// for ever. Opening or reading a file there is no event for it.
+    #[tokio::test]
+    async fn reading_the_credentials_files_is_not_an_event() {
+        // Plain files (a Secret volume's are symlinks into a subdirectory, which is not
+        // watched: there the loop did not happen).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("password"), "p").unwrap();
+        let config = KafkaConfig {
+            secret_files: BTreeMap::from([(
+                "sasl.password".to_owned(),
+                dir.path().join("password"),
+            )]),
+            ..KafkaConfig::default()
+        };
+        let (_watcher, mut events) = watch_dirs(&directories(&config));
+        Secrets::read(&config).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), events.recv())
+                .await
+                .is_err(),
+            "reading the files woke the watch"
+        );
+        // A change still is one.
+        std::fs::write(dir.path().join("password"), "q").unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .is_ok(),
+            "a new file is an event"
         );
     }
 
