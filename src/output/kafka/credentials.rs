@@ -18,13 +18,15 @@ use std::time::Duration;
 
 use notify::Watcher;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, Producer, PurgeConfig};
+use std::sync::Arc;
+
+use rdkafka::producer::{Producer, PurgeConfig};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::delivery::{Polled, Reports};
 use super::error::KafkaError;
-use super::health::KafkaContext;
 use super::KafkaConfig;
 
 /// How often the files are read again without an event (a missed or unsupported one).
@@ -190,8 +192,12 @@ fn watch_dirs(
     dirs: &BTreeSet<PathBuf>,
 ) -> (Option<notify::RecommendedWatcher>, mpsc::Receiver<()>) {
     let (event_tx, events) = mpsc::channel::<()>(1);
-    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = event_tx.try_send(());
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Opening or reading a file there changes nothing, and `follow`'s own reads are such
+        // events: counted, each read would cause the next (five a second, for ever).
+        if !event.as_ref().is_ok_and(only_read) {
+            let _ = event_tx.try_send(());
+        }
     });
     let watcher = match watcher {
         Ok(mut watcher) => {
@@ -208,6 +214,12 @@ fn watch_dirs(
         }
     };
     (watcher, events)
+}
+
+/// An open, a read or a close without writing: nothing changed.
+fn only_read(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    matches!(event.kind, EventKind::Access(kind) if kind != AccessKind::Close(AccessMode::Write))
 }
 
 /// Reads the files at once (they may have changed since `current` was read), then again
@@ -261,7 +273,12 @@ async fn follow(
 /// the delivery loop re-sends it, the same record with the same id, on the new producer: each
 /// record is acknowledged by one of the two, none is dropped (one acknowledged by neither but
 /// written all the same arrives twice, with one id).
-pub(super) fn retire(producer: FutureProducer<KafkaContext>) {
+///
+/// Once its polling thread has served its last report and the producer is destroyed, the
+/// delivery loop is told (`Reports::retired` for `generation`, the sink's generation of this
+/// producer): a record of it that got no report by then (librdkafka destroyed with reports not
+/// yet served) is sent again on the new producer, never left waiting.
+pub(super) fn retire(producer: Polled, generation: u64, reports: Arc<Reports>) {
     tokio::spawn(async move {
         producer.purge(PurgeConfig::default().queue());
         let deadline = Instant::now() + RETIRE_GRACE;
@@ -281,8 +298,18 @@ pub(super) fn retire(producer: FutureProducer<KafkaContext>) {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        // Dropping joins the client's threads.
-        let _ = tokio::task::spawn_blocking(move || drop(producer)).await;
+        // Stopping waits for the polling thread (at most one poll, 10 s) and destroys the
+        // client, joining librdkafka's threads: blocking.
+        if tokio::task::spawn_blocking(move || producer.stop())
+            .await
+            .is_err()
+        {
+            tracing::error!("stopping the replaced kafka producer failed");
+        }
+        // After the producer's last report: what it did not report is sent again. (Were it
+        // still polling, a late report of it would find its record's attempt over, and be
+        // ignored: a record is confirmed only by its current attempt.)
+        reports.retired(generation);
     });
 }
 
@@ -406,6 +433,41 @@ mod tests {
                 .await
                 .is_err(),
             "the same values are no change"
+        );
+    }
+
+    /// Issue 16 (idle wake-ups): reading the credentials files is itself an event in their
+    /// directory (inotify reports the open and the close), so each read after an event
+    /// caused the next: with `secret_files` set, the watch read the files five times a second
+    /// for ever. Opening or reading a file there is no event for it.
+    #[tokio::test]
+    async fn reading_the_credentials_files_is_not_an_event() {
+        // Plain files (a Secret volume's are symlinks into a subdirectory, which is not
+        // watched: there the loop did not happen).
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("password"), "p").unwrap();
+        let config = KafkaConfig {
+            secret_files: BTreeMap::from([(
+                "sasl.password".to_owned(),
+                dir.path().join("password"),
+            )]),
+            ..KafkaConfig::default()
+        };
+        let (_watcher, mut events) = watch_dirs(&directories(&config));
+        Secrets::read(&config).unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), events.recv())
+                .await
+                .is_err(),
+            "reading the files woke the watch"
+        );
+        // A change still is one.
+        std::fs::write(dir.path().join("password"), "q").unwrap();
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .is_ok(),
+            "a new file is an event"
         );
     }
 

@@ -14,4 +14,6 @@ pub(crate) enum KafkaError {
     },
     #[error("kafka client")]
     Client(#[from] RdKafkaError),
+    #[error("cannot start the thread that polls the kafka producer")]
+    PollThread(#[source] std::io::Error),
 }

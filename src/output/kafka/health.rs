@@ -94,6 +94,9 @@ pub(super) struct KafkaContext {
     pub(super) generation: u64,
     /// Explains a refused broker certificate, when the clients verify one.
     pub(super) tls: Option<Arc<TlsDiagnosis>>,
+    /// Where the producer's delivery callback puts its reports (see `delivery`); the admin
+    /// client, which produces nothing, has the same queue and never uses it.
+    pub(super) reports: Arc<super::delivery::Reports>,
 }
 
 impl KafkaContext {

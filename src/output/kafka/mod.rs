@@ -24,6 +24,7 @@
 mod chunk;
 mod config;
 mod credentials;
+mod delivery;
 mod error;
 mod health;
 mod sink;

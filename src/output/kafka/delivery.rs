@@ -1,0 +1,162 @@
+//! Delivery reports from librdkafka to the delivery loop, in batches, and the one thread that
+//! polls each producer.
+//!
+//! Each message is produced with a number (its attempt's, see `sink`) as librdkafka's
+//! delivery opaque; the producer's `delivery` callback puts the number and the outcome in a
+//! queue the delivery loop shares with every producer it has had ([`Reports`]), and wakes the
+//! loop only when the queue was empty: one wake per batch of reports, not one future and one
+//! wake per message. When a replaced producer is gone (its polling thread joined, the client
+//! destroyed), [`Reports::retired`] says so in the same queue, after its last report: what it
+//! had not reported by then never will be, and the loop sends it again.
+//!
+//! Polling: rdkafka's `BaseProducer::poll(timeout)` goes on serving events until its whole
+//! timeout has passed, and hands librdkafka the rest in whole milliseconds, rounded down: the
+//! last sub-millisecond of every call is a busy loop of zero-timeout polls and
+//! `clock_gettime` (the `FutureProducer`'s thread polled every 100 ms, so it spun about 0.5%
+//! of every second). [`Polled`] polls with a long timeout ([`POLL`]) instead, whose
+//! fraction of a millisecond is smaller than the wait's own lateness, so the rounding leaves
+//! nothing to spin on: idle, the thread sleeps in librdkafka until an event comes or the
+//! timeout ends. Reports are served as they come, whatever the timeout; the timeout is only
+//! how long a stopped producer's thread takes to notice.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
+use tokio::sync::Notify;
+
+use super::health::KafkaContext;
+
+/// How long each poll of a producer lasts when no event comes: whole seconds, plus less than
+/// a timed wait in librdkafka overshoots (tens of microseconds), so that rdkafka's rounding
+/// down to whole milliseconds leaves no remainder to spin on.
+const POLL: Duration = Duration::from_micros(10_000_000 + 20);
+
+/// What the producers tell the delivery loop.
+#[derive(Debug)]
+pub(super) enum Report {
+    /// A message of attempt `attempt` was acknowledged (`Ok`) or failed for good.
+    Delivered {
+        attempt: usize,
+        result: Result<(), RdKafkaError>,
+    },
+    /// The producer of generation `generation` is destroyed: no report of it will come any
+    /// more.
+    Retired { generation: u64 },
+}
+
+/// The queue of reports shared by the delivery loop and its producers' callbacks.
+#[derive(Debug, Default)]
+pub(super) struct Reports {
+    queue: Mutex<Vec<Report>>,
+    wake: Notify,
+}
+
+impl Reports {
+    pub(super) fn push(&self, report: Report) {
+        let was_empty = {
+            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            queue.push(report);
+            queue.len() == 1
+        };
+        // The loop takes the whole queue when woken: a report added to a non-empty queue is
+        // taken with the one that woke it. (Notify keeps the wake when the loop is busy.)
+        if was_empty {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Says that a replaced producer is gone, after every report it made.
+    pub(super) fn retired(&self, generation: u64) {
+        self.push(Report::Retired { generation });
+    }
+
+    /// Waits until there are reports (at once when some came since the last [`Self::take`]).
+    /// Cancel-safe.
+    pub(super) async fn ready(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Every report so far, in the order they came.
+    pub(super) fn take(&self) -> Vec<Report> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl ProducerContext for KafkaContext {
+    /// The attempt the message belongs to.
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, attempt: usize) {
+        let result = match result {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(e.clone()),
+        };
+        self.reports.push(Report::Delivered { attempt, result });
+    }
+}
+
+pub(super) type Producer = BaseProducer<KafkaContext>;
+
+/// A producer and the thread that polls it. Dropped, the thread stops at the end of its
+/// current poll (at most [`POLL`]) and the producer with it; [`Polled::stop`] waits for that.
+pub(super) struct Polled {
+    producer: Arc<Producer>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Polled {
+    /// Starts polling `producer` on a thread of its own.
+    pub(super) fn start(producer: Producer) -> std::io::Result<Polled> {
+        let producer = Arc::new(producer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (producer, stop) = (Arc::clone(&producer), Arc::clone(&stop));
+            std::thread::Builder::new()
+                .name("kafka-poll".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        producer.poll(POLL);
+                    }
+                    // Dropping the last handle here: rdkafka purges what is left and serves
+                    // the reports of that before librdkafka is destroyed.
+                })?
+        };
+        Ok(Polled {
+            producer,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops polling and waits (blocking, up to [`POLL`]) until the thread has served its
+    /// last report and the producer is destroyed.
+    pub(super) fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let thread = self.thread.take();
+        // The thread's handle is the last one once this one is gone.
+        drop(self);
+        if let Some(thread) = thread {
+            if thread.join().is_err() {
+                tracing::error!("the kafka polling thread panicked");
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Polled {
+    type Target = Producer;
+
+    fn deref(&self) -> &Producer {
+        &self.producer
+    }
+}
+
+impl Drop for Polled {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
