@@ -160,6 +160,11 @@ pub(crate) struct Checkpoints {
     /// would write the same is skipped, so a quiet source does not write (nor wake) every
     /// `checkpoint_interval`.
     saved: Mutex<Option<Saved>>,
+    /// One save at a time, from reading the offsets to recording what was written: the
+    /// tailer saves a new file's identity at once while the periodic saver may be saving.
+    /// Two overlapping saves could write the older state last yet record the newer one as
+    /// saved, and a new file would then be missing from the file until something else changed.
+    saving: Mutex<()>,
 }
 
 /// What the last save wrote.
@@ -259,6 +264,7 @@ impl Checkpoints {
             ),
             followed_before,
             saved: Mutex::new(None),
+            saving: Mutex::new(()),
         }))
     }
 
@@ -472,6 +478,7 @@ impl Checkpoint for Checkpoints {
 
     /// Writes every checkpoint, atomically.
     fn save(&self) -> Result<(), CheckpointError> {
+        let _one_at_a_time = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let now = Utc::now();
         // The digest of what this save writes, from the very offsets it writes: an offset
         // that moves while it saves differs from it, and the next save writes it.

@@ -47,7 +47,7 @@ use super::checkpoint::{Checkpoints, Resume};
 use super::framing::cri_chunk;
 use super::identity::Tail;
 use super::stream::StreamReader;
-use super::{Context, Quiet, ReadFrom, SourceConfig};
+use super::{Checkpoint, Context, Quiet, ReadFrom, SourceConfig};
 use crate::ack::Progress;
 use crate::budget::BATCH_BYTES;
 use crate::envelope::Record;
@@ -101,6 +101,13 @@ pub(super) struct FileTailer {
     /// A removal or rename was announced: notify may have dropped the watch of a live file
     /// (it keeps watches by path; see [`FileTailer::rewatch_live_files`]).
     rewatch: Arc<AtomicBool>,
+    /// A file or directory was created or renamed in a watched directory: the patterns are
+    /// expanded at once, without [`SCAN_GAP`] (a log a rotation made may be written, renamed
+    /// and deleted within a monitor interval; until a scan finds it nothing can name it).
+    appeared: Arc<AtomicBool>,
+    /// A file was identified that no saved checkpoint may know yet: the checkpoints are
+    /// saved before the loop sleeps or reads on ([`FileTailer::save_new_identities`]).
+    identified: bool,
 }
 
 impl FileTailer {
@@ -134,6 +141,8 @@ impl FileTailer {
             file_unwatched: false,
             scan_soon: false,
             rewatch: Arc::new(AtomicBool::new(false)),
+            appeared: Arc::new(AtomicBool::new(false)),
+            identified: false,
         }
     }
 
@@ -146,6 +155,7 @@ impl FileTailer {
         self.watcher = self.watch_events(wake_tx);
         self.scan(true);
         self.resume_rotated();
+        self.save_new_identities();
         let mut quiet = Quiet::new(self.config.drain_quiet);
         while !quiet.over(&self.context.stop) {
             // While draining, new files are looked for often: a log the runtime reopened
@@ -158,7 +168,10 @@ impl FileTailer {
             } else {
                 self.scan_every()
             };
-            if self.last_scan.elapsed() >= scan_every
+            // A creation announced while this loop was reading (not sleeping) is looked at now,
+            // also when reading goes on without a pause.
+            if self.appeared.swap(false, Ordering::SeqCst)
+                || self.last_scan.elapsed() >= scan_every
                 || (self.scan_soon && self.last_scan.elapsed() >= SCAN_GAP)
             {
                 self.scan(false);
@@ -170,6 +183,9 @@ impl FileTailer {
                 }
                 progressed |= self.read_turn(i);
             }
+            // Before the records are sent and before a sleep: a file identified in this turn is
+            // durable before anything else happens (a SIGKILL now must not forget it).
+            self.save_new_identities();
             if progressed {
                 quiet.data();
             }
@@ -186,9 +202,11 @@ impl FileTailer {
             let wait = self.wait(scan_every);
             self.context.telemetry.health.beat_until(wait);
             if wake_rx.recv_timeout(wait).is_ok() {
-                // An event just after a scan (a rename, then the new file created) is not
-                // dropped: the scan comes at most SCAN_GAP later, not at the next fallback.
-                if self.last_scan.elapsed() >= SCAN_GAP {
+                // A creation or rename is looked at at once. Another event just after a scan is
+                // not dropped: the scan comes at most SCAN_GAP later, not at the next fallback.
+                if self.appeared.swap(false, Ordering::SeqCst)
+                    || self.last_scan.elapsed() >= SCAN_GAP
+                {
                     self.scan(false);
                 } else {
                     self.scan_soon = true;
@@ -259,7 +277,18 @@ impl FileTailer {
         wake: std_mpsc::SyncSender<()>,
     ) -> Option<notify::RecommendedWatcher> {
         let rewatch = Arc::clone(&self.rewatch);
+        let appeared = Arc::clone(&self.appeared);
         let handler = move |event: notify::Result<notify::Event>| {
+            // Set before the wake-up is sent, so that the loop sees it when it wakes.
+            if event.as_ref().is_ok_and(|e| {
+                matches!(
+                    e.kind,
+                    notify::EventKind::Create(_)
+                        | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                )
+            }) {
+                appeared.store(true, Ordering::SeqCst);
+            }
             // Set before notify drops the watch the event names, which it does after this
             // handler returns and before it takes the tailer's next watch request.
             if event.as_ref().is_ok_and(|e| {
@@ -333,11 +362,23 @@ impl FileTailer {
     /// How often the patterns are expanded again: `scan_interval` when polling; with
     /// filesystem events (which announce new files at once), only as a slow fallback.
     fn scan_every(&self) -> Duration {
-        if self.events_work() {
+        if self.events_work() && !self.awaits_a_new_log() {
             self.config.scan_interval.max(EVENT_FALLBACK)
         } else {
             self.config.scan_interval
         }
+    }
+
+    /// Whether a followed file was rotated away and no newer file of its container is
+    /// followed yet. Its runtime is about to open a new log, and the event announcing it
+    /// may not come: following `/var/log/containers` links, the new file is made in a
+    /// directory that is not watched (the link does not change). Until it is found, the
+    /// patterns are expanded every `scan_interval`, as without events.
+    fn awaits_a_new_log(&self) -> bool {
+        (0..self.watched.len()).any(|i| {
+            let w = &self.watched[i];
+            w.rotated_at.is_some() && !w.writer_gone && !self.writer_moved_on(i)
+        })
     }
 
     /// How long the loop may sleep when nothing was read: until a filesystem event (which
@@ -494,6 +535,9 @@ impl FileTailer {
                 Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot open file"),
             }
         }
+        // A scan may run while the outputs hold the loop back (flush_batch): what it found
+        // is made durable here, not after the backpressure ends.
+        self.save_new_identities();
     }
 
     /// Whether file `i` must wait: an older file of the same container (a rotated one, read
@@ -722,6 +766,7 @@ impl FileTailer {
                     Start::Beginning => Resume::Unknown,
                     _ => self.checkpoints.resume(key, &file),
                 };
+                self.identified = true;
                 let offset = match (resumed, start) {
                     (Resume::At(offset), _) => offset,
                     (Resume::Replaced(known), _) => {
@@ -765,6 +810,21 @@ impl FileTailer {
         ));
         w.meta_version = None;
         true
+    }
+
+    /// Saves the checkpoints now if a file was identified since the last call: its identity
+    /// (and where it is read from) is then on disk before the tailer reads on or sleeps, so a
+    /// SIGKILL right after cannot forget it. After a restart a known file gone with bytes
+    /// unread becomes a gap record; an unknown one cannot be named at all. The periodic saver
+    /// would write it only at its next tick. A failed save is the periodic saver's to report
+    /// (it tries again and makes the pod not ready).
+    fn save_new_identities(&mut self) {
+        if !std::mem::take(&mut self.identified) {
+            return;
+        }
+        if let Err(e) = self.checkpoints.save() {
+            tracing::warn!(error = %e, "cannot save the checkpoint of a new file; the periodic save tries again");
+        }
     }
 
     /// Partial lines whose end did not come while their file stayed quiet for
