@@ -8,8 +8,12 @@
 //!   with them, a quiet loop sleeps until an event or what is due next (a partial line's
 //!   expiry, a rotated file's `rotate_wait`, records waiting for acknowledgement, metrics not
 //!   yet published), and at most [`EVENT_FALLBACK`]: an idle sidecar wakes rarely.
-//! - The glob patterns are expanded every `scan_interval` (with events: when one comes, and
-//!   every [`EVENT_FALLBACK`] at least). A watched file no longer found at
+//! - The glob patterns are expanded every `scan_interval` (with events: at once when a file or
+//!   directory is created or renamed, at most [`SCAN_GAP`] after other events, every
+//!   `scan_interval` while a rotated file waits for its container's new log, and every
+//!   [`EVENT_FALLBACK`] at least). A newly identified file is saved to the checkpoints at
+//!   once, so a log that a rotation made and that is deleted while auditrail is down (after
+//!   a SIGKILL) is known and its loss named. A watched file no longer found at
 //!   any matching path (the kubelet renamed `0.log` to `0.log.<timestamp>`) keeps being read
 //!   through its open handle. It is let go only once read to its end and quiet for
 //!   `rotate_wait` (a runtime may write a little more before it reopens its log): a slow
