@@ -132,8 +132,13 @@ pub(crate) async fn watch(path: PathBuf, tx: mpsc::Sender<()>) {
         .filter(|d| !d.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-        let _ = event_tx.try_send(());
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Something opening a file or directory there changes nothing (the checkpoint saver
+        // opens its directory to sync it, and that may be a sibling of the config's): no
+        // reload for it.
+        if !event.as_ref().is_ok_and(crate::source::only_opened) {
+            let _ = event_tx.try_send(());
+        }
     })
     .and_then(|mut w| {
         w.watch(&dir, notify::RecursiveMode::NonRecursive)

@@ -89,7 +89,10 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (classes_tx, classes_rx) = watch::channel(reload::classes_of(&config));
     let outputs = output::start(&config.outputs, classes_rx, shutdown_rx, &metrics)?;
+    // The periodic tasks tick from one instant, so that their ticks share a wake-up.
+    let ticks_from = tokio::time::Instant::now();
     let readiness = report_readiness(
+        ticks_from,
         outputs.health.clone(),
         Arc::clone(&health),
         Arc::clone(&metrics),
@@ -118,6 +121,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
     let source = source::start(&config.source, context, enricher.client.clone())?;
     let checkpoint = source.checkpoint();
     let saver = save_checkpoints(
+        ticks_from,
         Arc::clone(&checkpoint),
         config.source.checkpoint_interval,
         Arc::clone(&health),
@@ -181,12 +185,13 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
 
 /// Publishes every output's readiness and the overall `auditrail_ready`, once a second.
 fn report_readiness(
+    from: tokio::time::Instant,
     outputs: Vec<(&'static str, Arc<dyn OutputHealth>)>,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval_at(from, Duration::from_secs(1));
         loop {
             tick.tick().await;
             for (name, output) in &outputs {
@@ -200,19 +205,24 @@ fn report_readiness(
     })
 }
 
-/// Saves the source's checkpoints every `interval`. A failure (a read-only or full volume) is
+/// Saves the source's checkpoints every `interval`, when they changed. A failure (a read-only or full volume) is
 /// counted, makes the pod not ready and is tried again; readiness returns with the next save
 /// that works. What is saved never claims more than the outputs confirmed.
 fn save_checkpoints(
+    from: tokio::time::Instant,
     checkpoint: Arc<dyn Checkpoint>,
     interval: Duration,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
+        let mut tick = tokio::time::interval_at(from, interval);
         loop {
             tick.tick().await;
+            // Nothing new: no write, and no blocking thread kept awake for it.
+            if !checkpoint.changed() {
+                continue;
+            }
             let cp = Arc::clone(&checkpoint);
             let failure = match tokio::task::spawn_blocking(move || cp.save()).await {
                 Ok(Ok(())) => None,

@@ -1196,3 +1196,142 @@ fn held_a_crash_loop_during_rotations() {
     shipped.extend(daemon.stop_cleanly().stdout);
     assert_promise(&shipped, &ledger, "");
 }
+
+// =====================================================================================
+// idle (issue 16): a tailer that sleeps until a filesystem event
+// =====================================================================================
+
+/// How long `written` takes to be shipped by `daemon` (at most `within`).
+fn time_to_ship(daemon: &Daemon, written: &[String], within: Duration) -> Duration {
+    let want = ids_of(written);
+    let start = Instant::now();
+    while start.elapsed() < within && !shipped_ids(&daemon.stdout_lines()).is_superset(&want) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+/// Following `/var/log/containers/*.log` (symlinks into `/var/log/pods`), only the watch on
+/// each followed file announces its writes: the directory watched holds the links, not the
+/// files. notify keeps its watches by path, and every file the link pointed to was watched
+/// under the link's path. When the kubelet's next rotation gzips and deletes the previous
+/// rotated file, its `IN_DELETE_SELF` makes notify remove "the watch of that path", which is
+/// now the live file's: its rename goes unannounced, and so do the writes to the new log. A
+/// record then waits for the 5 s fallback instead of arriving at once (it took 50 ms,
+/// `poll_interval`, before issue 16).
+#[test]
+fn a_rotated_file_deleted_takes_the_live_files_watch_with_it() {
+    let dir = tempdir();
+    let (pod, _) = pod_dir(dir.path());
+    let links = dir.path().join("containers");
+    fs::create_dir_all(&links).unwrap();
+    let mut app = Kubelet::new(&pod);
+    let link = links.join("api-7d9f8_shop_app-4f1c2d3e5a6b.log");
+    std::os::unix::fs::symlink(app.path(), &link).unwrap();
+    let config = config_for(dir.path(), &links.join("*.log"), "");
+    let mut ledger = Ledger::default();
+    let mut write = |app: &mut Kubelet, n: usize, what: &str| {
+        let start = app.written_len();
+        let records = app.write_audit(Stdout, n, LEN);
+        ledger.note(what, &links, start, app.written_len(), records.clone());
+        records
+    };
+    let mut daemon = Daemon::start(&config);
+    let first = write(&mut app, 1, "first log");
+    give_time_to_ship(&daemon, &first, SOON);
+    app.rotate();
+    let second = write(&mut app, 1, "second log");
+    give_time_to_ship(&daemon, &second, SOON);
+    // rotate_wait (1 s) over: the first file is let go (closed, still watched by the kernel).
+    daemon.wait_for_log("rotated file read to its end; closed");
+    // The kubelet's next rotation gzips the first rotated file and deletes it, then renames.
+    app.rotate();
+    // Its rotated file let go too; the tailer has nothing left to wait for but events.
+    let start = Instant::now();
+    while log_lines(
+        &daemon.stderr_lines(),
+        "rotated file read to its end; closed",
+    )
+    .len()
+        < 2
+    {
+        assert!(
+            start.elapsed() < SOON * 2,
+            "the second rotated file was never let go"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut slowest = Duration::ZERO;
+    for i in 0..3 {
+        let records = write(&mut app, 1, &format!("third log, write {i}"));
+        slowest = slowest.max(time_to_ship(&daemon, &records, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let stopped = daemon.stop_cleanly();
+    assert_promise(&stopped.stdout, &ledger, "");
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "a record written to the live log took {slowest:?} to ship (poll_interval 50 ms)"
+    );
+}
+
+/// Checkpoints are written only when their content changed (issue 16). One deleted or
+/// replaced (its directory emptied and made again: a volume restored, a node agent cleaning)
+/// while nothing moves is not written again for up to 5 minutes; a restart meanwhile finds
+/// none and reads every log from its start (or, with `read_from: end`, from its end:
+/// whatever was written while auditrail was down is skipped without a gap).
+#[test]
+fn a_deleted_checkpoint_file_is_not_written_again_while_nothing_moves() {
+    let dir = tempdir();
+    let (pod, pattern) = pod_dir(dir.path());
+    let config = config_for(dir.path(), &pattern, "");
+    let mut app = Kubelet::new(&pod);
+    let mut ledger = Ledger::default();
+    ledger.audit(&mut app, 10, "before");
+    let daemon = Daemon::start(&config);
+    give_time_to_ship(&daemon, &ledger.all(), SOON);
+    wait_for_checkpoint(dir.path(), &app.path(), app.len());
+    let file = dir.path().join("checkpoints/checkpoints.json");
+    fs::remove_file(&file).unwrap();
+    // checkpoint_interval is 100 ms: twenty saves' time.
+    std::thread::sleep(Duration::from_secs(2));
+    let rewritten = file.exists();
+    let stopped = daemon.stop_cleanly();
+    assert_promise(&stopped.stdout, &ledger, "");
+    assert!(
+        rewritten,
+        "checkpoints.json deleted 2 s ago was not written again (checkpoint_interval 100ms)"
+    );
+}
+
+/// A container directory made while auditrail runs (a new container of the pod): notify
+/// watches it only once it has handled its creation, and the tailer's scan for that event
+/// may come before the runtime created the log in it. Its first records would then wait for
+/// the next event or the 5 s fallback scan (held: the log's creation comes after notify
+/// watches the directory, 8 of 8 times).
+#[test]
+fn held_a_container_directory_made_while_running_is_read_at_once() {
+    let dir = tempdir();
+    let (pod, pattern) = pod_dir(dir.path());
+    let config = config_for(dir.path(), &pattern, "");
+    let mut app = Kubelet::new(&pod);
+    let mut ledger = Ledger::default();
+    ledger.audit(&mut app, 1, "app");
+    let daemon = Daemon::start(&config);
+    give_time_to_ship(&daemon, &ledger.all(), SOON);
+    let mut slowest = Duration::ZERO;
+    for i in 0..8 {
+        // Quiet: the tailer sleeps on events.
+        std::thread::sleep(Duration::from_millis(700));
+        let mut c = Kubelet::for_container(&pod, &format!("sidecar-{i}"));
+        let records = ledger.audit(&mut c, 1, &format!("container {i}"));
+        slowest = slowest.max(time_to_ship(&daemon, &records, Duration::from_secs(10)));
+    }
+    let stopped = daemon.stop_cleanly();
+    assert_promise(&stopped.stdout, &ledger, "");
+    assert!(
+        slowest < Duration::from_millis(1500),
+        "the first record of a new container took {slowest:?} to ship"
+    );
+}

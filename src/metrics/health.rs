@@ -29,8 +29,18 @@ impl Health {
 
     /// The reading loop is alive.
     pub(crate) fn beat(&self) {
-        self.heartbeat
-            .store(chrono::Utc::now().timestamp(), Ordering::Relaxed);
+        self.beat_until(Duration::ZERO);
+    }
+
+    /// The reading loop is alive and waits for at most `wait` before it turns again (for a
+    /// filesystem event, or its fallback timer): it is not stalled before that.
+    pub(crate) fn beat_until(&self, wait: Duration) {
+        let ahead = i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 2)
+            + i64::from(wait.subsec_nanos() > 0);
+        self.heartbeat.store(
+            chrono::Utc::now().timestamp().saturating_add(ahead),
+            Ordering::Relaxed,
+        );
     }
 
     /// Sets the readiness problems of one part (`source`, `kafka`, `backlog`); empty = ready.
@@ -51,7 +61,8 @@ impl Health {
         }
     }
 
-    /// `Ok` while the reading loop turned within `stall`.
+    /// `Ok` while the reading loop turned within `stall` (counted from the end of the wait it
+    /// announced, see [`Health::beat_until`]).
     pub(crate) fn liveness(&self, stall: Duration) -> Result<(), String> {
         let age = chrono::Utc::now().timestamp() - self.heartbeat.load(Ordering::Relaxed);
         if age > stall.as_secs() as i64 {
@@ -65,6 +76,18 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reading loop that sleeps until its files change (issue 16) announces how long: it is
+    /// not stalled before that, however short `stall` is; after it, it is.
+    #[test]
+    fn a_loop_asleep_for_as_long_as_it_announced_is_alive() {
+        let h = Health::new();
+        h.beat_until(Duration::from_secs(30));
+        assert!(h.liveness(Duration::from_secs(1)).is_ok());
+        h.heartbeat
+            .store(chrono::Utc::now().timestamp() - 5, Ordering::Relaxed);
+        assert!(h.liveness(Duration::from_secs(1)).is_err());
+    }
 
     #[test]
     fn readiness_lists_every_reason() {

@@ -156,6 +156,60 @@ pub(crate) struct Checkpoints {
     followed: Mutex<HashMap<Base, (DateTime<Utc>, bool)>>,
     /// Those the file held at startup.
     followed_before: Vec<(Base, DateTime<Utc>)>,
+    /// What the last save wrote (its [`Digest`], timestamps left out) and when: a save that
+    /// would write the same is skipped, so a quiet source does not write (nor wake) every
+    /// `checkpoint_interval`.
+    saved: Mutex<Option<Saved>>,
+    /// One save at a time, from reading the offsets to recording what was written: the
+    /// tailer saves a new file's identity at once while the periodic saver may be saving.
+    /// Two overlapping saves could write the older state last yet record the newer one as
+    /// saved, and a new file would then be missing from the file until something else changed.
+    saving: Mutex<()>,
+}
+
+/// What the last save wrote.
+#[derive(Debug, Clone, Copy)]
+struct Saved {
+    digest: u64,
+    at: std::time::Instant,
+    /// The file it wrote (device, inode): one deleted or replaced since is written again,
+    /// whatever its content.
+    file: Option<(u64, u64)>,
+}
+
+/// The longest a checkpoint file goes without being written again although nothing in it
+/// changed: its `updated` times stay recent.
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A digest of what a checkpoint file would hold, timestamps left out: entries are hashed
+/// one by one and summed, so the order of a map does not matter.
+#[derive(Default)]
+struct Digest(u64);
+
+impl Digest {
+    fn add(&mut self, item: impl std::hash::Hash) {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(item);
+        self.0 = self.0.wrapping_add(hash);
+    }
+
+    /// One entry: what its line in the file says, and whether its live progress would be let
+    /// go by a save (`settled`).
+    fn slot(&mut self, key: FileKey, s: &Slot, offset: u64, settled: bool) {
+        self.add((
+            (key.dev, key.ino, key.fingerprint, key.generation),
+            (
+                &s.path,
+                offset,
+                s.size,
+                s.done,
+                s.done_when_confirmed,
+                s.sealed,
+            ),
+            (s.legacy, s.watched, s.progress.is_some(), settled),
+        ));
+    }
 }
 
 impl Checkpoints {
@@ -209,7 +263,30 @@ impl Checkpoints {
                     .collect(),
             ),
             followed_before,
+            saved: Mutex::new(None),
+            saving: Mutex::new(()),
         }))
+    }
+
+    /// The digest of the state now, with each live offset as its progress has it.
+    fn digest(&self) -> u64 {
+        let mut digest = Digest::default();
+        for (key, s) in self.lock().iter() {
+            let (offset, settled) = match &s.progress {
+                Some(p) => (p.committed(), !s.watched && p.in_flight() == 0),
+                None => (s.offset, false),
+            };
+            digest.slot(*key, s, offset, settled);
+        }
+        self.digest_followed(&mut digest);
+        digest.0
+    }
+
+    fn digest_followed(&self, digest: &mut Digest) {
+        let followed = self.followed.lock().unwrap_or_else(|e| e.into_inner());
+        for (base, (_, now)) in followed.iter() {
+            digest.add((base, now));
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<FileKey, Slot>> {
@@ -376,6 +453,20 @@ impl Checkpoints {
 }
 
 impl Checkpoint for Checkpoints {
+    /// Whether a save would write anything new (or the file was last written [`REFRESH`]
+    /// ago, or never, or the file it wrote was deleted or replaced since, or its directory is
+    /// gone: the save then fails and says so). A volume that turned read-only or full is noticed
+    /// at the next save that has something to write.
+    fn changed(&self) -> bool {
+        let saved = *self.saved.lock().unwrap_or_else(|e| e.into_inner());
+        saved.is_none_or(|s| {
+            s.at.elapsed() >= REFRESH
+                || s.file.is_none()
+                || s.file != self.file.identity()
+                || s.digest != self.digest()
+        }) || !self.file.dir_usable()
+    }
+
     /// Records handed to outputs and not yet confirmed, over every file.
     fn in_flight(&self) -> usize {
         self.lock()
@@ -387,10 +478,14 @@ impl Checkpoint for Checkpoints {
 
     /// Writes every checkpoint, atomically.
     fn save(&self) -> Result<(), CheckpointError> {
+        let _one_at_a_time = self.saving.lock().unwrap_or_else(|e| e.into_inner());
         let now = Utc::now();
+        // The digest of what this save writes, from the very offsets it writes: an offset
+        // that moves while it saves differs from it, and the next save writes it.
+        let mut digest = Digest::default();
         let files = {
             let mut slots = self.lock();
-            for slot in slots.values_mut() {
+            for (key, slot) in slots.iter_mut() {
                 if let Some(p) = &slot.progress {
                     let offset = p.committed();
                     if offset != slot.offset || slot.watched {
@@ -404,6 +499,9 @@ impl Checkpoint for Checkpoints {
                         slot.done |= std::mem::take(&mut slot.done_when_confirmed);
                     }
                 }
+                // A progress kept is not settled (else it was let go just above).
+                let offset = slot.offset;
+                digest.slot(*key, slot, offset, false);
             }
             slots.retain(|_, s| {
                 s.watched || s.progress.is_some() || now - s.updated < KEEP_FINISHED
@@ -446,11 +544,18 @@ impl Checkpoint for Checkpoints {
             list.sort_by(|a, b| a.dir.cmp(&b.dir).then(a.base.cmp(&b.base)));
             list
         };
+        self.digest_followed(&mut digest);
         self.file.save(&CheckpointFile {
             version: VERSION,
             files,
             followed,
-        })
+        })?;
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Saved {
+            digest: digest.0,
+            at: std::time::Instant::now(),
+            file: self.file.identity(),
+        });
+        Ok(())
     }
 }
 
@@ -533,6 +638,36 @@ mod tests {
         );
         let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert!(text.contains("\"version\": 2"), "{text}");
+    }
+
+    /// Regression (issue 16, idle cost): the saver wrote and synced the checkpoint file every
+    /// `checkpoint_interval` although nothing had moved, waking a blocking thread each time.
+    #[test]
+    fn checkpoints_are_not_written_again_while_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0.log");
+        fs::write(&log, vec![b'x'; 300]).unwrap();
+        let file = Arc::new(File::open(&log).unwrap());
+        let cps = Checkpoints::load(dir.path()).unwrap();
+        assert!(cps.changed(), "never saved");
+        let p = Progress::new(0);
+        cps.watch(key(7), &log, Arc::clone(&p), Some(Arc::clone(&file)));
+        let ack = p.register(100, 1);
+        p.set_read(200, None);
+        cps.save().unwrap();
+        assert!(!cps.changed(), "saved, nothing moved since");
+        ack.confirm();
+        assert!(cps.changed(), "a confirmation moves the offset");
+        cps.save().unwrap();
+        assert!(!cps.changed());
+        cps.follow(&(dir.path().to_path_buf(), "1.log".into()));
+        assert!(cps.changed(), "a log followed");
+        cps.save().unwrap();
+        cps.seal(key(7));
+        assert!(cps.changed(), "a file sealed");
+        cps.save().unwrap();
+        cps.unwatch(key(7));
+        assert!(cps.changed(), "a file let go");
     }
 
     #[test]

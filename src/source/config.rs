@@ -47,13 +47,17 @@ pub struct SourceConfig {
     pub checkpoint_dir: PathBuf,
     /// The longest logical line (after joining partial chunks) that is processed.
     pub max_line_bytes: usize,
-    /// How often files are read when no filesystem event arrives (the polling fallback).
+    /// How often files are read without filesystem events (the polling fallback), and while
+    /// records wait for acknowledgement; with events, a quiet source looks every 5 s.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// How often the glob patterns are expanded again, to find new and rotated files.
+    /// How often the glob patterns are expanded again, to find new and rotated files (with
+    /// filesystem events, which announce new files, at least 5 s, except while a rotated file
+    /// waits for its container's new log).
     #[serde(with = "humantime_serde")]
     pub scan_interval: Duration,
-    /// How often checkpoints are saved (they are always saved on shutdown).
+    /// How often checkpoints are saved when they changed (they are always saved on shutdown,
+    /// and at once when a new file is identified).
     #[serde(with = "humantime_serde")]
     pub checkpoint_interval: Duration,
     /// How long a rotated file stays open after its last new data, for a runtime that keeps

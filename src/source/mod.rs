@@ -59,6 +59,10 @@ pub(crate) enum SourceError {
 pub(crate) trait Checkpoint: Send + Sync {
     /// Writes what every output confirmed, atomically.
     fn save(&self) -> Result<(), CheckpointError>;
+    /// Whether a save would write anything new: the periodic saver skips it otherwise.
+    fn changed(&self) -> bool {
+        true
+    }
     /// Records handed to the outputs and not yet confirmed.
     fn in_flight(&self) -> usize;
 }
@@ -136,11 +140,22 @@ impl Context {
     }
 }
 
+/// Whether a filesystem event only says that something was opened (inotify's `IN_OPEN`):
+/// nothing changed. A write closed (`IN_CLOSE_WRITE`) is a change and is not this.
+pub(crate) fn only_opened(event: &notify::Event) -> bool {
+    matches!(
+        event.kind,
+        notify::EventKind::Access(notify::event::AccessKind::Open(_))
+    )
+}
+
 /// The end of a source's life: on SIGTERM it drains (reads on until its input is quiet), for
 /// at most the drain timeout.
 #[derive(Debug, Default)]
 pub(crate) struct Stop {
     deadline: Mutex<Option<Instant>>,
+    /// Wakes a source that sleeps until its input changes, so that the drain starts at once.
+    wake: Mutex<Option<std::sync::mpsc::SyncSender<()>>>,
 }
 
 impl Stop {
@@ -148,6 +163,15 @@ impl Stop {
     pub(crate) fn request(&self, timeout: Duration) {
         let mut deadline = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
         deadline.get_or_insert_with(|| Instant::now() + timeout);
+        drop(deadline);
+        if let Some(wake) = &*self.wake.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = wake.try_send(());
+        }
+    }
+
+    /// `wake` is sent to (without waiting) when the stop is requested.
+    pub(crate) fn wake_with(&self, wake: std::sync::mpsc::SyncSender<()>) {
+        *self.wake.lock().unwrap_or_else(|e| e.into_inner()) = Some(wake);
     }
 
     /// Whether the service is stopping (the source drains).
@@ -293,3 +317,28 @@ impl SourceHandle {
 #[derive(Debug, thiserror::Error)]
 #[error("the source stopped abnormally (panicked)")]
 pub(crate) struct SourceStopped;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use notify::event::{AccessKind, AccessMode, CreateKind, DataChange, ModifyKind};
+    use notify::{Event, EventKind};
+
+    /// Regression (issue 16, idle cost): every scan opened the watched directories, and the
+    /// `IN_OPEN` events that followed woke the tailer (and the config reloader, for the
+    /// checkpoint directory's syncs) for nothing.
+    #[test]
+    fn an_open_is_no_change_but_a_closed_write_is() {
+        assert!(only_opened(&Event::new(EventKind::Access(
+            AccessKind::Open(AccessMode::Any)
+        ))));
+        for kind in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Any,
+        ] {
+            assert!(!only_opened(&Event::new(kind)), "{kind:?}");
+        }
+    }
+}

@@ -109,6 +109,19 @@ impl StateFile {
         write().map_err(|e| self.error(e))
     }
 
+    /// The device and inode of the file as it is now, if it exists: a file deleted or
+    /// replaced since the last save has another (or none).
+    pub(super) fn identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(self.path()).ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    /// Whether its directory is still one (not removed, not replaced): a cheap look when
+    /// there is nothing new to write, so a volume gone bad is still reported.
+    pub(super) fn dir_usable(&self) -> bool {
+        fs::metadata(&self.dir).is_ok_and(|m| m.is_dir())
+    }
+
     fn set_aside(&self) {
         let path = self.path();
         let _ = fs::rename(&path, self.dir.join(format!("{}.corrupt", self.name)));

@@ -38,6 +38,18 @@ impl Telemetry {
 }
 
 impl Telemetry {
+    /// When counts not yet published are due (a quiet loop must still wake for them), if
+    /// there are any.
+    pub(crate) fn publish_due(&self, local: &Stats) -> Option<Instant> {
+        if *local == self.published {
+            return None;
+        }
+        Some(
+            self.last_publish
+                .map_or_else(Instant::now, |at| at + PUBLISH_EVERY),
+        )
+    }
+
     /// Beats the liveness heartbeat and, at most once a second unless `now`, copies `local`
     /// into `shared` and adds what it counted since the last time to the metrics. Returns
     /// whether it published (the caller then updates its own gauges).

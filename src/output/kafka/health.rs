@@ -88,6 +88,7 @@ impl KafkaHealth {
 }
 
 /// Routes librdkafka's own logs and errors into `tracing` and the health state.
+#[derive(Clone)]
 pub(super) struct KafkaContext {
     pub(super) health: Arc<KafkaHealth>,
     /// The generation of the clients this context belongs to (see [`HealthState::generation`]).

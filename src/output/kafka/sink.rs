@@ -76,7 +76,7 @@ pub(super) fn build(
 /// A producer and an admin client built from one set of credentials.
 struct Clients {
     producer: Polled,
-    admin: AdminClient<KafkaContext>,
+    admin: topics::Admin,
 }
 
 impl Clients {
@@ -115,7 +115,8 @@ impl Clients {
         // The admin client is a producer handle inside librdkafka: with idempotence it would
         // ask the broker for a producer id of its own, which it never uses.
         client.set("enable.idempotence", "false");
-        let admin = client.create_with_context(context())?;
+        let admin: AdminClient<KafkaContext> = client.create_with_context(context())?;
+        let admin = topics::Admin::new(admin, client, context());
         let clients = Clients { producer, admin };
         health.update(|h| {
             h.generation = generation;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -274,10 +275,46 @@ fn requirements(classes: &Classes, dead_letter_topic: Option<&str>) -> Vec<Requi
     requirements
 }
 
+/// The admin client of the topic checks, made for each check and let go after it: an admin
+/// client holds threads (librdkafka's main and broker threads, rdkafka's polling thread) that
+/// wake several times a second, for checks that run every `topic_check_interval`.
+pub(super) struct Admin {
+    /// The client made with the producer (which proves the config builds), for the first check.
+    first: Option<AdminClient<KafkaContext>>,
+    config: ClientConfig,
+    context: KafkaContext,
+}
+
+impl Admin {
+    pub(super) fn new(
+        first: AdminClient<KafkaContext>,
+        config: ClientConfig,
+        context: KafkaContext,
+    ) -> Admin {
+        Admin {
+            first: Some(first),
+            config,
+            context,
+        }
+    }
+
+    fn client(&mut self) -> Result<AdminClient<KafkaContext>, rdkafka::error::KafkaError> {
+        match self.first.take() {
+            Some(client) => Ok(client),
+            None => self.config.create_with_context(self.context.clone()),
+        }
+    }
+}
+
+/// Lets an admin client go off the runtime's threads (dropping it joins its threads).
+async fn release(admin: AdminClient<KafkaContext>) {
+    let _ = tokio::task::spawn_blocking(move || drop(admin)).await;
+}
+
 /// Checks class topics at startup, periodically, and whenever the classes change (a config
 /// reload); publishes the topics that are fit to ship to, with their message size limits.
 pub(super) async fn check_topics(
-    admin: AdminClient<KafkaContext>,
+    mut admin: Admin,
     mut classes: watch::Receiver<Classes>,
     config: KafkaConfig,
     health: Arc<KafkaHealth>,
@@ -292,7 +329,15 @@ pub(super) async fn check_topics(
             &classes.borrow_and_update(),
             config.dead_letter_topic.as_deref(),
         );
-        let retry_soon = match check(&admin, &requirements, create, Duration::from_secs(10)).await {
+        let checked = match admin.client() {
+            Ok(client) => {
+                let checked = check(&client, &requirements, create, Duration::from_secs(10)).await;
+                release(client).await;
+                checked
+            }
+            Err(e) => Err(e),
+        };
+        let retry_soon = match checked {
             Ok(verdict) => {
                 let refused = &verdict.refused;
                 let seen = (requirements.clone(), verdict.clone());

@@ -1,9 +1,19 @@
 //! The file tailer: follows the files matched by `source.paths` through rotation, truncation,
 //! restarts and pod termination, on one dedicated thread.
 //!
-//! - New data is noticed through filesystem events (`notify`), with polling every
-//!   `poll_interval` as the fallback (events are only a wake-up; polling alone is correct).
-//! - The glob patterns are expanded every `scan_interval`. A watched file no longer found at
+//! - New data is noticed through filesystem events (`notify`: inotify on the directories the
+//!   patterns start from, recursively, and on every followed file). Events are only a
+//!   wake-up; reading is decided by looking at the files, so polling alone is correct. Without
+//!   events (no inotify, a directory not there yet) files are polled every `poll_interval`;
+//!   with them, a quiet loop sleeps until an event or what is due next (a partial line's
+//!   expiry, a rotated file's `rotate_wait`, records waiting for acknowledgement, metrics not
+//!   yet published), and at most [`EVENT_FALLBACK`]: an idle sidecar wakes rarely.
+//! - The glob patterns are expanded every `scan_interval` (with events: at once when a file or
+//!   directory is created or renamed, at most [`SCAN_GAP`] after other events, every
+//!   `scan_interval` while a rotated file waits for its container's new log, and every
+//!   [`EVENT_FALLBACK`] at least). A newly identified file is saved to the checkpoints at
+//!   once, so a log that a rotation made and that is deleted while auditrail is down (after
+//!   a SIGKILL) is known and its loss named. A watched file no longer found at
 //!   any matching path (the kubelet renamed `0.log` to `0.log.<timestamp>`) keeps being read
 //!   through its open handle. It is let go only once read to its end and quiet for
 //!   `rotate_wait` (a runtime may write a little more before it reopens its log): a slow
@@ -29,6 +39,7 @@ mod watched;
 use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,7 +51,7 @@ use super::checkpoint::{Checkpoints, Resume};
 use super::framing::cri_chunk;
 use super::identity::Tail;
 use super::stream::StreamReader;
-use super::{Context, Quiet, ReadFrom, SourceConfig};
+use super::{Checkpoint, Context, Quiet, ReadFrom, SourceConfig};
 use crate::ack::Progress;
 use crate::budget::BATCH_BYTES;
 use crate::envelope::Record;
@@ -56,6 +67,13 @@ const TURN_BYTES: u64 = 4 * 1024 * 1024;
 const UNREADABLE_AFTER: Duration = Duration::from_secs(3);
 /// How far into the next file a line begun in a rotated file is looked for.
 const CONTINUATION_MAX: usize = 256 * 1024;
+/// With filesystem events, how often files are read and the patterns expanded anyway (a
+/// change an event did not announce: a filesystem that reports none for some writes).
+const EVENT_FALLBACK: Duration = Duration::from_secs(5);
+/// The least time between two scans an event asks for (an event comes in bursts).
+const SCAN_GAP: Duration = Duration::from_millis(100);
+/// A rotated file its runtime may still write to is taken as no longer written after this.
+const ROTATED_LONG_AGO: Duration = Duration::from_secs(60);
 
 /// Follows the configured files; see the module documentation.
 pub(super) struct FileTailer {
@@ -74,6 +92,26 @@ pub(super) struct FileTailer {
     /// The logs (directory and base name) the checkpoints knew at startup.
     known_bases: BTreeSet<(PathBuf, String)>,
     last_scan: Instant,
+    /// The filesystem watcher; `None` when events are unavailable (polling only).
+    watcher: Option<notify::RecommendedWatcher>,
+    /// Directories the patterns start from that could not be watched (not there yet): tried
+    /// again at each scan, and polled meanwhile.
+    unwatched_dirs: Vec<PathBuf>,
+    /// A followed file could not be watched: polled from then on.
+    file_unwatched: bool,
+    /// An event came too soon after a scan to scan again at once: one is due [`SCAN_GAP`]
+    /// after the last.
+    scan_soon: bool,
+    /// A removal or rename was announced: notify may have dropped the watch of a live file
+    /// (it keeps watches by path; see [`FileTailer::rewatch_live_files`]).
+    rewatch: Arc<AtomicBool>,
+    /// A file or directory was created or renamed in a watched directory: the patterns are
+    /// expanded at once, without [`SCAN_GAP`] (a log a rotation made may be written, renamed
+    /// and deleted within a monitor interval; until a scan finds it nothing can name it).
+    appeared: Arc<AtomicBool>,
+    /// A file was identified that no saved checkpoint may know yet: the checkpoints are
+    /// saved before the loop sleeps or reads on ([`FileTailer::save_new_identities`]).
+    identified: bool,
 }
 
 impl FileTailer {
@@ -102,6 +140,13 @@ impl FileTailer {
             known_dirs,
             known_bases,
             last_scan: Instant::now(),
+            watcher: None,
+            unwatched_dirs: Vec::new(),
+            file_unwatched: false,
+            scan_soon: false,
+            rewatch: Arc::new(AtomicBool::new(false)),
+            appeared: Arc::new(AtomicBool::new(false)),
+            identified: false,
         }
     }
 
@@ -110,9 +155,11 @@ impl FileTailer {
     /// drain and finish.
     pub(super) fn run(mut self) {
         let (wake_tx, wake_rx) = std_mpsc::sync_channel::<()>(1);
-        let _watcher = self.watch_events(wake_tx);
+        self.context.stop.wake_with(wake_tx.clone());
+        self.watcher = self.watch_events(wake_tx);
         self.scan(true);
         self.resume_rotated();
+        self.save_new_identities();
         let mut quiet = Quiet::new(self.config.drain_quiet);
         while !quiet.over(&self.context.stop) {
             // While draining, new files are looked for often: a log the runtime reopened
@@ -123,9 +170,14 @@ impl FileTailer {
                     .min(Duration::from_millis(100))
                     .min(self.config.drain_quiet / 2)
             } else {
-                self.config.scan_interval
+                self.scan_every()
             };
-            if self.last_scan.elapsed() >= scan_every {
+            // A creation announced while this loop was reading (not sleeping) is looked at now,
+            // also when reading goes on without a pause.
+            if self.appeared.swap(false, Ordering::SeqCst)
+                || self.last_scan.elapsed() >= scan_every
+                || (self.scan_soon && self.last_scan.elapsed() >= SCAN_GAP)
+            {
                 self.scan(false);
             }
             let mut progressed = false;
@@ -135,24 +187,34 @@ impl FileTailer {
                 }
                 progressed |= self.read_turn(i);
             }
+            // Before the records are sent and before a sleep: a file identified in this turn is
+            // durable before anything else happens (a SIGKILL now must not forget it).
+            self.save_new_identities();
             if progressed {
                 quiet.data();
             }
             self.expire_partial_lines();
             self.flush_batch();
-            self.let_go_of_rotated();
+            let released = self.let_go_of_rotated();
             self.publish(false);
-            // An event may be a new file: look now rather than at the next scan.
-            let wait = if self.context.stop.requested() {
-                self.config.poll_interval.min(Duration::from_millis(100))
-            } else {
-                self.config.poll_interval
-            };
-            if !progressed
-                && wake_rx.recv_timeout(wait).is_ok()
-                && self.last_scan.elapsed() >= Duration::from_millis(100)
-            {
-                self.scan(false);
+            // A file let go may be what a newer file of its container waited for: read on.
+            if progressed || released {
+                continue;
+            }
+            // Nothing new: sleep until a filesystem event, the stop, or the next thing that
+            // is due. An event may be a new file: look now rather than at the next scan.
+            let wait = self.wait(scan_every);
+            self.context.telemetry.health.beat_until(wait);
+            if wake_rx.recv_timeout(wait).is_ok() {
+                // A creation or rename is looked at at once. Another event just after a scan is
+                // not dropped: the scan comes at most SCAN_GAP later, not at the next fallback.
+                if self.appeared.swap(false, Ordering::SeqCst)
+                    || self.last_scan.elapsed() >= SCAN_GAP
+                {
+                    self.scan(false);
+                } else {
+                    self.scan_soon = true;
+                }
             }
         }
         // The drain is over. What waits for an end ships as it stands, without moving the
@@ -211,10 +273,42 @@ impl FileTailer {
         t.health.set("backlog", backlog);
     }
 
-    /// Watches the directories the patterns start from; events only wake the loop up.
-    fn watch_events(&self, wake: std_mpsc::SyncSender<()>) -> Option<notify::RecommendedWatcher> {
-        let handler = move |_event: notify::Result<notify::Event>| {
-            let _ = wake.try_send(());
+    /// Watches the directories the patterns start from (recursively: new pod and container
+    /// directories, new and renamed files); events only wake the loop up. Each followed file
+    /// is watched too ([`FileTailer::watch_file`]).
+    fn watch_events(
+        &mut self,
+        wake: std_mpsc::SyncSender<()>,
+    ) -> Option<notify::RecommendedWatcher> {
+        let rewatch = Arc::clone(&self.rewatch);
+        let appeared = Arc::clone(&self.appeared);
+        let handler = move |event: notify::Result<notify::Event>| {
+            // Set before the wake-up is sent, so that the loop sees it when it wakes.
+            if event.as_ref().is_ok_and(|e| {
+                matches!(
+                    e.kind,
+                    notify::EventKind::Create(_)
+                        | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                )
+            }) {
+                appeared.store(true, Ordering::SeqCst);
+            }
+            // Set before notify drops the watch the event names, which it does after this
+            // handler returns and before it takes the tailer's next watch request.
+            if event.as_ref().is_ok_and(|e| {
+                matches!(
+                    e.kind,
+                    notify::EventKind::Remove(_)
+                        | notify::EventKind::Modify(notify::event::ModifyKind::Name(_))
+                )
+            }) {
+                rewatch.store(true, Ordering::SeqCst);
+            }
+            // An open changes nothing to read, and the tailer's own scans open the
+            // directories: without this, each scan would wake the loop again.
+            if !event.as_ref().is_ok_and(super::only_opened) {
+                let _ = wake.try_send(());
+            }
         };
         let mut watcher = match notify::recommended_watcher(handler) {
             Ok(w) => w,
@@ -227,9 +321,127 @@ impl FileTailer {
             let dir = static_prefix(pattern);
             if let Err(e) = watcher.watch(&dir, notify::RecursiveMode::Recursive) {
                 tracing::warn!(error = %e, dir = %dir.display(), "cannot watch directory; polling it");
+                self.unwatched_dirs.push(dir);
             }
         }
         Some(watcher)
+    }
+
+    /// Watches a followed file itself, by its inode: its writes wake the loop even where its
+    /// directory is not watched (`/var/log/containers/*.log` are symlinks into
+    /// `/var/log/pods`) and after it was renamed or deleted. The kernel drops the watch when
+    /// the file is gone and closed.
+    fn watch_file(&mut self, path: &Path) {
+        if let Some(watcher) = self.watcher.as_mut() {
+            if let Err(e) = watcher.watch(path, notify::RecursiveMode::NonRecursive) {
+                // Its directory's events may not cover it (a symlink's target): poll.
+                tracing::warn!(error = %e, path = %path.display(), "cannot watch file; polling");
+                self.file_unwatched = true;
+            }
+        }
+    }
+
+    /// Watches the live files again. notify keeps one watch per path, and every file a path
+    /// named was watched under it: when an older one (rotated away, let go) is deleted or
+    /// renamed, notify drops the watch that path has now, the live file's. Following
+    /// `/var/log/containers` links, that watch is the only one announcing its writes. Watching
+    /// the same file again adds nothing.
+    fn rewatch_live_files(&mut self) {
+        let live: Vec<PathBuf> = self
+            .watched
+            .iter()
+            .filter(|w| w.rotated_at.is_none() && !w.writer_gone)
+            .map(|w| w.path.clone())
+            .collect();
+        for path in live {
+            self.watch_file(&path);
+        }
+    }
+
+    /// Whether filesystem events cover every directory the patterns start from.
+    fn events_work(&self) -> bool {
+        self.watcher.is_some() && self.unwatched_dirs.is_empty() && !self.file_unwatched
+    }
+
+    /// How often the patterns are expanded again: `scan_interval` when polling; with
+    /// filesystem events (which announce new files at once), only as a slow fallback.
+    fn scan_every(&self) -> Duration {
+        if self.events_work() && !self.awaits_a_new_log() {
+            self.config.scan_interval.max(EVENT_FALLBACK)
+        } else {
+            self.config.scan_interval
+        }
+    }
+
+    /// Whether a followed file was rotated away and no newer file of its container is
+    /// followed yet. Its runtime is about to open a new log, and the event announcing it
+    /// may not come: following `/var/log/containers` links, the new file is made in a
+    /// directory that is not watched (the link does not change). Until it is found, the
+    /// patterns are expanded every `scan_interval`, as without events.
+    fn awaits_a_new_log(&self) -> bool {
+        (0..self.watched.len()).any(|i| {
+            let w = &self.watched[i];
+            w.rotated_at.is_some() && !w.writer_gone && !self.writer_moved_on(i)
+        })
+    }
+
+    /// How long the loop may sleep when nothing was read: until a filesystem event (which
+    /// ends the sleep at once), or else the first of what is due. Polling every
+    /// `poll_interval` without events, or while records wait for acknowledgement (the lag
+    /// and readiness they show change), or a file fails to read; with events, only every
+    /// [`EVENT_FALLBACK`]. A quiet, fully acknowledged source therefore sleeps for seconds.
+    fn wait(&self, scan_every: Duration) -> Duration {
+        let poll = self.config.poll_interval;
+        if self.context.stop.requested() {
+            return poll.min(Duration::from_millis(100));
+        }
+        let now = Instant::now();
+        let mut due = now
+            + if self.events_work() {
+                EVENT_FALLBACK.max(poll)
+            } else {
+                poll
+            };
+        // Deadlines still ahead; those passed were dealt with in this turn (or wait on
+        // something else, which wakes the loop itself).
+        let mut until = |at: Instant| {
+            if at > now {
+                due = due.min(at);
+            }
+        };
+        until(self.last_scan + scan_every);
+        if self.scan_soon {
+            until(self.last_scan + SCAN_GAP);
+        }
+        if let Some(at) = self.context.telemetry.publish_due(&self.local) {
+            until(at.max(now + Duration::from_millis(1)));
+        }
+        let expiry = self.config.partial_line_expiry;
+        let rotate_wait = self.config.rotate_wait;
+        for w in &self.watched {
+            let polled = w.failing_since.is_some()
+                || w.reader.is_none()
+                || w.reader
+                    .as_ref()
+                    .and_then(StreamReader::progress)
+                    .is_some_and(|p| p.in_flight() > 0);
+            if polled {
+                until(now + poll);
+            }
+            if w.reader
+                .as_ref()
+                .is_some_and(StreamReader::has_unterminated)
+            {
+                until(w.last_data + expiry);
+            }
+            if let Some(rotated_at) = w.rotated_at {
+                until(rotated_at + rotate_wait);
+                until(w.last_data + rotate_wait);
+                until(rotated_at + ROTATED_LONG_AGO);
+            }
+        }
+        due.saturating_duration_since(now)
+            .max(Duration::from_millis(1))
     }
 
     /// Expands the patterns and reconciles the result with the watched files. A new file is
@@ -237,6 +449,18 @@ impl FileTailer {
     /// later rotation, even while the outputs hold reading back.
     fn scan(&mut self, startup: bool) {
         self.last_scan = Instant::now();
+        self.scan_soon = false;
+        if let Some(watcher) = self.watcher.as_mut() {
+            self.unwatched_dirs.retain(|dir| {
+                let failed = watcher
+                    .watch(dir, notify::RecursiveMode::Recursive)
+                    .is_err();
+                if !failed {
+                    tracing::info!(dir = %dir.display(), "watching directory");
+                }
+                failed
+            });
+        }
         let mut found: HashMap<(u64, u64), PathBuf> = HashMap::new();
         for pattern in &self.config.paths {
             let Ok(paths) = glob::glob(pattern) else {
@@ -283,6 +507,9 @@ impl FileTailer {
                 }
             }
         }
+        if self.rewatch.swap(false, Ordering::SeqCst) {
+            self.rewatch_live_files();
+        }
         // Files rotated since the last look may have been followed by more rotations than one:
         // the files in between are read too.
         for &i in rotated_now.iter().rev() {
@@ -305,12 +532,16 @@ impl FileTailer {
                     if let Some(base) = &w.base {
                         self.checkpoints.follow(base);
                     }
+                    self.watch_file(&path);
                     self.watched.push(w);
                     self.start_file(self.watched.len() - 1);
                 }
                 Err(e) => tracing::warn!(error = %e, path = %path.display(), "cannot open file"),
             }
         }
+        // A scan may run while the outputs hold the loop back (flush_batch): what it found
+        // is made durable here, not after the backpressure ends.
+        self.save_new_identities();
     }
 
     /// Whether file `i` must wait: an older file of the same container (a rotated one, read
@@ -539,6 +770,7 @@ impl FileTailer {
                     Start::Beginning => Resume::Unknown,
                     _ => self.checkpoints.resume(key, &file),
                 };
+                self.identified = true;
                 let offset = match (resumed, start) {
                     (Resume::At(offset), _) => offset,
                     (Resume::Replaced(known), _) => {
@@ -582,6 +814,21 @@ impl FileTailer {
         ));
         w.meta_version = None;
         true
+    }
+
+    /// Saves the checkpoints now if a file was identified since the last call: its identity
+    /// (and where it is read from) is then on disk before the tailer reads on or sleeps, so a
+    /// SIGKILL right after cannot forget it. After a restart a known file gone with bytes
+    /// unread becomes a gap record; an unknown one cannot be named at all. The periodic saver
+    /// would write it only at its next tick. A failed save is the periodic saver's to report
+    /// (it tries again and makes the pod not ready).
+    fn save_new_identities(&mut self) {
+        if !std::mem::take(&mut self.identified) {
+            return;
+        }
+        if let Err(e) = self.checkpoints.save() {
+            tracing::warn!(error = %e, "cannot save the checkpoint of a new file; the periodic save tries again");
+        }
     }
 
     /// Partial lines whose end did not come while their file stayed quiet for
@@ -636,7 +883,8 @@ impl FileTailer {
     /// more (quiet for `rotate_wait`). A line a released file ends inside goes on at the start
     /// of the next file of its container (the kubelet rotated between its chunks): it is
     /// joined with its end there; without one it ships as it stands.
-    fn let_go_of_rotated(&mut self) {
+    /// Returns whether it let go of any.
+    fn let_go_of_rotated(&mut self) -> bool {
         // A rotated file whose runtime writes to a newer one grows no more: its checkpoint
         // says so, and once confirmed to that size nothing of it can be lost should it be
         // deleted while auditrail is down.
@@ -665,7 +913,7 @@ impl FileTailer {
             })
             .collect();
         if done.is_empty() {
-            return;
+            return false;
         }
         let processor = self.context.processor();
         for i in done.into_iter().rev() {
@@ -688,6 +936,7 @@ impl FileTailer {
                 }
             }
         }
+        true
     }
 
     /// Whether the runtime writes to rotated file `i` no more: it reopened its log (a newer
@@ -704,7 +953,7 @@ impl FileTailer {
             .is_some_and(|m| m.nlink() == 0);
         let long_ago = w
             .rotated_at
-            .is_some_and(|at| at.elapsed() >= Duration::from_secs(60));
+            .is_some_and(|at| at.elapsed() >= ROTATED_LONG_AGO);
         successor || deleted || long_ago
     }
 

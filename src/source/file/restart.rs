@@ -134,6 +134,11 @@ impl FileTailer {
             }
         }
         let n = rotated.len();
+        for w in &rotated {
+            if !w.writer_gone {
+                self.watch_file(&w.path);
+            }
+        }
         rotated.append(&mut self.watched);
         self.watched = rotated;
         for i in 0..n {
@@ -272,6 +277,10 @@ impl FileTailer {
         }
         for (k, mut watched) in adopted.into_iter().enumerate() {
             watched.rotated_at = Some(Instant::now());
+            if !watched.writer_gone {
+                // Its runtime may write its last lines to it before it reopens its log.
+                self.watch_file(&watched.path);
+            }
             self.watched.insert(i + 1 + k, watched);
             self.start_file(i + 1 + k);
         }
