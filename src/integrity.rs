@@ -53,6 +53,103 @@ pub const DIGEST_TYPE: &str = "auditrail.digest";
 /// A SHA-256 (or HMAC-SHA-256) value.
 pub type Hash = [u8; 32];
 
+/// `integrity`: the chain and the digests, as the writer applies them.
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegrityConfig {
+    /// Every shipped record carries a link of its segment's chain (headers `chain_*`).
+    pub chain: bool,
+    /// A secret (a mounted Secret's file): links are HMAC-SHA-256 keyed with its bytes.
+    pub chain_key_file: Option<PathBuf>,
+    /// Signed digests of every segment's chain, to a topic of their own.
+    pub digests: Option<DigestsConfig>,
+}
+
+/// `integrity.digests`.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DigestsConfig {
+    pub topic: String,
+    /// Ed25519 private key, PKCS#8 PEM (`openssl genpkey -algorithm ed25519`).
+    pub signing_key_file: PathBuf,
+    /// A digest after this many records of a segment …
+    #[serde(default = "default_every_records")]
+    pub every_records: u64,
+    /// … or this long after the last one, when a record was chained since.
+    #[serde(default = "default_every", with = "humantime_serde")]
+    pub every: std::time::Duration,
+}
+
+fn default_every_records() -> u64 {
+    1000
+}
+
+fn default_every() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+impl IntegrityConfig {
+    /// The problems of this section alone; `config` adds those that concern other sections
+    /// (the digest topic's name, per-output filters).
+    pub fn validate(&self, path: &str, problems: &mut Vec<crate::problem::Problem>) {
+        use crate::problem::Problem;
+        if !self.chain && self.chain_key_file.is_some() {
+            problems.push(Problem::new(
+                format!("{path}.chain_key_file"),
+                "is set but `chain` is false: no link would use the key",
+            ));
+        }
+        if self
+            .chain_key_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            problems.push(Problem::new(
+                format!("{path}.chain_key_file"),
+                "must name a file",
+            ));
+        }
+        if let Some(d) = &self.digests {
+            if !self.chain {
+                problems.push(Problem::new(
+                    format!("{path}.digests"),
+                    "needs `chain: true`: a digest signs a chain",
+                ));
+            }
+            if d.signing_key_file.as_os_str().is_empty() {
+                problems.push(Problem::new(
+                    format!("{path}.digests.signing_key_file"),
+                    "must name a file",
+                ));
+            }
+            if d.every_records == 0 {
+                problems.push(Problem::new(
+                    format!("{path}.digests.every_records"),
+                    "must be at least 1",
+                ));
+            }
+            if d.every < std::time::Duration::from_secs(1) {
+                problems.push(Problem::new(
+                    format!("{path}.digests.every"),
+                    "must be at least 1s",
+                ));
+            }
+        }
+    }
+
+    /// The link hasher in force (`None` when the chain is off), the key read now: a key that
+    /// cannot be read stops the start with its path.
+    pub fn hasher(&self) -> Result<Option<ChainHasher>, KeyError> {
+        if !self.chain {
+            return Ok(None);
+        }
+        match &self.chain_key_file {
+            Some(path) => ChainHasher::keyed_from_file(path).map(Some),
+            None => Ok(Some(ChainHasher::plain())),
+        }
+    }
+}
+
 /// Why a key could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -466,5 +563,36 @@ mod tests {
         let err = Signer::from_pem_file(&rsa).unwrap_err();
         assert!(matches!(err, KeyError::NotEd25519 { .. }));
         assert!(crate::report(&err).contains("rsa.pem"));
+    }
+
+    #[test]
+    fn the_config_reads_the_chain_key_at_startup_and_names_a_missing_one() {
+        let off = IntegrityConfig::default();
+        assert!(off.hasher().unwrap().is_none(), "no chain, no hasher");
+        let plain = IntegrityConfig {
+            chain: true,
+            ..IntegrityConfig::default()
+        };
+        assert_eq!(plain.hasher().unwrap().unwrap().algorithm(), "sha256");
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, b"secret").unwrap();
+        let keyed = IntegrityConfig {
+            chain: true,
+            chain_key_file: Some(key),
+            digests: None,
+        };
+        assert_eq!(keyed.hasher().unwrap().unwrap().algorithm(), "hmac-sha256");
+        let missing = IntegrityConfig {
+            chain: true,
+            chain_key_file: Some(dir.path().join("absent")),
+            digests: None,
+        };
+        let err = missing.hasher().unwrap_err();
+        assert!(
+            crate::report(&err).contains("absent"),
+            "{}",
+            crate::report(&err)
+        );
     }
 }
