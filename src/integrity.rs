@@ -14,6 +14,9 @@
 //! hash(n)  = SHA-256("auditrail-chain-v1\n" seq_n as 8 bytes big-endian ‖ hash(n-1) ‖ value_n)
 //!            (HMAC-SHA-256 keyed with the chain key instead, when one is configured)
 //! hash(0)  = genesis
+//! value_n  = the envelope bytes without the text of the `observed_time` member's value
+//!            ([`chained_parts`]): the moment of reading differs when a record is sent
+//!            again after a crash, and the link must not
 //! ```
 //!
 //! Why per segment and not per file set: a record sent again after a crash must carry the
@@ -225,16 +228,19 @@ impl ChainHasher {
         }
     }
 
-    /// The hash of link `seq` after `prev`, over the record's `value`.
+    /// The hash of link `seq` after `prev`, over the record's `value` less the text of its
+    /// `observed_time` ([`chained_parts`]).
     pub fn link(&self, seq: u64, prev: &Hash, value: &[u8]) -> Hash {
         const DOMAIN: &[u8] = b"auditrail-chain-v1\n";
+        let (before, after) = chained_parts(value);
         match &self.key {
             None => {
                 let mut h = Sha256::new();
                 h.update(DOMAIN);
                 h.update(seq.to_be_bytes());
                 h.update(prev);
-                h.update(value);
+                h.update(before);
+                h.update(after);
                 h.finalize().into()
             }
             Some(key) => {
@@ -243,11 +249,66 @@ impl ChainHasher {
                 mac.update(DOMAIN);
                 mac.update(&seq.to_be_bytes());
                 mac.update(prev);
-                mac.update(value);
+                mac.update(before);
+                mac.update(after);
                 mac.finalize().into_bytes().into()
             }
         }
     }
+}
+
+/// The bytes of an envelope `value` a link covers: all of it except the text of the value of
+/// its `observed_time` member (a JSON string or `null`), which is when auditrail read the line
+/// and so differs between two sendings of one record (a re-send after a crash). Returned as
+/// the bytes before and after that text; a value without the member is all in the first.
+///
+/// The member is found as the first `,"observed_time":` of the value: the envelope writes it
+/// after `id`, `record_id`, `type`, `format` and `time`, which are JSON strings or `null`,
+/// and inside a JSON string a `"` is always escaped, so `,"` cannot occur in them; the record
+/// and the pod metadata, which may hold anything, come after it.
+pub fn chained_parts(value: &[u8]) -> (&[u8], &[u8]) {
+    const MEMBER: &[u8] = b",\"observed_time\":";
+    let Some(at) = memchr::memmem::find(value, MEMBER) else {
+        return (value, &[]);
+    };
+    let start = at + MEMBER.len();
+    let rest = &value[start..];
+    let len = if rest.starts_with(b"null") {
+        4
+    } else if rest.first() == Some(&b'"') {
+        // A time's text holds no escapes: the string ends at the next quote.
+        match memchr::memchr(b'"', &rest[1..]) {
+            Some(end) => end + 2,
+            None => return (value, &[]),
+        }
+    } else {
+        return (value, &[]);
+    };
+    (&value[..start], &value[start + len..])
+}
+
+/// A link of a segment's chain, as a record carries it to the outputs (headers `chain_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub stream: std::sync::Arc<str>,
+    pub segment: std::sync::Arc<str>,
+    pub seq: u64,
+    pub prev: Hash,
+    pub hash: Hash,
+    /// [`ChainHasher::algorithm`].
+    pub algorithm: &'static str,
+}
+
+/// Where a segment's chain stands: its last link's `seq` and `hash` (0 and the genesis hash
+/// before its first), as a checkpoint saves it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChainPoint {
+    pub segment: String,
+    /// [`ChainHasher::algorithm`]: a chain is not continued with another one.
+    pub alg: String,
+    pub seq: u64,
+    /// Hex.
+    pub hash: String,
 }
 
 /// The hash a segment's chain starts from (`prev` of `seq` 1).
@@ -593,6 +654,23 @@ mod tests {
             crate::report(&err).contains("absent"),
             "{}",
             crate::report(&err)
+        );
+    }
+
+    #[test]
+    fn a_record_sent_again_with_another_observed_time_keeps_its_link() {
+        // The same line read twice (before and after a crash): only the moment of reading
+        // differs, and the link must not.
+        let first = br#"{"id":"a","type":"t","format":"f","time":null,"observed_time":"2026-12-02T09:00:00.000Z","retention":{"class":"c"},"record":{"x":1}}"#;
+        let again = br#"{"id":"a","type":"t","format":"f","time":null,"observed_time":"2026-12-02T09:05:17.250Z","retention":{"class":"c"},"record":{"x":1}}"#;
+        let h = ChainHasher::plain();
+        let g = genesis("s", "1");
+        assert_eq!(h.link(1, &g, first), h.link(1, &g, again));
+        let altered = br#"{"id":"a","type":"t","format":"f","time":null,"observed_time":"2026-12-02T09:00:00.000Z","retention":{"class":"d"},"record":{"x":1}}"#;
+        assert_ne!(
+            h.link(1, &g, first),
+            h.link(1, &g, altered),
+            "the rest still counts"
         );
     }
 }
