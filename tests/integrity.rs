@@ -44,6 +44,9 @@ fn write_lines(path: &Path, n: usize) -> usize {
     records
 }
 
+/// A link as first seen: id, prev, hash, and how many copies arrived.
+type Copies = (String, String, String, usize);
+
 fn distinct(consumed: &[Consumed]) -> usize {
     consumed
         .iter()
@@ -119,8 +122,7 @@ fn chained_records_arrive_with_links_that_recompute_and_keep_them_when_sent_agai
 
     let hasher = ChainHasher::keyed(b"a secret\n").unwrap();
     // segment -> seq -> (id, prev, hash, copies)
-    let mut chains: BTreeMap<String, BTreeMap<u64, (String, String, String, usize)>> =
-        BTreeMap::new();
+    let mut chains: BTreeMap<String, BTreeMap<u64, Copies>> = BTreeMap::new();
     let mut stream = String::new();
     for c in &consumed {
         let h = &c.headers;
