@@ -14,9 +14,11 @@
 //! An `Ack` that is dropped without being confirmed (an output gave up on it) keeps the
 //! checkpoint where it is, so the record is read again after a restart: never lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use crate::integrity::{hex, ChainPoint, Hash};
 
 /// The acknowledgement state of one stream (one file identity).
 #[derive(Debug, Default)]
@@ -34,6 +36,32 @@ struct Inner {
     /// The start of the oldest line still being assembled (a CRI `P` chunk waiting for its
     /// `F`); the checkpoint must not move past it.
     floor: Option<u64>,
+    /// The stream's chain (`integrity.chain`), to save with its checkpoint.
+    chain: Option<ChainLog>,
+}
+
+/// A segment's chain as the checkpoint needs it: which link each record read since the last
+/// save got, in the order they were read (which is not always offset order).
+///
+/// The rule: for a saved offset `C`, the saved chain point is where the chain stood just
+/// before the first record a restart at `C` reads again. A restart at `C` reads again exactly
+/// the records whose line starts at `C` or later, in the order they were first read; so the
+/// saved point is right only when those records are a *suffix* of the reading order. Records
+/// are registered out of offset order when a line joined from CRI `P` chunks completes after
+/// shorter lines of the other stream: then the committed offset can fall between them
+/// (`[100 (stderr), 0 (stdout, joined)]` with 0 confirmed and 100 not: committed 100, yet the
+/// record at 0 came after). [`Progress::checkpoint`] moves the saved offset down to the
+/// lowest offset of the suffix until it is one: more is read again, nothing gets another
+/// number.
+#[derive(Debug)]
+struct ChainLog {
+    segment: Arc<str>,
+    algorithm: &'static str,
+    /// (offset the record was registered at, the chain point before its link), in reading
+    /// order, since the last cut.
+    links: VecDeque<(u64, u64, Hash)>,
+    /// The chain point after the last link.
+    head: (u64, Hash),
 }
 
 impl Progress {
@@ -44,6 +72,89 @@ impl Progress {
                 ..Inner::default()
             }),
         })
+    }
+
+    /// A stream read from `start` whose chain (segment `segment`, links hashed with
+    /// `algorithm`) stands at `seq` and `hash` there.
+    pub fn chained(
+        start: u64,
+        segment: Arc<str>,
+        algorithm: &'static str,
+        seq: u64,
+        hash: Hash,
+    ) -> Arc<Progress> {
+        Arc::new(Progress {
+            inner: Mutex::new(Inner {
+                read_to: start,
+                chain: Some(ChainLog {
+                    segment,
+                    algorithm,
+                    links: VecDeque::new(),
+                    head: (seq, hash),
+                }),
+                ..Inner::default()
+            }),
+        })
+    }
+
+    /// The record registered at `offset` got link `seq` with hash `hash` after `prev`
+    /// (called in reading order, right after it was linked).
+    pub fn linked(&self, offset: u64, seq: u64, prev: &Hash, hash: &Hash) {
+        let mut inner = self.lock();
+        if let Some(chain) = &mut inner.chain {
+            chain.links.push_back((offset, seq - 1, *prev));
+            chain.head = (seq, *hash);
+        }
+    }
+
+    /// The offset to save and the chain point that goes with it (see [`ChainLog`]): the
+    /// committed offset, moved down where the chain needs it; without a chain, just
+    /// [`Progress::committed`]. Forgets the links a later save cannot need.
+    pub fn checkpoint(&self) -> (u64, Option<ChainPoint>) {
+        let mut inner = self.lock();
+        let mut at = inner.committed();
+        let Some(chain) = &mut inner.chain else {
+            return (at, None);
+        };
+        // `at` only goes down, so this ends.
+        let first = loop {
+            let Some(first) = chain.links.iter().position(|&(o, _, _)| o >= at) else {
+                break None;
+            };
+            let lowest = chain
+                .links
+                .iter()
+                .skip(first)
+                .map(|&(o, _, _)| o)
+                .min()
+                .unwrap_or(at);
+            if lowest >= at {
+                break Some(first);
+            }
+            at = lowest;
+        };
+        let (seq, hash) = match first {
+            Some(first) => {
+                // The links before the cut have lines before `at`: a restart does not read
+                // them again, and the committed offset never goes back below `at`.
+                chain.links.drain(..first);
+                chain
+                    .links
+                    .front()
+                    .map_or(chain.head, |&(_, seq, hash)| (seq, hash))
+            }
+            None => {
+                chain.links.clear();
+                chain.head
+            }
+        };
+        let point = ChainPoint {
+            segment: chain.segment.to_string(),
+            alg: chain.algorithm.to_owned(),
+            seq,
+            hash: hex(&hash),
+        };
+        (at, Some(point))
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -91,15 +202,7 @@ impl Progress {
 
     /// The offset a restart may resume from without losing anything.
     pub fn committed(&self) -> u64 {
-        let inner = self.lock();
-        let mut at = inner.read_to;
-        if let Some((&offset, _)) = inner.pending.first_key_value() {
-            at = at.min(offset);
-        }
-        if let Some(floor) = inner.floor {
-            at = at.min(floor);
-        }
-        at
+        self.lock().committed()
     }
 
     /// Records handed downstream and not yet confirmed.
@@ -114,6 +217,19 @@ impl Progress {
             .pending
             .first_key_value()
             .map(|(_, &(_, at))| at.elapsed())
+    }
+}
+
+impl Inner {
+    fn committed(&self) -> u64 {
+        let mut at = self.read_to;
+        if let Some((&offset, _)) = self.pending.first_key_value() {
+            at = at.min(offset);
+        }
+        if let Some(floor) = self.floor {
+            at = at.min(floor);
+        }
+        at
     }
 }
 
@@ -144,6 +260,11 @@ impl Ack {
             self.also = Some((Arc::clone(progress), offset));
         }
         self
+    }
+
+    /// The offset the record was registered at.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Another receipt for the same record, for a second output that took it.
@@ -240,5 +361,36 @@ mod tests {
         let p = Progress::new(0);
         p.set_read(500, Some(120));
         assert_eq!(p.committed(), 120);
+    }
+
+    #[test]
+    fn the_chain_point_saved_goes_with_an_offset_the_records_after_it_follow() {
+        // Read order: a stderr line at 100, then a stdout line at 0 joined from P chunks.
+        let p = Progress::chained(0, Arc::from("seg"), "sha256", 0, [0; 32]);
+        let stderr = p.register(100, 1);
+        p.linked(100, 1, &[0; 32], &[1; 32]);
+        let stdout = p.register(0, 1);
+        p.linked(0, 2, &[1; 32], &[2; 32]);
+        p.set_read(300, None);
+        stdout.confirm();
+        assert_eq!(p.committed(), 100);
+        let (offset, point) = p.checkpoint();
+        assert_eq!(
+            offset, 0,
+            "the record at 0 came after the one at 100: both are read again"
+        );
+        assert_eq!(point.unwrap().seq, 0);
+        stderr.confirm();
+        let (offset, point) = p.checkpoint();
+        let point = point.unwrap();
+        assert_eq!(
+            (offset, point.seq, point.hash),
+            (300, 2, crate::integrity::hex(&[2; 32]))
+        );
+        assert_eq!(
+            Progress::new(0).checkpoint(),
+            (0, None),
+            "no chain, no point"
+        );
     }
 }

@@ -16,6 +16,7 @@ use crate::budget::MemoryConfig;
 use crate::enrich::EnrichConfig;
 use crate::extract::AuditConfig;
 use crate::filter::TypesConfig;
+use crate::integrity::IntegrityConfig;
 use crate::metrics::MetricsConfig;
 use crate::output::OutputsConfig;
 use crate::pipeline::Stages;
@@ -44,6 +45,8 @@ pub struct Config {
     pub enrich: EnrichConfig,
     /// How much memory records and buffers may hold.
     pub memory: MemoryConfig,
+    /// The tamper-evident chain and signed digests.
+    pub integrity: IntegrityConfig,
 }
 
 /// Why a config could not be used.
@@ -153,7 +156,47 @@ impl Config {
         self.metrics.validate("metrics", &mut problems);
         self.enrich.validate("enrich", &mut problems);
         self.memory.validate("memory", &mut problems);
+        self.integrity.validate("integrity", &mut problems);
+        self.integrity_across_sections(&mut problems);
         problems
+    }
+}
+
+impl Config {
+    /// What `integrity` asks of the other sections.
+    fn integrity_across_sections(&self, problems: &mut Vec<Problem>) {
+        if self.integrity.chain && self.source.kind == crate::source::SourceKind::Kubernetes {
+            // The API source's checkpoint (a line's timestamp) does not save a chain point
+            // yet: a restart would give records read again other numbers.
+            problems.push(Problem::new(
+                "integrity.chain",
+                "is not available with `source.kind: kubernetes` yet; use the file source",
+            ));
+        }
+        if self.integrity.chain {
+            // The chain numbers every shipped record; an output that filters more than the
+            // others would hold a chain with holes that look like removed records.
+            for o in self.outputs.enabled() {
+                if o.types.is_some() {
+                    problems.push(Problem::new(
+                        format!("outputs.{}.types", o.name),
+                        "cannot be used with `integrity.chain`: the chain numbers every shipped \
+                         record, and an output that filters on its own would show missing \
+                         `chain_seq`; filter with the global `types` instead",
+                    ));
+                }
+            }
+        }
+        if let Some(d) = &self.integrity.digests {
+            if let Some(p) = crate::retention::topic_problem(&d.topic) {
+                problems.push(Problem::new("integrity.digests.topic", p));
+            }
+            // Not built yet: refusing it beats accepting a setting that does nothing.
+            problems.push(Problem::new(
+                "integrity.digests",
+                "signed digests are not available in this build yet",
+            ));
+        }
     }
 }
 
@@ -224,5 +267,51 @@ retention:
                 .any(|p| p.starts_with("retention.classes.short.topic:")),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn integrity_problems_are_reported_with_their_paths() {
+        let ok = Config::from_yaml(
+            "integrity: {chain: true, chain_key_file: /etc/auditrail/chain/key}\n",
+            Purpose::Check,
+        )
+        .unwrap();
+        assert!(ok.integrity.chain);
+        let yaml = r#"
+integrity:
+  chain: false
+  chain_key_file: /k
+  digests: {topic: "bad topic", signing_key_file: "", every_records: 0, every: 10ms}
+outputs:
+  stdout: {types: {exclude: [x]}}
+"#;
+        let problems = Config::from_yaml(yaml, Purpose::Check)
+            .unwrap_err()
+            .problems();
+        for path in [
+            "integrity.chain_key_file:",
+            "integrity.digests:",
+            "integrity.digests.signing_key_file:",
+            "integrity.digests.every_records:",
+            "integrity.digests.every:",
+            "integrity.digests.topic:",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(path)),
+                "{path} {problems:?}"
+            );
+        }
+        let filtered = "integrity: {chain: true}\noutputs:\n  stdout: {types: {exclude: [x]}}\n";
+        let problems = Config::from_yaml(filtered, Purpose::Check)
+            .unwrap_err()
+            .problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("outputs.stdout.types:")),
+            "{problems:?}"
+        );
+        let typo = Config::from_yaml("integrity: {chian: true}\n", Purpose::Check);
+        assert!(typo.is_err());
     }
 }

@@ -28,6 +28,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use crate::ack::Ack;
 use crate::budget::Charge;
 use crate::extract::Field;
+use crate::integrity::{self, Link};
 
 /// `outputs.kafka.key`: what the Kafka record key is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -97,6 +98,8 @@ pub struct Record {
     pub outputs: u32,
     /// What the record holds of the memory budget (charged when a source sends it).
     pub charge: Charge,
+    /// Its link of its segment's chain (`integrity.chain`): six more headers.
+    pub chain: Option<Box<Link>>,
 }
 
 /// The inputs of an envelope, borrowed from the line being processed.
@@ -338,6 +341,7 @@ impl Record {
             ack,
             outputs: 1,
             charge: Charge::none(),
+            chain: None,
         }
     }
 
@@ -355,6 +359,7 @@ impl Record {
             ack: self.ack.share(),
             outputs: self.outputs,
             charge: self.charge.another(self.charge.bytes()),
+            chain: self.chain.clone(),
         }
     }
 
@@ -393,13 +398,25 @@ impl Record {
         acc = each(acc, "format", &self.format);
         acc = each(acc, "retention_class", &self.retention.class);
         let mut text = TimeText::default();
-        match &self.retention.expires_at {
+        acc = match &self.retention.expires_at {
             None => each(acc, "expires_at", ""),
             Some(t) => match text.write(t) {
                 Some(s) => each(acc, "expires_at", s),
                 None => each(acc, "expires_at", &format_time(t)),
             },
-        }
+        };
+        let Some(link) = &self.chain else {
+            return acc;
+        };
+        let mut seq = [0u8; 20];
+        let mut prev = [0u8; 64];
+        let mut hash = [0u8; 64];
+        acc = each(acc, integrity::HEADER_STREAM, &link.stream);
+        acc = each(acc, integrity::HEADER_SEGMENT, &link.segment);
+        acc = each(acc, integrity::HEADER_SEQ, decimal(link.seq, &mut seq));
+        acc = each(acc, integrity::HEADER_PREV, hex_text(&link.prev, &mut prev));
+        acc = each(acc, integrity::HEADER_HASH, hex_text(&link.hash, &mut hash));
+        each(acc, integrity::HEADER_ALGORITHM, link.algorithm)
     }
 
     /// The line `check` and `outputs.stdout` print: `{"topic","key","headers","value"}`.
@@ -425,6 +442,30 @@ impl Record {
         out.extend_from_slice(&self.value);
         out.extend_from_slice(b"}\n");
     }
+}
+
+/// `n` in decimal, written into `buf` (no allocation per header).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
+/// Lowercase hex of `hash`, written into `buf`.
+fn hex_text<'a>(hash: &integrity::Hash, buf: &'a mut [u8; 64]) -> &'a str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in hash.iter().enumerate() {
+        buf[2 * i] = HEX[usize::from(b >> 4)];
+        buf[2 * i + 1] = HEX[usize::from(b & 0xf)];
+    }
+    std::str::from_utf8(buf).unwrap_or("")
 }
 
 /// A record for the tests of what comes after the envelope (outputs), built the way the
@@ -720,5 +761,48 @@ mod tests {
             text.contains(r#","fields":{"userid":"ck6","streamIds":["a", "b"]},"prefix":"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_chained_record_carries_the_six_chain_headers_after_the_others() {
+        let mut r = super::testing::record("events.get", 0, Ack::none());
+        let plain = r.fold_headers(0, |n, _, _| n + 1);
+        r.chain = Some(Box::new(Link {
+            stream: Arc::from("/logs/0.log"),
+            segment: Arc::from("00000000000000ab"),
+            seq: 1234567,
+            prev: [0xab; 32],
+            hash: [0x01; 32],
+            algorithm: "sha256",
+        }));
+        let mut seen = Vec::new();
+        r.for_each_header(|k, v| seen.push((k, v.to_owned())));
+        assert_eq!(seen.len(), plain + 6);
+        let chain: Vec<_> = seen[plain..]
+            .iter()
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                ("chain_stream", "/logs/0.log"),
+                ("chain_segment", "00000000000000ab"),
+                ("chain_seq", "1234567"),
+                ("chain_prev", "ab".repeat(32).as_str()),
+                ("chain_hash", "01".repeat(32).as_str()),
+                ("chain_alg", "sha256"),
+            ]
+        );
+        let mut line = Vec::new();
+        r.write_json_line(&mut line);
+        let json: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(json["headers"]["chain_seq"], "1234567");
+        assert_eq!(
+            r.duplicate().chain,
+            r.chain,
+            "a second output's copy keeps the link"
+        );
+        assert_eq!(decimal(0, &mut [0; 20]), "0");
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
     }
 }

@@ -14,6 +14,9 @@
 //! hash(n)  = SHA-256("auditrail-chain-v1\n" seq_n as 8 bytes big-endian ‖ hash(n-1) ‖ value_n)
 //!            (HMAC-SHA-256 keyed with the chain key instead, when one is configured)
 //! hash(0)  = genesis
+//! value_n  = the envelope bytes without the text of the `observed_time` member's value
+//!            ([`chained_parts`]): the moment of reading differs when a record is sent
+//!            again after a crash, and the link must not
 //! ```
 //!
 //! Why per segment and not per file set: a record sent again after a crash must carry the
@@ -52,6 +55,103 @@ pub const DIGEST_TYPE: &str = "auditrail.digest";
 
 /// A SHA-256 (or HMAC-SHA-256) value.
 pub type Hash = [u8; 32];
+
+/// `integrity`: the chain and the digests, as the writer applies them.
+#[derive(Debug, Clone, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegrityConfig {
+    /// Every shipped record carries a link of its segment's chain (headers `chain_*`).
+    pub chain: bool,
+    /// A secret (a mounted Secret's file): links are HMAC-SHA-256 keyed with its bytes.
+    pub chain_key_file: Option<PathBuf>,
+    /// Signed digests of every segment's chain, to a topic of their own.
+    pub digests: Option<DigestsConfig>,
+}
+
+/// `integrity.digests`.
+#[derive(Debug, Clone, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DigestsConfig {
+    pub topic: String,
+    /// Ed25519 private key, PKCS#8 PEM (`openssl genpkey -algorithm ed25519`).
+    pub signing_key_file: PathBuf,
+    /// A digest after this many records of a segment …
+    #[serde(default = "default_every_records")]
+    pub every_records: u64,
+    /// … or this long after the last one, when a record was chained since.
+    #[serde(default = "default_every", with = "humantime_serde")]
+    pub every: std::time::Duration,
+}
+
+fn default_every_records() -> u64 {
+    1000
+}
+
+fn default_every() -> std::time::Duration {
+    std::time::Duration::from_secs(60)
+}
+
+impl IntegrityConfig {
+    /// The problems of this section alone; `config` adds those that concern other sections
+    /// (the digest topic's name, per-output filters).
+    pub fn validate(&self, path: &str, problems: &mut Vec<crate::problem::Problem>) {
+        use crate::problem::Problem;
+        if !self.chain && self.chain_key_file.is_some() {
+            problems.push(Problem::new(
+                format!("{path}.chain_key_file"),
+                "is set but `chain` is false: no link would use the key",
+            ));
+        }
+        if self
+            .chain_key_file
+            .as_ref()
+            .is_some_and(|f| f.as_os_str().is_empty())
+        {
+            problems.push(Problem::new(
+                format!("{path}.chain_key_file"),
+                "must name a file",
+            ));
+        }
+        if let Some(d) = &self.digests {
+            if !self.chain {
+                problems.push(Problem::new(
+                    format!("{path}.digests"),
+                    "needs `chain: true`: a digest signs a chain",
+                ));
+            }
+            if d.signing_key_file.as_os_str().is_empty() {
+                problems.push(Problem::new(
+                    format!("{path}.digests.signing_key_file"),
+                    "must name a file",
+                ));
+            }
+            if d.every_records == 0 {
+                problems.push(Problem::new(
+                    format!("{path}.digests.every_records"),
+                    "must be at least 1",
+                ));
+            }
+            if d.every < std::time::Duration::from_secs(1) {
+                problems.push(Problem::new(
+                    format!("{path}.digests.every"),
+                    "must be at least 1s",
+                ));
+            }
+        }
+    }
+
+    /// The link hasher in force (`None` when the chain is off), the key read now: a key that
+    /// cannot be read stops the start with its path.
+    pub fn hasher(&self) -> Result<Option<ChainHasher>, KeyError> {
+        if !self.chain {
+            return Ok(None);
+        }
+        match &self.chain_key_file {
+            Some(path) => ChainHasher::keyed_from_file(path).map(Some),
+            None => Ok(Some(ChainHasher::plain())),
+        }
+    }
+}
 
 /// Why a key could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -128,16 +228,19 @@ impl ChainHasher {
         }
     }
 
-    /// The hash of link `seq` after `prev`, over the record's `value`.
+    /// The hash of link `seq` after `prev`, over the record's `value` less the text of its
+    /// `observed_time` ([`chained_parts`]).
     pub fn link(&self, seq: u64, prev: &Hash, value: &[u8]) -> Hash {
         const DOMAIN: &[u8] = b"auditrail-chain-v1\n";
+        let (before, after) = chained_parts(value);
         match &self.key {
             None => {
                 let mut h = Sha256::new();
                 h.update(DOMAIN);
                 h.update(seq.to_be_bytes());
                 h.update(prev);
-                h.update(value);
+                h.update(before);
+                h.update(after);
                 h.finalize().into()
             }
             Some(key) => {
@@ -146,11 +249,66 @@ impl ChainHasher {
                 mac.update(DOMAIN);
                 mac.update(&seq.to_be_bytes());
                 mac.update(prev);
-                mac.update(value);
+                mac.update(before);
+                mac.update(after);
                 mac.finalize().into_bytes().into()
             }
         }
     }
+}
+
+/// The bytes of an envelope `value` a link covers: all of it except the text of the value of
+/// its `observed_time` member (a JSON string or `null`), which is when auditrail read the line
+/// and so differs between two sendings of one record (a re-send after a crash). Returned as
+/// the bytes before and after that text; a value without the member is all in the first.
+///
+/// The member is found as the first `,"observed_time":` of the value: the envelope writes it
+/// after `id`, `record_id`, `type`, `format` and `time`, which are JSON strings or `null`,
+/// and inside a JSON string a `"` is always escaped, so `,"` cannot occur in them; the record
+/// and the pod metadata, which may hold anything, come after it.
+pub fn chained_parts(value: &[u8]) -> (&[u8], &[u8]) {
+    const MEMBER: &[u8] = b",\"observed_time\":";
+    let Some(at) = memchr::memmem::find(value, MEMBER) else {
+        return (value, &[]);
+    };
+    let start = at + MEMBER.len();
+    let rest = &value[start..];
+    let len = if rest.starts_with(b"null") {
+        4
+    } else if rest.first() == Some(&b'"') {
+        // A time's text holds no escapes: the string ends at the next quote.
+        match memchr::memchr(b'"', &rest[1..]) {
+            Some(end) => end + 2,
+            None => return (value, &[]),
+        }
+    } else {
+        return (value, &[]);
+    };
+    (&value[..start], &value[start + len..])
+}
+
+/// A link of a segment's chain, as a record carries it to the outputs (headers `chain_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub stream: std::sync::Arc<str>,
+    pub segment: std::sync::Arc<str>,
+    pub seq: u64,
+    pub prev: Hash,
+    pub hash: Hash,
+    /// [`ChainHasher::algorithm`].
+    pub algorithm: &'static str,
+}
+
+/// Where a segment's chain stands: its last link's `seq` and `hash` (0 and the genesis hash
+/// before its first), as a checkpoint saves it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChainPoint {
+    pub segment: String,
+    /// [`ChainHasher::algorithm`]: a chain is not continued with another one.
+    pub alg: String,
+    pub seq: u64,
+    /// Hex.
+    pub hash: String,
 }
 
 /// The hash a segment's chain starts from (`prev` of `seq` 1).
@@ -466,5 +624,53 @@ mod tests {
         let err = Signer::from_pem_file(&rsa).unwrap_err();
         assert!(matches!(err, KeyError::NotEd25519 { .. }));
         assert!(crate::report(&err).contains("rsa.pem"));
+    }
+
+    #[test]
+    fn the_config_reads_the_chain_key_at_startup_and_names_a_missing_one() {
+        let off = IntegrityConfig::default();
+        assert!(off.hasher().unwrap().is_none(), "no chain, no hasher");
+        let plain = IntegrityConfig {
+            chain: true,
+            ..IntegrityConfig::default()
+        };
+        assert_eq!(plain.hasher().unwrap().unwrap().algorithm(), "sha256");
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key");
+        std::fs::write(&key, b"secret").unwrap();
+        let keyed = IntegrityConfig {
+            chain: true,
+            chain_key_file: Some(key),
+            digests: None,
+        };
+        assert_eq!(keyed.hasher().unwrap().unwrap().algorithm(), "hmac-sha256");
+        let missing = IntegrityConfig {
+            chain: true,
+            chain_key_file: Some(dir.path().join("absent")),
+            digests: None,
+        };
+        let err = missing.hasher().unwrap_err();
+        assert!(
+            crate::report(&err).contains("absent"),
+            "{}",
+            crate::report(&err)
+        );
+    }
+
+    #[test]
+    fn a_record_sent_again_with_another_observed_time_keeps_its_link() {
+        // The same line read twice (before and after a crash): only the moment of reading
+        // differs, and the link must not.
+        let first = br#"{"id":"a","type":"t","format":"f","time":null,"observed_time":"2026-12-02T09:00:00.000Z","retention":{"class":"c"},"record":{"x":1}}"#;
+        let again = br#"{"id":"a","type":"t","format":"f","time":null,"observed_time":"2026-12-02T09:05:17.250Z","retention":{"class":"c"},"record":{"x":1}}"#;
+        let h = ChainHasher::plain();
+        let g = genesis("s", "1");
+        assert_eq!(h.link(1, &g, first), h.link(1, &g, again));
+        let altered = br#"{"id":"a","type":"t","format":"f","time":null,"observed_time":"2026-12-02T09:00:00.000Z","retention":{"class":"d"},"record":{"x":1}}"#;
+        assert_ne!(
+            h.link(1, &g, first),
+            h.link(1, &g, altered),
+            "the rest still counts"
+        );
     }
 }

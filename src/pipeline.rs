@@ -23,6 +23,7 @@ use crate::extract::{
     parse_time_text, AuditConfig, ExtractError, Extraction, Extractor, InvalidReason,
 };
 use crate::filter::{TypeFilter, TypesConfig};
+use crate::integrity::ChainHasher;
 use crate::line::{Framed, Stats, Stream, StreamInfo};
 use crate::metrics::Metrics;
 use crate::output::OutputsConfig;
@@ -43,6 +44,9 @@ pub struct Processor {
     metrics: Option<Arc<Metrics>>,
     /// The `format` of gap records.
     gap_format: Arc<str>,
+    /// How the sources link records into their segments' chains (`integrity.chain`); `None`:
+    /// no chain, and no work for it on the hot path.
+    chain: Option<Arc<ChainHasher>>,
 }
 
 /// The record type of a gap record.
@@ -97,6 +101,7 @@ impl Processor {
             key: config.outputs.key(),
             metrics: None,
             gap_format: Arc::from("auditrail"),
+            chain: None,
         })
     }
 
@@ -104,6 +109,17 @@ impl Processor {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Processor {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Links every record into its segment's chain with `hasher` (`integrity.chain`).
+    pub fn with_chain(mut self, hasher: Option<Arc<ChainHasher>>) -> Processor {
+        self.chain = hasher;
+        self
+    }
+
+    /// The chain's hasher, when `integrity.chain` is on.
+    pub fn chain(&self) -> Option<&Arc<ChainHasher>> {
+        self.chain.as_ref()
     }
 
     pub fn retention(&self) -> &RetentionPolicy {

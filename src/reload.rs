@@ -7,8 +7,9 @@
 //! config stays. Of a valid one, the per-record stages (audit detectors, type filter,
 //! retention) are swapped in between two lines, so no record is lost, repeated or reordered;
 //! the selection of pod metadata (labels, annotations, cluster) changes for the next records;
-//! changes to sections that need a restart (source, outputs, metrics, the enrichment mode)
-//! are reported, not applied.
+//! changes to sections that need a restart (source, outputs, metrics, the enrichment mode,
+//! integrity) are reported, not applied. The key files `integrity` names are read at startup
+//! only: a rotated key takes effect at the next restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -63,6 +64,11 @@ pub(crate) fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     if old.metrics != new.metrics {
         sections.push("metrics");
+    }
+    // The chain's hasher and keys are read once at startup; a running chain cannot change
+    // its key or algorithm in the middle of a segment.
+    if old.integrity != new.integrity {
+        sections.push("integrity");
     }
     if (
         old.enrich.kubernetes,
@@ -207,7 +213,14 @@ async fn apply_changes(mut current: Config, path: PathBuf, targets: Targets) {
             let next = apply(&current, &new);
             match Processor::new(next.stages()) {
                 Ok(p) => {
-                    let p = Arc::new(p.with_metrics(Arc::clone(&metrics)));
+                    // The chain goes on with the hasher read at startup (`integrity` needs a
+                    // restart).
+                    let chain = processor
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .chain()
+                        .cloned();
+                    let p = Arc::new(p.with_metrics(Arc::clone(&metrics)).with_chain(chain));
                     *processor.write().unwrap_or_else(|e| e.into_inner()) = p;
                 }
                 Err(e) => {
@@ -257,6 +270,9 @@ mod tests {
         let filter = config("types: {exclude: [events.get]}");
         assert!(needs_restart(&old, &filter).is_empty());
         assert!(stages_changed(&old, &filter));
+        let integrity = config("integrity: {chain: true}");
+        assert_eq!(needs_restart(&old, &integrity), vec!["integrity"]);
+        assert!(!stages_changed(&old, &integrity));
         let source = config("source: {format: cri}");
         assert_eq!(needs_restart(&old, &source), vec!["source"]);
         assert!(!stages_changed(&old, &source));

@@ -53,6 +53,8 @@ enum Fail {
     Stopped(#[from] source::SourceStopped),
     #[error("cannot listen for signals")]
     Signal(#[source] std::io::Error),
+    #[error("integrity: cannot use the chain key")]
+    Integrity(#[source] crate::integrity::KeyError),
 }
 
 impl Fail {
@@ -60,6 +62,7 @@ impl Fail {
         matches!(
             self,
             Fail::Build(_)
+                | Fail::Integrity(_)
                 | Fail::Listen(_)
                 | Fail::Output(OutputError::Config { .. })
                 | Fail::Source(SourceError::Checkpoint(_) | SourceError::NoKubernetes)
@@ -77,13 +80,24 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
     // below, not the default action that ends the process undrained.
     let mut signals = Signals::install().map_err(Fail::Signal)?;
     log_start(&config);
+    // Keys first: a Secret that is not mounted stops the start before anything is read.
+    let chain = config
+        .integrity
+        .hasher()
+        .map_err(Fail::Integrity)?
+        .map(Arc::new);
+    if let Some(h) = &chain {
+        tracing::info!(algorithm = h.algorithm(), "integrity chain on");
+    }
     let metrics = Metrics::new();
     let health = Health::new();
     let server = metrics::start(&config.metrics, Arc::clone(&metrics), Arc::clone(&health)).await?;
     let needs_client = config.source.kind == SourceKind::Kubernetes;
     let enricher = enrich::start(&config.enrich, needs_client).await;
     let processor: SharedProcessor = Arc::new(RwLock::new(Arc::new(
-        Processor::new(config.stages())?.with_metrics(Arc::clone(&metrics)),
+        Processor::new(config.stages())?
+            .with_metrics(Arc::clone(&metrics))
+            .with_chain(chain),
     )));
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -1188,6 +1188,7 @@ fn reassembled(consumed: Vec<Consumed>) -> Vec<Consumed> {
                     key: c.key.clone(),
                     headers: c.headers.clone(),
                     value: Value::Null,
+                    raw: Vec::new(),
                 },
                 BTreeMap::new(),
             )

@@ -31,6 +31,7 @@ use super::identity::{FileKey, Tail};
 use super::store::{CheckpointError, StateFile};
 use super::Checkpoint;
 use crate::ack::Progress;
+use crate::integrity::ChainPoint;
 
 /// The checkpoint format version this build writes; it reads this one and version 1.
 const VERSION: u32 = 2;
@@ -74,6 +75,10 @@ struct Entry {
     /// The file's size when last seen.
     #[serde(default)]
     size: u64,
+    /// Where the file's integrity chain stood at `offset` (absent without the chain, and in
+    /// files written before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    chain: Option<ChainPoint>,
     /// Read to its end and let go (a rotated file): nothing of it can be missing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     done: bool,
@@ -96,6 +101,8 @@ fn is_zero(n: &u32) -> bool {
 struct Slot {
     path: PathBuf,
     offset: u64,
+    /// The chain point that goes with `offset`: saved together, always.
+    chain: Option<ChainPoint>,
     tail: Option<Tail>,
     size: u64,
     done: bool,
@@ -240,6 +247,7 @@ impl Checkpoints {
                 Slot {
                     path: PathBuf::from(e.path),
                     offset: e.offset,
+                    chain: e.chain,
                     tail: e.tail.as_deref().and_then(Tail::from_text),
                     size: e.size.max(e.offset),
                     done: e.done,
@@ -345,11 +353,13 @@ impl Checkpoints {
             retire(&mut slots, key);
         }
         let size = slots.get(&key).map_or(0, |s| s.size);
+        let (offset, chain) = progress.checkpoint();
         slots.insert(
             key,
             Slot {
                 path: path.to_path_buf(),
-                offset: progress.committed(),
+                offset,
+                chain,
                 tail: None,
                 size,
                 done: false,
@@ -362,6 +372,16 @@ impl Checkpoints {
                 watched: true,
             },
         );
+    }
+
+    /// The chain point saved with the checkpoint of `key` at `offset`, if that is where it
+    /// is (the entry [`Checkpoints::resume`] found).
+    pub(crate) fn chain_at(&self, key: FileKey, offset: u64) -> Option<ChainPoint> {
+        let slots = self.lock();
+        slots
+            .get(&key)
+            .filter(|s| s.offset == offset)
+            .and_then(|s| s.chain.clone())
     }
 
     /// The file was renamed.
@@ -487,9 +507,11 @@ impl Checkpoint for Checkpoints {
             let mut slots = self.lock();
             for (key, slot) in slots.iter_mut() {
                 if let Some(p) = &slot.progress {
-                    let offset = p.committed();
+                    // The offset and its chain point come from one look at the progress.
+                    let (offset, chain) = p.checkpoint();
                     if offset != slot.offset || slot.watched {
                         slot.offset = offset;
+                        slot.chain = chain;
                         slot.updated = now;
                         slot.tail = slot.file.as_ref().and_then(|f| Tail::read(f, offset).ok());
                     }
@@ -516,6 +538,7 @@ impl Checkpoint for Checkpoints {
                     offset: s.offset,
                     tail: s.tail.map(Tail::to_text),
                     size: s.size.max(s.offset),
+                    chain: s.chain.clone(),
                     done: s.done,
                     generation: key.generation,
                     sealed: s.sealed,
@@ -719,5 +742,49 @@ mod tests {
         let cps = Checkpoints::load(dir.path()).unwrap();
         assert!(cps.unread().is_empty());
         assert!(dir.path().join("checkpoints.json.corrupt").exists());
+    }
+
+    #[test]
+    fn the_chain_point_is_saved_and_loaded_with_its_offset_and_old_files_have_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0.log");
+        fs::write(&log, vec![b'x'; 300]).unwrap();
+        let file = Arc::new(File::open(&log).unwrap());
+        let cps = Checkpoints::load(dir.path()).unwrap();
+        let p = Progress::chained(0, Arc::from("seg"), "sha256", 0, [0; 32]);
+        cps.watch(key(7), &log, Arc::clone(&p), Some(Arc::clone(&file)));
+        let ack = p.register(100, 1);
+        p.linked(100, 1, &[0; 32], &[5; 32]);
+        p.set_read(200, None);
+        cps.save().unwrap();
+        let reloaded = Checkpoints::load(dir.path()).unwrap();
+        assert!(matches!(reloaded.resume(key(7), &file), Resume::At(100)));
+        let point = reloaded.chain_at(key(7), 100).unwrap();
+        assert_eq!(
+            (point.segment.as_str(), point.seq),
+            ("seg", 0),
+            "before the record at 100"
+        );
+        assert!(
+            reloaded.chain_at(key(7), 200).is_none(),
+            "only with its own offset"
+        );
+        ack.confirm();
+        cps.save().unwrap();
+        let reloaded = Checkpoints::load(dir.path()).unwrap();
+        let point = reloaded.chain_at(key(7), 200).unwrap();
+        assert_eq!(
+            (point.seq, point.hash),
+            (1, crate::integrity::hex(&[5; 32]))
+        );
+        // A checkpoint written before the chain existed loads, without a point.
+        fs::write(
+            dir.path().join(FILE_NAME),
+            r#"{"version":2,"files":[{"fingerprint":"0000000000000abc","dev":1,"ino":7,"path":"/x/0.log","offset":40,"size":50,"updated":"2026-01-01T00:00:00Z"}]}"#,
+        )
+        .unwrap();
+        let old = Checkpoints::load(dir.path()).unwrap();
+        assert!(matches!(old.resume(key(7), &file), Resume::At(40)));
+        assert!(old.chain_at(key(7), 40).is_none());
     }
 }

@@ -14,6 +14,7 @@
 //! Both sources read through the one read loop in [`stream`] and save their checkpoints
 //! through the one store in [`store`].
 
+mod chain;
 mod checkpoint;
 pub(crate) mod config;
 mod file;

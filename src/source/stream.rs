@@ -11,6 +11,7 @@
 use std::io::{self, Read};
 use std::sync::Arc;
 
+use super::chain::SegmentChain;
 use super::framing::Format;
 use super::reader::{LineReader, Physical};
 use crate::ack::{Ack, Progress};
@@ -31,6 +32,8 @@ pub(crate) struct StreamReader {
     progress: Option<Arc<Progress>>,
     /// What its buffers hold of the memory budget.
     charge: Charge,
+    /// Its segment's chain (`integrity.chain`), linking every record it ships.
+    chain: Option<SegmentChain>,
 }
 
 impl StreamReader {
@@ -50,9 +53,16 @@ impl StreamReader {
             info,
             progress,
             charge,
+            chain: None,
         };
         reader.charge.resize(reader.lines.held_bytes());
         reader
+    }
+
+    /// Links every record into `chain` (whose progress is this reader's).
+    pub(crate) fn with_chain(mut self, chain: Option<SegmentChain>) -> StreamReader {
+        self.chain = chain;
+        self
     }
 
     /// Goes on from `offset` (a later offset of the same stream: what lies before it was dealt
@@ -101,6 +111,7 @@ impl StreamReader {
             lines,
             info,
             progress,
+            chain,
             ..
         } = self;
         let progress = progress.as_ref();
@@ -110,7 +121,16 @@ impl StreamReader {
                     return;
                 }
             }
-            handle(processor, info, progress, stats, records, framed, end);
+            handle(
+                processor,
+                info,
+                progress,
+                chain.as_mut(),
+                stats,
+                records,
+                framed,
+                end,
+            );
         });
         if let Some(p) = progress {
             p.set_read(lines.offset(), lines.floor());
@@ -132,13 +152,23 @@ impl StreamReader {
             lines,
             info,
             progress,
+            chain,
             ..
         } = self;
         let progress = progress.as_ref();
         let mut shipped = 0;
         lines.snapshot_unterminated(|framed, end| {
             shipped += 1;
-            handle(processor, info, progress, stats, records, framed, end);
+            handle(
+                processor,
+                info,
+                progress,
+                chain.as_mut(),
+                stats,
+                records,
+                framed,
+                end,
+            );
         });
         shipped
     }
@@ -160,7 +190,8 @@ impl StreamReader {
             let mut records = Vec::new();
             if counted {
                 let ack = |_, _| Ack::none();
-                process_one(processor, info, ack, stats, &mut records, framed, end);
+                let to = Linked::new(&mut records, None, None);
+                process_one(processor, info, ack, stats, to, framed, end);
             }
             each(physical, framed, end, records);
         };
@@ -202,6 +233,7 @@ impl StreamReader {
             lines,
             info,
             progress,
+            chain,
             ..
         } = self;
         let end = lines.offset();
@@ -210,7 +242,8 @@ impl StreamReader {
             let ack = |offset, outputs| {
                 register(progress.as_ref(), offset, outputs).also(next.0, next.1, outputs)
             };
-            process_one(processor, info, ack, stats, records, framed, end);
+            let to = Linked::new(records, chain.as_mut(), progress.as_ref());
+            process_one(processor, info, ack, stats, to, framed, end);
         }
         if let Some(p) = progress {
             p.set_read(lines.offset(), lines.floor());
@@ -230,6 +263,7 @@ impl StreamReader {
             lines,
             info,
             progress,
+            chain,
             ..
         } = self;
         let progress = progress.as_ref();
@@ -237,7 +271,16 @@ impl StreamReader {
         // Counted in `incomplete` (not `lines`) by the processor.
         lines.flush_unterminated(|framed, end| {
             flushed += 1;
-            handle(processor, info, progress, stats, records, framed, end);
+            handle(
+                processor,
+                info,
+                progress,
+                chain.as_mut(),
+                stats,
+                records,
+                framed,
+                end,
+            );
         });
         if let Some(p) = progress {
             p.set_read(lines.offset(), lines.floor());
@@ -254,14 +297,15 @@ impl StreamReader {
 
     /// Ships a gap record for `gap` of this stream, registered at its start.
     pub(crate) fn report_gap(
-        &self,
+        &mut self,
         processor: &Processor,
         gap: Gap,
         stats: &mut Stats,
         records: &mut Vec<Record>,
     ) {
         let ack = |offset, outputs| register(self.progress.as_ref(), offset, outputs);
-        records.push(processor.gap(&self.info, gap, stats, ack));
+        let record = processor.gap(&self.info, gap, stats, ack);
+        Linked::new(records, self.chain.as_mut(), self.progress.as_ref()).push(record);
     }
 
     /// The bytes read last, ending at [`StreamReader::position`].
@@ -287,18 +331,50 @@ fn register(progress: Option<&Arc<Progress>>, offset: u64, outputs: u32) -> Ack 
     }
 }
 
+/// Where records go: onto the batch, each linked into the segment's chain first when there
+/// is one.
+pub(crate) struct Linked<'a> {
+    records: &'a mut Vec<Record>,
+    chain: Option<&'a mut SegmentChain>,
+    progress: Option<&'a Arc<Progress>>,
+}
+
+impl<'a> Linked<'a> {
+    pub(crate) fn new(
+        records: &'a mut Vec<Record>,
+        chain: Option<&'a mut SegmentChain>,
+        progress: Option<&'a Arc<Progress>>,
+    ) -> Linked<'a> {
+        Linked {
+            records,
+            chain,
+            progress,
+        }
+    }
+
+    pub(crate) fn push(&mut self, mut record: Record) {
+        if let Some(chain) = self.chain.as_deref_mut() {
+            chain.link(&mut record, self.progress);
+        }
+        self.records.push(record);
+    }
+}
+
 /// One framing result through the processor, registered with `progress`.
+#[allow(clippy::too_many_arguments)]
 fn handle(
     processor: &Processor,
     info: &StreamInfo,
     progress: Option<&Arc<Progress>>,
+    chain: Option<&mut SegmentChain>,
     stats: &mut Stats,
     records: &mut Vec<Record>,
     framed: Framed<'_>,
     end: u64,
 ) {
     let ack = |offset, outputs| register(progress, offset, outputs);
-    process_one(processor, info, ack, stats, records, framed, end);
+    let to = Linked::new(records, chain, progress);
+    process_one(processor, info, ack, stats, to, framed, end);
 }
 
 /// One framing result through the processor: a record is registered through `ack` and kept;
@@ -308,7 +384,7 @@ fn process_one(
     info: &StreamInfo,
     ack: impl Fn(u64, u32) -> Ack,
     stats: &mut Stats,
-    records: &mut Vec<Record>,
+    mut records: Linked<'_>,
     framed: Framed<'_>,
     end: u64,
 ) {

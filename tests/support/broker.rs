@@ -306,6 +306,7 @@ fn read(
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     headers,
                     value,
+                    raw: payload.to_vec(),
                 });
             }
             Some(Err(e)) => eprintln!("consumer: {e}"),
@@ -333,6 +334,8 @@ pub struct Consumed {
     pub key: Option<String>,
     pub headers: BTreeMap<String, String>,
     pub value: serde_json::Value,
+    /// The message's bytes as produced (a link's hash covers them).
+    pub raw: Vec<u8>,
 }
 
 impl Consumed {

@@ -779,7 +779,7 @@ fn produce(
     let record = &item.record;
     // Borrowed values, copied once by librdkafka: no string per header.
     let mut headers = record.fold_headers(
-        OwnedHeaders::new_with_capacity(11),
+        OwnedHeaders::new_with_capacity(17),
         |headers, key, value| {
             headers.insert(Header {
                 key,

@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use notify::Watcher;
 
 use self::watched::{end_of_last_line, Handle, Start, Watched};
+use super::chain::SegmentChain;
 use super::checkpoint::{Checkpoints, Resume};
 use super::framing::cri_chunk;
 use super::identity::Tail;
@@ -694,7 +695,7 @@ impl FileTailer {
         let len_now = w.len().unwrap_or(0);
         tracing::warn!(path = %w.path.display(), len = len_now, position = w.position(), "file truncated or rewritten; reading it again from the start");
         self.local.truncations += 1;
-        if let Some(reader) = w.reader.take() {
+        if let Some(mut reader) = w.reader.take() {
             let position = reader.position();
             if !found_copy && w.len_seen > position {
                 let gap = Gap {
@@ -746,6 +747,7 @@ impl FileTailer {
         if w.reader.is_some() {
             return true;
         }
+        let mut replaced: Option<u32> = None;
         let (key, offset) = match w.start {
             Start::At(offset, key) => {
                 if let Err(e) = w.seek(offset) {
@@ -777,6 +779,9 @@ impl FileTailer {
                         if !known.done {
                             self.report_lost(&known, "truncated");
                         }
+                        // New content under a known identity: its chain must not reuse the
+                        // numbers of the content it replaced.
+                        replaced = Some(known.key.generation);
                         0
                     }
                     (Resume::Unknown, Start::CheckpointOrEnd(len)) => end_of_last_line(&file, len),
@@ -800,18 +805,38 @@ impl FileTailer {
             .and_then(|f| Tail::read(f, offset).ok())
             .unwrap_or_default();
         w.len_seen = w.len().unwrap_or(offset).max(offset);
-        let progress = Progress::new(offset);
+        let chain = self.context.processor().chain().map(|hasher| {
+            // The set: the container's live log (`…/<container>/0.log`), stable across
+            // rotations, renames and restarts.
+            let stream = match &w.base {
+                Some((dir, base)) => dir.join(base).display().to_string(),
+                None => w.path.display().to_string(),
+            };
+            let identity = match replaced {
+                Some(generation) => format!("{:016x}~{generation}", key.fingerprint),
+                None => format!("{:016x}", key.fingerprint),
+            };
+            let saved = self.checkpoints.chain_at(key, offset);
+            SegmentChain::resume(Arc::clone(hasher), &stream, &identity, offset, saved)
+        });
+        let progress = match &chain {
+            Some(chain) => chain.progress(offset),
+            None => Progress::new(offset),
+        };
         let real = std::fs::canonicalize(&w.path).unwrap_or_else(|_| w.path.clone());
         self.checkpoints
             .watch(key, &real, Arc::clone(&progress), w.file().cloned());
-        w.reader = Some(StreamReader::new(
-            self.config.format,
-            self.config.max_line_bytes,
-            offset,
-            StreamInfo::new(w.path.display().to_string(), key.fingerprint),
-            Some(progress),
-            self.context.budget.charge(0),
-        ));
+        w.reader = Some(
+            StreamReader::new(
+                self.config.format,
+                self.config.max_line_bytes,
+                offset,
+                StreamInfo::new(w.path.display().to_string(), key.fingerprint),
+                Some(progress),
+                self.context.budget.charge(0),
+            )
+            .with_chain(chain),
+        );
         w.meta_version = None;
         true
     }

@@ -19,6 +19,7 @@ use super::FileTailer;
 use crate::ack::Progress;
 use crate::line::StreamInfo;
 use crate::pipeline::Gap;
+use crate::source::chain::SegmentChain;
 use crate::source::checkpoint::Known;
 use crate::source::identity::{fingerprint_head, read_head, FileKey, Tail};
 use crate::source::rotation;
@@ -193,7 +194,22 @@ impl FileTailer {
     /// gap record for it. Its checkpoint moves past the range once the record is confirmed,
     /// so it is reported once.
     pub(super) fn report_lost(&mut self, gone: &Known, reason: &'static str) {
-        let progress = Progress::new(gone.offset);
+        let processor = self.context.processor();
+        // The gap is the next link of the gone file's chain, from where its checkpoint left
+        // it.
+        let mut chain = processor.chain().map(|hasher| {
+            let stream = match rotation::base_of(&gone.path) {
+                Some((dir, base)) => dir.join(base).display().to_string(),
+                None => gone.path.display().to_string(),
+            };
+            let identity = format!("{:016x}", gone.key.fingerprint);
+            let saved = self.checkpoints.chain_at(gone.key, gone.offset);
+            SegmentChain::resume(Arc::clone(hasher), &stream, &identity, gone.offset, saved)
+        });
+        let progress = match &chain {
+            Some(chain) => chain.progress(gone.offset),
+            None => Progress::new(gone.offset),
+        };
         self.checkpoints.report_gone(gone, Arc::clone(&progress));
         let info = StreamInfo::new(gone.path.display().to_string(), gone.key.fingerprint);
         let gap = Gap {
@@ -202,10 +218,12 @@ impl FileTailer {
             end: gone.size.max(gone.offset),
             end_known: false,
         };
-        let processor = self.context.processor();
-        let record = processor.gap(&info, gap, &mut self.local, |offset, outputs| {
+        let mut record = processor.gap(&info, gap, &mut self.local, |offset, outputs| {
             progress.register(offset, outputs)
         });
+        if let Some(chain) = &mut chain {
+            chain.link(&mut record, Some(&progress));
+        }
         progress.set_read(gap.end, None);
         self.batch.push(record);
     }
