@@ -495,6 +495,11 @@ impl Sink {
                 }
                 Err(e) => {
                     self.count(&item, false);
+                    // The current producer refused it: its failure, judged as such (a new
+                    // record's generation is 0, an old one's its last producer's; taken for
+                    // a replaced producer's, it went back in front at once, for ever).
+                    let mut item = item;
+                    item.generation = self.generation;
                     if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
                         // Nothing of this attempt's remaining chunks was queued: once there
                         // is room, it goes on where it stopped.
@@ -1334,6 +1339,46 @@ mod tests {
             done.insert(id, Err(format!("{} of {count} chunks", chunks.len())));
         }
         done
+    }
+
+    /// Attacker finding (basepoll review): after a producer was replaced (credentials
+    /// rotated, or a fatal error), a record the *current* producer refuses at once (here a
+    /// key longer than `message.max.bytes`: librdkafka's local MsgSizeTooLarge) still carried
+    /// the generation 0 every new record starts with, so `failed` took it for a record of a
+    /// replaced producer and put it back in front with no backoff: `produce_ready` spun on it
+    /// for ever, synchronously, and the delivery loop (drain and shutdown included) hung. It
+    /// is the current producer's failure: it is judged as one (here: held, progress stopped,
+    /// retried in 30 s). The producer points at a closed port; the refusal is librdkafka's
+    /// own, before any broker.
+    #[tokio::test]
+    async fn a_record_the_current_producer_refuses_after_a_rotation_does_not_spin() {
+        let progress = Progress::new(0);
+        let mut s = sink(None);
+        s.verified = Arc::new(BTreeMap::from([("audit".to_string(), 1_000_000)]));
+        // New credentials: a new producer took over (generation 1).
+        let clients = Clients::new(&s.config, &s.secrets, &s.health, &s.reports).unwrap();
+        s.replace_producer(clients.producer, "credentials");
+        let mut record = item(progress.register(0, 1)).record;
+        record.key = Some("k".repeat(1_100_000));
+        s.take(vec![record]);
+        progress.set_read(100, None);
+        // On a thread of its own: were it to spin, the test fails instead of hanging.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            s.produce_ready();
+            let _ = tx.send(s);
+        });
+        let s = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("produce_ready spun on a record the current producer refused");
+        assert_eq!(s.pending.len(), 1, "kept, not dropped");
+        assert!(
+            s.pending[0].stuck,
+            "judged as the current producer's refusal"
+        );
+        assert!(s.retry_at.is_some(), "retried later, not at once");
+        assert_eq!(progress.committed(), 0);
+        assert_eq!(s.records, 0, "nothing counted in flight");
     }
 
     /// Delivery-critical (issue 16, the FutureProducer replaced): a record in flight on a
