@@ -1501,6 +1501,51 @@ mod tests {
         assert!(s.inflight.is_empty() && s.records == 0);
     }
 
+    /// Attacker check (basepoll review), held: credentials rotate while the broker is down
+    /// and 100 records are in the old producer's hands. librdkafka's mock cluster stands in
+    /// for the broker (a unit test; tests/kafka_faults.rs has the real one). The retired
+    /// producer's purge reports and its `Retired` come through the shared queue; every record
+    /// is confirmed once the broker is back, nothing stays in flight or counted.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_rotation_while_the_broker_is_down_confirms_every_record() {
+        use rdkafka::mocking::MockCluster;
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("audit", 1, 1).unwrap();
+        let mut s = mock_sink(&mock, &[("linger.ms", "5")], 1_000_000);
+        let progress = Progress::new(0);
+        assert!(drive(&mut s, &progress, 0, Duration::from_millis(10)).await);
+        mock.broker_down(1).unwrap();
+        let records: Vec<Record> = (0..100)
+            .map(|i| item(progress.register(i, 1)).record)
+            .collect();
+        s.take(records);
+        progress.set_read(100, None);
+        s.produce_ready();
+        assert_eq!(s.inflight.len(), 100);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let clients = Clients::new(&s.config, &s.secrets, &s.health, &s.reports).unwrap();
+        s.replace_producer(clients.producer, "credentials");
+        assert!(!drive(&mut s, &progress, 100, Duration::from_secs(2)).await);
+        assert_eq!(
+            progress.committed(),
+            0,
+            "nothing confirmed while the broker is down"
+        );
+        mock.broker_up(1).unwrap();
+        assert!(
+            drive(&mut s, &progress, 100, Duration::from_secs(60)).await,
+            "confirmed {} of 100",
+            progress.committed()
+        );
+        // Whatever of the old producer still comes confirms nothing more.
+        let end = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < end {
+            drive(&mut s, &progress, 101, Duration::from_millis(100)).await;
+        }
+        assert!(s.inflight.is_empty(), "{} in flight", s.inflight.len());
+        assert_eq!((s.records, s.bytes), (0, 0));
+    }
+
     /// Adversary finding 1, fixed (the chunk size is fixed at the first attempt and carried in
     /// `chunk_size`; consumers join one id and size). A chunked record one of whose chunks the broker refuses as too
     /// large after an earlier chunk was accepted is sent again whole in *smaller* chunks, under
