@@ -289,7 +289,8 @@ struct Sink {
     /// The credentials the producer was built from (for a new one after a fatal error).
     secrets: Secrets,
     /// The producer cannot deliver anything any more, and why (the restart metric's label):
-    /// it reported a fatal error (`fatal`), or the broker fenced it (`fenced`).
+    /// it reported a fatal error (`fatal`), the broker fenced it (`fenced`), or nothing
+    /// serves its delivery reports any more (`poll`, its polling thread ended).
     needs_new_producer: Option<&'static str>,
     /// How many producers came before this one: a failure is the current producer's only if
     /// its record was given to it.
@@ -439,6 +440,7 @@ impl Sink {
             tracing::error!("fatal kafka producer error; a new producer takes over");
             self.needs_new_producer = Some("fatal");
         }
+        self.check_polling();
         while self.needs_new_producer.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t)
         {
             self.retry_at = None;
@@ -571,6 +573,16 @@ impl Sink {
                 }
                 Report::Retired { generation } => self.retired(generation),
             }
+        }
+        self.check_polling();
+    }
+
+    /// A producer whose reports nobody serves any more cannot go on: a new one takes over
+    /// (the old one's records are sent again once it is gone).
+    fn check_polling(&mut self) {
+        if self.needs_new_producer.is_none() && !self.producer.polling() {
+            tracing::error!("the kafka producer's polling thread ended; a new producer takes over");
+            self.needs_new_producer = Some("poll");
         }
     }
 
@@ -1544,6 +1556,49 @@ mod tests {
         }
         assert!(s.inflight.is_empty(), "{} in flight", s.inflight.len());
         assert_eq!((s.records, s.bytes), (0, 0));
+    }
+
+    /// Attacker finding (basepoll review): a producer's polling thread is the only one that
+    /// serves its delivery reports. Were it to end while the producer is in use (a callback
+    /// that panics on it: `diagnose`'s `thread::spawn` when no thread can be made, a tracing
+    /// layer; panics do not abort the process), its records in flight were never reported,
+    /// never confirmed, and nothing noticed (nothing even woke the delivery loop). Here the
+    /// thread is ended by a test hook (a panic cannot be caused from outside). The loop must
+    /// be woken, a new producer take over, and the record be confirmed. librdkafka's mock
+    /// cluster stands in for the broker.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_producer_whose_polling_thread_ended_is_replaced_and_its_records_confirmed() {
+        use rdkafka::mocking::MockCluster;
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("audit", 1, 1).unwrap();
+        let mut s = mock_sink(&mock, &[], 1_000_000);
+        let progress = Progress::new(0);
+        s.producer.end_polling_for_test();
+        // It ends at the end of its current poll (at most 10 s).
+        assert!(
+            tokio::time::timeout(Duration::from_secs(15), s.reports.ready())
+                .await
+                .is_ok(),
+            "the polling thread ended and nothing woke the delivery loop"
+        );
+        s.take_reports();
+        assert_eq!(s.needs_new_producer, Some("poll"), "noticed");
+        s.take(vec![item(progress.register(0, 1)).record]);
+        progress.set_read(100, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while progress.committed() < 100 {
+            assert!(Instant::now() < deadline, "never confirmed");
+            if let Some(reason) = s.needs_new_producer {
+                let clients = Clients::new(&s.config, &s.secrets, &s.health, &s.reports).unwrap();
+                s.replace_producer(clients.producer, reason);
+            }
+            s.produce_ready();
+            tokio::select! {
+                () = s.reports.ready() => s.take_reports(),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        assert!(s.inflight.is_empty() && s.records == 0);
     }
 
     /// Adversary finding 1, fixed (the chunk size is fixed at the first attempt and carried in
