@@ -321,7 +321,7 @@ impl OutputMetrics {
             acked: counter_vec(r, "auditrail_output_records_acked_total", "Records durably delivered (Kafka: acknowledged by the broker).", &["output", "topic"]),
             failed: counter_vec(r, "auditrail_output_records_failed_total", "Delivery attempts that failed (the record is retried, dead-lettered or held; never dropped).", &["output", "topic", "reason"]),
             dead_lettered: counter_vec(r, "auditrail_output_records_dead_lettered_total", "Records the broker rejected for good, sent to the dead-letter topic.", &["output", "topic"]),
-            producer_restarts: counter_vec(r, "auditrail_kafka_producer_restarts_total", "New Kafka producers that took over: after a fatal producer error (fatal), after the broker fenced the producer (fenced), or when the mounted credentials changed (credentials).", &["reason"]),
+            producer_restarts: counter_vec(r, "auditrail_kafka_producer_restarts_total", "New Kafka producers that took over: after a fatal producer error (fatal), after the broker fenced the producer (fenced), when the mounted credentials changed (credentials), or when the producer's polling thread ended (poll).", &["reason"]),
             chunked: counter_vec(r, "auditrail_kafka_records_chunked_total", "Records larger than their topic takes, sent in chunks (see the README's chunk protocol).", &["topic"]),
             dropped: counter_vec(r, "auditrail_output_records_dropped_total", "Records an optional output (required: false) had no room for while it fell behind; never for a required output.", &["output"]),
             in_flight_records: gauge_vec(r, "auditrail_output_in_flight_records", "Records taken by an output and not yet acknowledged.", &["output"]),

@@ -18,13 +18,17 @@
 //! nothing to spin on: idle, the thread sleeps in librdkafka until an event comes or the
 //! timeout ends. Reports are served as they come, whatever the timeout; the timeout is only
 //! how long a stopped producer's thread takes to notice.
+//!
+//! The thread is the only one serving its producer's reports: should a callback panic on it
+//! (the process goes on after a panic), it ends, says so ([`Polled::polling`]) and wakes the
+//! loop, which has a new producer take over; the old one's records are sent again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::producer::{BaseProducer, DeliveryResult, ProducerContext};
+use rdkafka::producer::{BaseProducer, DeliveryResult, Producer as _, ProducerContext};
 use tokio::sync::Notify;
 
 use super::health::KafkaContext;
@@ -68,6 +72,12 @@ impl Reports {
         }
     }
 
+    /// Wakes the loop with no report: a producer's polling thread ended while it was in use
+    /// (see [`Polled::polling`]).
+    fn wake(&self) {
+        self.wake.notify_one();
+    }
+
     /// Says that a replaced producer is gone, after every report it made.
     pub(super) fn retired(&self, generation: u64) {
         self.push(Report::Retired { generation });
@@ -105,6 +115,11 @@ pub(super) type Producer = BaseProducer<KafkaContext>;
 pub(super) struct Polled {
     producer: Arc<Producer>,
     stop: Arc<AtomicBool>,
+    /// The thread ended while the producer was still in use (a callback panicked on it).
+    ended: Arc<AtomicBool>,
+    /// Makes the thread panic at the end of its current poll (tests).
+    #[cfg(test)]
+    panic: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -113,13 +128,34 @@ impl Polled {
     pub(super) fn start(producer: Producer) -> std::io::Result<Polled> {
         let producer = Arc::new(producer);
         let stop = Arc::new(AtomicBool::new(false));
+        let ended = Arc::new(AtomicBool::new(false));
+        #[cfg(test)]
+        let panic = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (producer, stop) = (Arc::clone(&producer), Arc::clone(&stop));
+            let (producer, stop, ended) =
+                (Arc::clone(&producer), Arc::clone(&stop), Arc::clone(&ended));
+            #[cfg(test)]
+            let panic = Arc::clone(&panic);
             std::thread::Builder::new()
                 .name("kafka-poll".into())
                 .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        producer.poll(POLL);
+                    let polled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        while !stop.load(Ordering::Relaxed) {
+                            producer.poll(POLL);
+                            #[cfg(test)]
+                            if panic.load(Ordering::Relaxed) {
+                                panic!("a callback panicked (test)");
+                            }
+                        }
+                    }));
+                    // A callback panicked (the process goes on): nothing serves this
+                    // producer's reports any more, its records in flight would wait for
+                    // ever. The delivery loop is told, and replaces it (its records are then
+                    // sent again, `Reports::retired`).
+                    if polled.is_err() {
+                        tracing::error!("the kafka producer's polling thread ended while the producer is in use");
+                        ended.store(true, Ordering::Release);
+                        producer.context().reports.wake();
                     }
                     // Dropping the last handle here: rdkafka purges what is left and serves
                     // the reports of that before librdkafka is destroyed.
@@ -128,8 +164,16 @@ impl Polled {
         Ok(Polled {
             producer,
             stop,
+            ended,
+            #[cfg(test)]
+            panic,
             thread: Some(thread),
         })
+    }
+
+    /// Whether the producer's reports are still served.
+    pub(super) fn polling(&self) -> bool {
+        !self.ended.load(Ordering::Acquire)
     }
 
     /// Stops polling and waits (blocking, up to [`POLL`]) until the thread has served its
@@ -144,6 +188,15 @@ impl Polled {
                 tracing::error!("the kafka polling thread panicked");
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Polled {
+    /// Makes the polling thread panic at the end of its current poll, as a panicking
+    /// callback would (which a test cannot cause from outside).
+    pub(super) fn end_polling_for_test(&self) {
+        self.panic.store(true, Ordering::Relaxed);
     }
 }
 

@@ -286,7 +286,8 @@ struct Sink {
     /// The credentials the producer was built from (for a new one after a fatal error).
     secrets: Secrets,
     /// The producer cannot deliver anything any more, and why (the restart metric's label):
-    /// it reported a fatal error (`fatal`), or the broker fenced it (`fenced`).
+    /// it reported a fatal error (`fatal`), the broker fenced it (`fenced`), or nothing
+    /// serves its delivery reports any more (`poll`, its polling thread ended).
     needs_new_producer: Option<&'static str>,
     /// How many producers came before this one: a failure is the current producer's only if
     /// its record was given to it.
@@ -436,6 +437,7 @@ impl Sink {
             tracing::error!("fatal kafka producer error; a new producer takes over");
             self.needs_new_producer = Some("fatal");
         }
+        self.check_polling();
         while self.needs_new_producer.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t)
         {
             self.retry_at = None;
@@ -492,6 +494,11 @@ impl Sink {
                 }
                 Err(e) => {
                     self.count(&item, false);
+                    // The current producer refused it: its failure, judged as such (a new
+                    // record's generation is 0, an old one's its last producer's; taken for
+                    // a replaced producer's, it went back in front at once, for ever).
+                    let mut item = item;
+                    item.generation = self.generation;
                     if e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) {
                         // Nothing of this attempt's remaining chunks was queued: once there
                         // is room, it goes on where it stopped.
@@ -563,6 +570,16 @@ impl Sink {
                 }
                 Report::Retired { generation } => self.retired(generation),
             }
+        }
+        self.check_polling();
+    }
+
+    /// A producer whose reports nobody serves any more cannot go on: a new one takes over
+    /// (the old one's records are sent again once it is gone).
+    fn check_polling(&mut self) {
+        if self.needs_new_producer.is_none() && !self.producer.polling() {
+            tracing::error!("the kafka producer's polling thread ended; a new producer takes over");
+            self.needs_new_producer = Some("poll");
         }
     }
 
@@ -1333,6 +1350,46 @@ mod tests {
         done
     }
 
+    /// Attacker finding (basepoll review): after a producer was replaced (credentials
+    /// rotated, or a fatal error), a record the *current* producer refuses at once (here a
+    /// key longer than `message.max.bytes`: librdkafka's local MsgSizeTooLarge) still carried
+    /// the generation 0 every new record starts with, so `failed` took it for a record of a
+    /// replaced producer and put it back in front with no backoff: `produce_ready` spun on it
+    /// for ever, synchronously, and the delivery loop (drain and shutdown included) hung. It
+    /// is the current producer's failure: it is judged as one (here: held, progress stopped,
+    /// retried in 30 s). The producer points at a closed port; the refusal is librdkafka's
+    /// own, before any broker.
+    #[tokio::test]
+    async fn a_record_the_current_producer_refuses_after_a_rotation_does_not_spin() {
+        let progress = Progress::new(0);
+        let mut s = sink(None);
+        s.verified = Arc::new(BTreeMap::from([("audit".to_string(), 1_000_000)]));
+        // New credentials: a new producer took over (generation 1).
+        let clients = Clients::new(&s.config, &s.secrets, &s.health, &s.reports).unwrap();
+        s.replace_producer(clients.producer, "credentials");
+        let mut record = item(progress.register(0, 1)).record;
+        record.key = Some("k".repeat(1_100_000));
+        s.take(vec![record]);
+        progress.set_read(100, None);
+        // On a thread of its own: were it to spin, the test fails instead of hanging.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            s.produce_ready();
+            let _ = tx.send(s);
+        });
+        let s = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("produce_ready spun on a record the current producer refused");
+        assert_eq!(s.pending.len(), 1, "kept, not dropped");
+        assert!(
+            s.pending[0].stuck,
+            "judged as the current producer's refusal"
+        );
+        assert!(s.retry_at.is_some(), "retried later, not at once");
+        assert_eq!(progress.committed(), 0);
+        assert_eq!(s.records, 0, "nothing counted in flight");
+    }
+
     /// Delivery-critical (issue 16, the FutureProducer replaced): a record in flight on a
     /// producer that was replaced and is gone without reporting it goes out again on the
     /// current producer, unconfirmed; a report of its old attempt that comes late confirms
@@ -1450,6 +1507,94 @@ mod tests {
             s.take_reports();
         }
         assert!(wakes <= 10, "{wakes} wakes for 200 records");
+        assert!(s.inflight.is_empty() && s.records == 0);
+    }
+
+    /// Attacker check (basepoll review), held: credentials rotate while the broker is down
+    /// and 100 records are in the old producer's hands. librdkafka's mock cluster stands in
+    /// for the broker (a unit test; tests/kafka_faults.rs has the real one). The retired
+    /// producer's purge reports and its `Retired` come through the shared queue; every record
+    /// is confirmed once the broker is back, nothing stays in flight or counted.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_rotation_while_the_broker_is_down_confirms_every_record() {
+        use rdkafka::mocking::MockCluster;
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("audit", 1, 1).unwrap();
+        let mut s = mock_sink(&mock, &[("linger.ms", "5")], 1_000_000);
+        let progress = Progress::new(0);
+        assert!(drive(&mut s, &progress, 0, Duration::from_millis(10)).await);
+        mock.broker_down(1).unwrap();
+        let records: Vec<Record> = (0..100)
+            .map(|i| item(progress.register(i, 1)).record)
+            .collect();
+        s.take(records);
+        progress.set_read(100, None);
+        s.produce_ready();
+        assert_eq!(s.inflight.len(), 100);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let clients = Clients::new(&s.config, &s.secrets, &s.health, &s.reports).unwrap();
+        s.replace_producer(clients.producer, "credentials");
+        assert!(!drive(&mut s, &progress, 100, Duration::from_secs(2)).await);
+        assert_eq!(
+            progress.committed(),
+            0,
+            "nothing confirmed while the broker is down"
+        );
+        mock.broker_up(1).unwrap();
+        assert!(
+            drive(&mut s, &progress, 100, Duration::from_secs(60)).await,
+            "confirmed {} of 100",
+            progress.committed()
+        );
+        // Whatever of the old producer still comes confirms nothing more.
+        let end = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < end {
+            drive(&mut s, &progress, 101, Duration::from_millis(100)).await;
+        }
+        assert!(s.inflight.is_empty(), "{} in flight", s.inflight.len());
+        assert_eq!((s.records, s.bytes), (0, 0));
+    }
+
+    /// Attacker finding (basepoll review): a producer's polling thread is the only one that
+    /// serves its delivery reports. Were it to end while the producer is in use (a callback
+    /// that panics on it: `diagnose`'s `thread::spawn` when no thread can be made, a tracing
+    /// layer; panics do not abort the process), its records in flight were never reported,
+    /// never confirmed, and nothing noticed (nothing even woke the delivery loop). Here the
+    /// thread is ended by a test hook (a panic cannot be caused from outside). The loop must
+    /// be woken, a new producer take over, and the record be confirmed. librdkafka's mock
+    /// cluster stands in for the broker.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_producer_whose_polling_thread_ended_is_replaced_and_its_records_confirmed() {
+        use rdkafka::mocking::MockCluster;
+        let mock = MockCluster::new(1).unwrap();
+        mock.create_topic("audit", 1, 1).unwrap();
+        let mut s = mock_sink(&mock, &[], 1_000_000);
+        let progress = Progress::new(0);
+        s.producer.end_polling_for_test();
+        // It ends at the end of its current poll (at most 10 s).
+        assert!(
+            tokio::time::timeout(Duration::from_secs(15), s.reports.ready())
+                .await
+                .is_ok(),
+            "the polling thread ended and nothing woke the delivery loop"
+        );
+        s.take_reports();
+        assert_eq!(s.needs_new_producer, Some("poll"), "noticed");
+        s.take(vec![item(progress.register(0, 1)).record]);
+        progress.set_read(100, None);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while progress.committed() < 100 {
+            assert!(Instant::now() < deadline, "never confirmed");
+            if let Some(reason) = s.needs_new_producer {
+                let clients = Clients::new(&s.config, &s.secrets, &s.health, &s.reports).unwrap();
+                s.replace_producer(clients.producer, reason);
+            }
+            s.produce_ready();
+            tokio::select! {
+                () = s.reports.ready() => s.take_reports(),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
         assert!(s.inflight.is_empty() && s.records == 0);
     }
 
