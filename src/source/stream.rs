@@ -159,11 +159,18 @@ impl StreamReader {
         let mut shipped = 0;
         lines.snapshot_unterminated(|framed, end| {
             shipped += 1;
+            // Not a link of the stream's chain: its own segment (see the method's doc).
+            let start = match &framed {
+                Framed::Line(line) => line.offset,
+                Framed::Oversize { offset, .. } => *offset,
+                Framed::Pending => end,
+            };
+            let mut side = chain.as_ref().map(|c| c.unterminated(start, end));
             handle(
                 processor,
                 info,
                 progress,
-                chain.as_mut(),
+                side.as_mut(),
                 stats,
                 records,
                 framed,
