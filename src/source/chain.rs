@@ -363,13 +363,25 @@ mod tests {
         assert_eq!((complete.len(), after.len()), (1, 1));
         std::mem::replace(&mut r0[0].ack, Ack::none()).confirm();
         let (offset, point) = progress.checkpoint();
-        assert_eq!(offset, l0.len() as u64, "the checkpoint stays before the joined line");
+        assert_eq!(
+            offset,
+            l0.len() as u64,
+            "the checkpoint stays before the joined line"
+        );
         let (mut again, _) = reader(offset, point);
         let all = [&l1[..], &l2[..], &l3[..]].concat();
         let replayed = feed(&mut again, &processor, &all);
         assert_eq!(replayed.len(), 2);
-        assert_eq!(link_of(&replayed[0]), link_of(&complete[0]), "the joined line's link");
-        assert_eq!(link_of(&replayed[1]), link_of(&after[0]), "the next record's link");
+        assert_eq!(
+            link_of(&replayed[0]),
+            link_of(&complete[0]),
+            "the joined line's link"
+        );
+        assert_eq!(
+            link_of(&replayed[1]),
+            link_of(&after[0]),
+            "the next record's link"
+        );
         // The main chain has no hole: the snapshot is not a link of it.
         let main: Vec<u64> = [&r0[0], &complete[0], &after[0]]
             .iter()
@@ -431,7 +443,13 @@ mod tests {
             )
             .with_chain(Some(chain));
             let records = feed(&mut r, p, b"pryv-audit[57]: ck6 x {\"action\": \"a.n0\"}\n");
-            assert!(records[0].value.windows(14).any(|w| w == b"\"expires_at\":\""), "it expires");
+            assert!(
+                records[0]
+                    .value
+                    .windows(14)
+                    .any(|w| w == b"\"expires_at\":\""),
+                "it expires"
+            );
             link_of(&records[0])
         };
         let once = link(&processor);
