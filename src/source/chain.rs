@@ -18,7 +18,8 @@
 //!   same file is resumed at the same offset without state;
 //! - a file whose content was replaced under a known identity (truncated and rewritten with
 //!   the same first line) gets `<identity>~<generation>`, so its chain never reuses the
-//!   numbers of the content it replaced;
+//!   numbers of the content it replaced; found while running, `<segment>~r` after the
+//!   segment the replaced content was read in (the file tailer names it);
 //! - a partial line shipped before its end came: a segment of its own,
 //!   `<segment>!<start>-<end>` ([`SegmentChain::unterminated`]).
 //!
@@ -104,6 +105,11 @@ impl SegmentChain {
             seq: 0,
             side: true,
         }
+    }
+
+    /// The segment's name.
+    pub(crate) fn segment(&self) -> &Arc<str> {
+        &self.segment
     }
 
     /// The progress of a stream read from `start` with this chain: it saves the chain with

@@ -325,6 +325,11 @@ impl StreamReader {
         self.lines.offset() + self.lines.buffered() as u64
     }
 
+    /// The name of its segment's chain, when chained.
+    pub(crate) fn segment(&self) -> Option<&Arc<str>> {
+        self.chain.as_ref().map(|c| c.segment())
+    }
+
     /// The acknowledgement state, in `run`.
     pub(crate) fn progress(&self) -> Option<&Arc<Progress>> {
         self.progress.as_ref()
