@@ -220,6 +220,18 @@ impl ChainHasher {
         Some(ChainHasher { key: Some(mac) })
     }
 
+    /// What names the key of a keyed hasher without revealing it (16 hex digits of an HMAC
+    /// of a constant): a checkpoint saves it with the chain point, so a chain is not continued
+    /// under another key. `None` when plain.
+    pub fn key_id(&self) -> Option<String> {
+        use hmac::Mac as _;
+        self.key.as_ref().map(|key| {
+            let mut mac = key.clone();
+            mac.update(b"auditrail-chain-v1 key id\n");
+            hex(&mac.finalize().into_bytes()[..8])
+        })
+    }
+
     /// The value of the [`HEADER_ALGORITHM`] header.
     pub fn algorithm(&self) -> &'static str {
         if self.key.is_some() {
@@ -338,6 +350,9 @@ pub struct ChainPoint {
     pub segment: String,
     /// [`ChainHasher::algorithm`]: a chain is not continued with another one.
     pub alg: String,
+    /// [`ChainHasher::key_id`] of a keyed chain: nor with another key (a rotated Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub seq: u64,
     /// Hex.
     pub hash: String,

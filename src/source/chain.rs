@@ -12,7 +12,7 @@
 //! - at an offset whose checkpoint saved a chain point (same algorithm): that segment, on
 //!   from that point;
 //! - anywhere else (a checkpoint without chain state, written by an older build or with the
-//!   chain off; a chain point of another algorithm; a copy-truncated file's copy read from
+//!   chain off; a chain point of another algorithm or HMAC key; a copy-truncated file's copy read from
 //!   the middle): a new segment `<identity>@<offset>` from its genesis, logged. A chain cannot
 //!   honestly go on from a point it does not know, and that name is the same each time the
 //!   same file is resumed at the same offset without state;
@@ -57,7 +57,8 @@ impl SegmentChain {
     ) -> SegmentChain {
         let continued = saved.and_then(|p| {
             let hash = parse_hex::<32>(&p.hash)?;
-            (p.alg == hasher.algorithm()).then_some((p.segment, p.seq, hash))
+            (p.alg == hasher.algorithm() && p.key == hasher.key_id())
+                .then_some((p.segment, p.seq, hash))
         });
         let (segment, seq, last) = match continued {
             Some((segment, seq, hash)) => (segment, seq, hash),
@@ -115,13 +116,17 @@ impl SegmentChain {
     /// The progress of a stream read from `start` with this chain: it saves the chain with
     /// the checkpoint.
     pub(crate) fn progress(&self, start: u64) -> Arc<Progress> {
-        Progress::chained(
+        let progress = Progress::chained(
             start,
             Arc::clone(&self.segment),
             self.hasher.algorithm(),
             self.seq,
             self.last,
-        )
+        );
+        if let Some(id) = self.hasher.key_id() {
+            progress.chain_key(Arc::from(id));
+        }
+        progress
     }
 
     /// Links `record` (registered with `progress` at its ack's offset) as the next link.
@@ -463,6 +468,27 @@ mod tests {
         assert_eq!(link(&processor), once);
     }
 
+    /// Regression (weak spot 5): the HMAC key was rotated (a new Secret, a restart): the
+    /// chain went on under the new key from the point saved under the old one, so no single
+    /// key recomputed the segment (`verify` reports hash mismatches either way). Under another
+    /// key a new named chain starts, as under another algorithm.
+    #[test]
+    fn a_chain_saved_under_one_hmac_key_is_not_continued_under_another() {
+        let old = Arc::new(ChainHasher::keyed(b"old key").unwrap());
+        let new = Arc::new(ChainHasher::keyed(b"new key").unwrap());
+        let first = SegmentChain::resume(Arc::clone(&old), STREAM, "ab", 0, None);
+        let (_, point) = first.progress(500).checkpoint();
+        let point = point.unwrap();
+        let same = SegmentChain::resume(old, STREAM, "ab", 500, Some(point.clone()));
+        assert_eq!(&*same.segment, "ab", "the same key goes on");
+        let rotated = SegmentChain::resume(new, STREAM, "ab", 500, Some(point));
+        assert_eq!(
+            (&*rotated.segment, rotated.seq),
+            ("ab@500", 0),
+            "another key starts a new chain"
+        );
+    }
+
     #[test]
     fn a_checkpoint_without_chain_state_starts_a_new_named_chain() {
         let hasher = Arc::new(ChainHasher::plain());
@@ -481,6 +507,7 @@ mod tests {
             alg: "sha256".into(),
             seq: 7,
             hash: crate::integrity::hex(&[1; 32]),
+            key: None,
         };
         let other_alg = SegmentChain::resume(keyed, STREAM, "ab", 500, Some(point.clone()));
         assert_eq!(
