@@ -57,6 +57,8 @@ struct Inner {
 struct ChainLog {
     segment: Arc<str>,
     algorithm: &'static str,
+    /// [`crate::integrity::ChainHasher::key_id`] of a keyed chain.
+    key: Option<Arc<str>>,
     /// (offset the record was registered at, the chain point before its link), in reading
     /// order, since the last cut.
     links: VecDeque<(u64, u64, Hash)>,
@@ -89,12 +91,20 @@ impl Progress {
                 chain: Some(ChainLog {
                     segment,
                     algorithm,
+                    key: None,
                     links: VecDeque::new(),
                     head: (seq, hash),
                 }),
                 ..Inner::default()
             }),
         })
+    }
+
+    /// The chain's links are keyed with the key `id` names, saved with its point.
+    pub fn chain_key(&self, id: Arc<str>) {
+        if let Some(chain) = &mut self.lock().chain {
+            chain.key = Some(id);
+        }
     }
 
     /// The record registered at `offset` got link `seq` with hash `hash` after `prev`
@@ -151,6 +161,7 @@ impl Progress {
         let point = ChainPoint {
             segment: chain.segment.to_string(),
             alg: chain.algorithm.to_owned(),
+            key: chain.key.as_deref().map(str::to_owned),
             seq,
             hash: hex(&hash),
         };

@@ -14,7 +14,8 @@
 //! hash(n)  = SHA-256("auditrail-chain-v1\n" seq_n as 8 bytes big-endian ‖ hash(n-1) ‖ value_n)
 //!            (HMAC-SHA-256 keyed with the chain key instead, when one is configured)
 //! hash(0)  = genesis
-//! value_n  = the envelope bytes without the text of the `observed_time` member's value
+//! value_n  = the envelope bytes without the text of the `observed_time` member's value,
+//!            nor that of `expires_at` when it counts from the moment of reading
 //!            ([`chained_parts`]): the moment of reading differs when a record is sent
 //!            again after a crash, and the link must not
 //! ```
@@ -219,6 +220,18 @@ impl ChainHasher {
         Some(ChainHasher { key: Some(mac) })
     }
 
+    /// What names the key of a keyed hasher without revealing it (16 hex digits of an HMAC
+    /// of a constant): a checkpoint saves it with the chain point, so a chain is not continued
+    /// under another key. `None` when plain.
+    pub fn key_id(&self) -> Option<String> {
+        use hmac::Mac as _;
+        self.key.as_ref().map(|key| {
+            let mut mac = key.clone();
+            mac.update(b"auditrail-chain-v1 key id\n");
+            hex(&mac.finalize().into_bytes()[..8])
+        })
+    }
+
     /// The value of the [`HEADER_ALGORITHM`] header.
     pub fn algorithm(&self) -> &'static str {
         if self.key.is_some() {
@@ -228,19 +241,20 @@ impl ChainHasher {
         }
     }
 
-    /// The hash of link `seq` after `prev`, over the record's `value` less the text of its
-    /// `observed_time` ([`chained_parts`]).
+    /// The hash of link `seq` after `prev`, over the record's `value` less the text of the
+    /// members that hold the moment of reading ([`chained_parts`]).
     pub fn link(&self, seq: u64, prev: &Hash, value: &[u8]) -> Hash {
         const DOMAIN: &[u8] = b"auditrail-chain-v1\n";
-        let (before, after) = chained_parts(value);
+        let parts = chained_parts(value);
         match &self.key {
             None => {
                 let mut h = Sha256::new();
                 h.update(DOMAIN);
                 h.update(seq.to_be_bytes());
                 h.update(prev);
-                h.update(before);
-                h.update(after);
+                for part in parts {
+                    h.update(part);
+                }
                 h.finalize().into()
             }
             Some(key) => {
@@ -249,42 +263,72 @@ impl ChainHasher {
                 mac.update(DOMAIN);
                 mac.update(&seq.to_be_bytes());
                 mac.update(prev);
-                mac.update(before);
-                mac.update(after);
+                for part in parts {
+                    mac.update(part);
+                }
                 mac.finalize().into_bytes().into()
             }
         }
     }
 }
 
-/// The bytes of an envelope `value` a link covers: all of it except the text of the value of
-/// its `observed_time` member (a JSON string or `null`), which is when auditrail read the line
-/// and so differs between two sendings of one record (a re-send after a crash). Returned as
-/// the bytes before and after that text; a value without the member is all in the first.
+/// The bytes of an envelope `value` a link covers, as three consecutive runs: all of it
+/// except the text of the values of the members that hold the moment auditrail read the line,
+/// which differs between two sendings of one record (a re-send after a crash):
+/// - `observed_time` (a JSON string or `null`), always;
+/// - `retention.expires_at`, only when the record has no time of its own (`time` is `null`)
+///   and no runtime timestamp (`source.time` is `null`): its expiry then counts from the
+///   moment of reading (a raw line without a time; a gap record, whose moment of finding the
+///   loss is its `observed_time`). Otherwise it counts from a time the link covers, and is
+///   covered itself: shortening a record's retention in the archive is tampering.
 ///
-/// The member is found as the first `,"observed_time":` of the value: the envelope writes it
-/// after `id`, `record_id`, `type`, `format` and `time`, which are JSON strings or `null`,
-/// and inside a JSON string a `"` is always escaped, so `,"` cannot occur in them; the record
-/// and the pod metadata, which may hold anything, come after it.
-pub fn chained_parts(value: &[u8]) -> (&[u8], &[u8]) {
-    const MEMBER: &[u8] = b",\"observed_time\":";
-    let Some(at) = memchr::memmem::find(value, MEMBER) else {
-        return (value, &[]);
+/// A member left out is left out whole (its value's text); a value without it is all in the
+/// first run. Members are found by their first `,"name":` in order: the envelope writes `id`,
+/// `record_id`, `type`, `format`, `time`, `observed_time`, `retention` (`class`, `days`,
+/// `expires_at`), then `source` (`file`, `stream`, `offset`, `time`), whose values before
+/// these are JSON strings, numbers or `null`; inside a JSON string a `"` is always escaped, so
+/// `,"` cannot occur in them. The record and the pod metadata, which may hold anything, come
+/// after them.
+pub fn chained_parts(value: &[u8]) -> [&[u8]; 3] {
+    let whole = [value, &[][..], &[][..]];
+    let Some((observed, after_observed)) = time_value(value, 0, b",\"observed_time\":") else {
+        return whole;
     };
-    let start = at + MEMBER.len();
+    let timeless = value[..observed].ends_with(b",\"time\":null,\"observed_time\":");
+    let expires = timeless
+        .then(|| time_value(value, after_observed, b",\"expires_at\":"))
+        .flatten()
+        .filter(|&(at, _)| value[at..].first() == Some(&b'"'))
+        .filter(|&(_, after)| {
+            let source = b"},\"source\":{\"file\":";
+            memchr::memmem::find(&value[after..], source)
+                .and_then(|s| time_value(value, after + s, b",\"time\":"))
+                .is_some_and(|(t, _)| value[t..].starts_with(b"null"))
+        });
+    match expires {
+        Some((at, after)) => [
+            &value[..observed],
+            &value[after_observed..at],
+            &value[after..],
+        ],
+        None => [&value[..observed], &value[after_observed..], &[][..]],
+    }
+}
+
+/// The value of the first member `name` (given as `,"name":`) at or after `from`, when it is
+/// a time (a JSON string without escapes) or `null`: where its text starts and ends.
+fn time_value(value: &[u8], from: usize, name: &[u8]) -> Option<(usize, usize)> {
+    let start = from + memchr::memmem::find(&value[from..], name)? + name.len();
     let rest = &value[start..];
     let len = if rest.starts_with(b"null") {
         4
     } else if rest.first() == Some(&b'"') {
         // A time's text holds no escapes: the string ends at the next quote.
-        match memchr::memchr(b'"', &rest[1..]) {
-            Some(end) => end + 2,
-            None => return (value, &[]),
-        }
+        memchr::memchr(b'"', &rest[1..])? + 2
     } else {
-        return (value, &[]);
+        return None;
     };
-    (&value[..start], &value[start + len..])
+    Some((start, start + len))
 }
 
 /// A link of a segment's chain, as a record carries it to the outputs (headers `chain_*`).
@@ -306,6 +350,9 @@ pub struct ChainPoint {
     pub segment: String,
     /// [`ChainHasher::algorithm`]: a chain is not continued with another one.
     pub alg: String,
+    /// [`ChainHasher::key_id`] of a keyed chain: nor with another key (a rotated Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     pub seq: u64,
     /// Hex.
     pub hash: String,
@@ -671,6 +718,41 @@ mod tests {
             h.link(1, &g, first),
             h.link(1, &g, altered),
             "the rest still counts"
+        );
+    }
+    /// `expires_at` is left out only when it counts from the moment of reading: with a time
+    /// of its own or a runtime timestamp, shortening it is tampering and changes the link.
+    #[test]
+    fn expires_at_is_left_out_of_the_link_only_when_it_counts_from_the_reading() {
+        let h = ChainHasher::plain();
+        let g = genesis("s", "1");
+        let value = |time: &str, observed: &str, expires: &str, source_time: &str| {
+            format!(
+                r#"{{"id":"a","record_id":"r","type":"t","format":"f","time":{time},"observed_time":"{observed}","retention":{{"class":"c","days":30,"expires_at":"{expires}"}},"source":{{"file":"/l,\"time\":null","stream":null,"offset":0,"time":{source_time}}},"record":{{"time":null}}}}"#
+            )
+        };
+        let link = |v: String| h.link(1, &g, v.as_bytes());
+        let (t0, t1) = ("2026-12-02T09:00:00.000Z", "2026-12-02T09:05:00.000Z");
+        let (e0, e1) = ("2027-01-01T09:00:00.000Z", "2027-01-01T09:05:00.000Z");
+        // Neither a time nor a runtime timestamp: read again later, the same link.
+        assert_eq!(
+            link(value("null", t0, e0, "null")),
+            link(value("null", t1, e1, "null"))
+        );
+        // A time of its own, or a runtime timestamp: expires_at is covered.
+        let own = format!("\"{t0}\"");
+        assert_ne!(
+            link(value(&own, t0, e0, "null")),
+            link(value(&own, t0, e1, "null"))
+        );
+        assert_ne!(
+            link(value("null", t0, e0, "\"2026-12-02T08:59:59.999999999Z\"")),
+            link(value("null", t0, e1, "\"2026-12-02T08:59:59.999999999Z\""))
+        );
+        // What is left out is only the value's text: the rest of a timeless record counts.
+        assert_ne!(
+            link(value("null", t0, e0, "null")),
+            link(value("null", t0, e0, "null").replace("\"days\":30", "\"days\":3"))
         );
     }
 }

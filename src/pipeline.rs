@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use crate::ack::Ack;
-use crate::envelope::{format_time, EnvelopeParts, KeyStrategy, LineOrigin, Record};
+use crate::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record};
 use crate::extract::{
     parse_time_text, AuditConfig, ExtractError, Extraction, Extractor, InvalidReason,
 };
@@ -238,10 +238,11 @@ impl Processor {
         Some(record)
     }
 
-    /// The record that reports `gap` of `stream`: `{"file","reason","start","end","time"}`,
-    /// registered through `ack` at the gap's start for every output. Its id depends only on
-    /// the stream, the range and the reason, so a gap reported again after a restart has the
-    /// same id.
+    /// The record that reports `gap` of `stream`: `{"file","reason","start","end","end_known"}`,
+    /// registered through `ack` at the gap's start for every output; the moment the loss was
+    /// found is its `observed_time` (its `time` is `null`). Its id depends only on the stream,
+    /// the range and the reason, so a gap reported again after a restart has the same id; its
+    /// chain link too ([`crate::integrity::chained_parts`]).
     pub fn gap(
         &self,
         stream: &StreamInfo,
@@ -272,7 +273,6 @@ impl Processor {
             "start": gap.start,
             "end": gap.end,
             "end_known": gap.end_known,
-            "time": format_time(&now),
         })
         .to_string();
         let id_source = format!("{GAP_TYPE} {} {} {}", gap.reason, gap.start, gap.end);
@@ -292,7 +292,10 @@ impl Processor {
                 line: id_source.as_bytes(),
                 format: &self.gap_format,
                 record_type: GAP_TYPE,
-                time: Some(now),
+                // The moment the loss was found is its `observed_time`: a gap reported again
+                // after a restart is found at another moment, and must carry the chain link
+                // it had the first time (which leaves the moment of reading out).
+                time: None,
                 retention: self.retention.longest(now),
                 kubernetes: stream.kubernetes.as_deref(),
                 pod_uid: stream.pod_uid.as_deref(),

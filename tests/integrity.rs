@@ -174,3 +174,96 @@ fn chained_records_arrive_with_links_that_recompute_and_keep_them_when_sent_agai
         "{records} records, checkpoint at {offset} of {size} bytes at the kill, {duplicates} sent again with their first links"
     );
 }
+
+/// A config chaining (plain SHA-256) every record of `dir/logs/*.log` to `topic`.
+fn chained_config(
+    dir: &Path,
+    broker: &Broker,
+    topic: &str,
+    source_extra: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("auditrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}{source_extra}retention:\n  default: all\n  classes:\n    all: {{days: null, topic: {topic}}}\n\
+             integrity:\n  chain: true\n\
+             outputs:\n  kafka:\n    brokers: \"{address}\"\n    key: id\n    create_topics: true\n    \
+             topic_settings: {{partitions: 1, replication_factor: 1}}\n    linger: 5ms\n",
+            base = support::service_yaml(dir),
+            address = broker.address(),
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Waits until `topic` holds `n` distinct record ids; returns what it holds.
+fn wait_for_records(broker: &Broker, topic: &str, n: usize) -> Vec<Consumed> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let all = broker.consume(topic, usize::MAX, Duration::from_millis(1000));
+        if distinct(&all) >= n {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} records arrived",
+            distinct(&all)
+        );
+    }
+}
+
+/// `auditrail verify` of `topic`: its exit code and JSON report.
+fn verify(broker: &Broker, topic: &str) -> (i32, serde_json::Value) {
+    let out = std::process::Command::new(support::bin())
+        .args(["verify", "--brokers", &broker.address(), "--topic", topic])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    eprintln!("verify: {}", String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), report)
+}
+
+/// Regression (adversarial review of issue 17, weak spot 3): a file truncated and written
+/// again with the same first line while auditrail runs is read again from 0 under the same
+/// identity; its new records took seq 1… of the segment the old content had used: conflicts
+/// (one seq, two records) that `verify` reports as tampering.
+#[test]
+fn a_file_rewritten_with_the_same_first_line_while_running_does_not_reuse_its_chain() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "audit-rewrite";
+    let config = chained_config(dir.path(), &broker, topic, "");
+    let log = dir.path().join("logs/0.log");
+    let head = support::ordinary_line(0) + "\n";
+    let old: String = (1..=5)
+        .map(|n| support::audit_line("old", n) + "\n")
+        .collect();
+    support::append(&log, format!("{head}{old}"));
+    let run = Daemon::start(&config);
+    wait_for_records(&broker, topic, 5);
+    // Truncated and written again, longer, beginning with the same line.
+    let new: String = (1..=8)
+        .map(|n| support::audit_line("new", n) + "\n")
+        .collect();
+    std::fs::write(&log, format!("{head}{new}")).unwrap();
+    let consumed = wait_for_records(&broker, topic, 13);
+    run.stop_cleanly();
+    let mut links: BTreeMap<(String, u64), std::collections::BTreeSet<String>> = BTreeMap::new();
+    for c in &consumed {
+        let h = &c.headers;
+        links
+            .entry((h["chain_segment"].clone(), h["chain_seq"].parse().unwrap()))
+            .or_default()
+            .insert(h["chain_hash"].clone());
+    }
+    let conflicts: Vec<_> = links
+        .iter()
+        .filter(|(_, hashes)| hashes.len() > 1)
+        .collect();
+    assert!(conflicts.is_empty(), "one seq, two records: {conflicts:?}");
+    let (code, report) = verify(&broker, topic);
+    assert_eq!(code, 0, "verify reports no tampering: {report}");
+}

@@ -12,13 +12,16 @@
 //! - at an offset whose checkpoint saved a chain point (same algorithm): that segment, on
 //!   from that point;
 //! - anywhere else (a checkpoint without chain state, written by an older build or with the
-//!   chain off; a chain point of another algorithm; a copy-truncated file's copy read from
+//!   chain off; a chain point of another algorithm or HMAC key; a copy-truncated file's copy read from
 //!   the middle): a new segment `<identity>@<offset>` from its genesis, logged. A chain cannot
 //!   honestly go on from a point it does not know, and that name is the same each time the
 //!   same file is resumed at the same offset without state;
 //! - a file whose content was replaced under a known identity (truncated and rewritten with
 //!   the same first line) gets `<identity>~<generation>`, so its chain never reuses the
-//!   numbers of the content it replaced.
+//!   numbers of the content it replaced; found while running, `<segment>~r` after the
+//!   segment the replaced content was read in (the file tailer names it);
+//! - a partial line shipped before its end came: a segment of its own,
+//!   `<segment>!<start>-<end>` ([`SegmentChain::unterminated`]).
 //!
 //! Cost: nothing when the chain is off (no `SegmentChain`); when on, one SHA-256 over the
 //! record's value, one allocation for the link and one lock of the stream's progress.
@@ -37,6 +40,9 @@ pub(crate) struct SegmentChain {
     segment: Arc<str>,
     seq: u64,
     last: Hash,
+    /// A segment of its own for a line shipped before its end ([`SegmentChain::unterminated`]):
+    /// its links are not the stream's, so the stream's progress does not save them.
+    side: bool,
 }
 
 impl SegmentChain {
@@ -51,7 +57,8 @@ impl SegmentChain {
     ) -> SegmentChain {
         let continued = saved.and_then(|p| {
             let hash = parse_hex::<32>(&p.hash)?;
-            (p.alg == hasher.algorithm()).then_some((p.segment, p.seq, hash))
+            (p.alg == hasher.algorithm() && p.key == hasher.key_id())
+                .then_some((p.segment, p.seq, hash))
         });
         let (segment, seq, last) = match continued {
             Some((segment, seq, hash)) => (segment, seq, hash),
@@ -77,26 +84,56 @@ impl SegmentChain {
             segment: Arc::from(segment),
             seq,
             last,
+            side: false,
         }
+    }
+
+    /// The chain of a line shipped as it stands before its end came (an expired partial
+    /// line, a drain): a segment of its own, `<segment>!<start>-<end>`, from its genesis.
+    /// Why not a link of this segment: the checkpoint stays before such a line, so a restart
+    /// reads it again and, its end having come, links only the whole line; a link taken by
+    /// the snapshot would make the restart give the whole line the snapshot's seq (another
+    /// hash at one seq) and every later record another number. Named after the bytes read
+    /// (`start` of the line, `end` of what was read), a snapshot taken again after a restart
+    /// from the same bytes gets the same link.
+    pub(crate) fn unterminated(&self, start: u64, end: u64) -> SegmentChain {
+        let segment = format!("{}!{start}-{end}", self.segment);
+        SegmentChain {
+            hasher: Arc::clone(&self.hasher),
+            stream: Arc::clone(&self.stream),
+            last: genesis(&self.stream, &segment),
+            segment: Arc::from(segment),
+            seq: 0,
+            side: true,
+        }
+    }
+
+    /// The segment's name.
+    pub(crate) fn segment(&self) -> &Arc<str> {
+        &self.segment
     }
 
     /// The progress of a stream read from `start` with this chain: it saves the chain with
     /// the checkpoint.
     pub(crate) fn progress(&self, start: u64) -> Arc<Progress> {
-        Progress::chained(
+        let progress = Progress::chained(
             start,
             Arc::clone(&self.segment),
             self.hasher.algorithm(),
             self.seq,
             self.last,
-        )
+        );
+        if let Some(id) = self.hasher.key_id() {
+            progress.chain_key(Arc::from(id));
+        }
+        progress
     }
 
     /// Links `record` (registered with `progress` at its ack's offset) as the next link.
     pub(crate) fn link(&mut self, record: &mut Record, progress: Option<&Arc<Progress>>) {
         let seq = self.seq + 1;
         let hash = self.hasher.link(seq, &self.last, &record.value);
-        if let Some(p) = progress {
+        if let (Some(p), false) = (progress, self.side) {
             p.linked(record.ack.offset(), seq, &self.last, &hash);
         }
         record.chain = Some(Box::new(Link {
@@ -129,15 +166,25 @@ mod tests {
     const STREAM: &str = "/var/log/pods/ns_pod_uid/app/0.log";
 
     fn processor() -> Processor {
+        processor_with(&Default::default())
+    }
+
+    fn processor_with(retention: &crate::retention::RetentionConfig) -> Processor {
         // Built from its sections (not `config`, a floor above the source).
         let outputs: crate::output::OutputsConfig = crate::yaml::from_str("stdout: {}").unwrap();
         Processor::new(crate::pipeline::Stages {
             audit: &Default::default(),
             types: &Default::default(),
-            retention: &Default::default(),
+            retention,
             outputs: &outputs,
         })
         .unwrap()
+    }
+
+    /// Records expire: `expires_at` is set from a time.
+    fn expiring() -> Processor {
+        let yaml = "default: short\nclasses:\n  short: {days: 30, topic: audit-short}\n  long: {days: 400, topic: audit-long}\n";
+        processor_with(&crate::yaml::from_str(yaml).unwrap())
     }
 
     /// A reader of the segment from `offset` with chain point `saved`.
@@ -300,6 +347,148 @@ mod tests {
         }
     }
 
+    /// Regression (adversarial review of issue 17, weak spot 1): a partial line that expired
+    /// (or was drained) shipped as it stood and took a link; its end came and the complete
+    /// line took the next. The checkpoint stays before the line, so a restart reads only the
+    /// complete line, which took the snapshot's seq: the same seq with two hashes (a false
+    /// "conflict") and every later record renumbered.
+    #[test]
+    fn an_expired_partial_line_shipped_before_its_end_does_not_renumber_the_replay() {
+        let processor = processor();
+        let l0 = b"2026-12-02T09:00:00.000000001Z stdout F pryv-audit[57]: ck6 x {\"action\": \"a.n0\"}\n";
+        // A line exactly as long as the runtime's buffer: all of it in a `P` chunk, then an
+        // empty `F` (containerd does this); the partial line is a whole record already.
+        let l1 = b"2026-12-02T09:00:00.000000002Z stdout P pryv-audit[57]: ck6 x {\"action\": \"a.n1\"}\n";
+        let l2 = b"2026-12-02T09:00:00.000000003Z stdout F \n";
+        let l3 = b"2026-12-02T09:00:00.000000004Z stdout F pryv-audit[57]: ck6 x {\"action\": \"a.n3\"}\n";
+        let (mut first, progress) = reader(0, None);
+        let mut r0 = feed(&mut first, &processor, l0);
+        assert_eq!(r0.len(), 1);
+        assert!(feed(&mut first, &processor, l1).is_empty());
+        let mut snapshot = Vec::new();
+        let mut stats = Stats::default();
+        first.snapshot_unterminated(&processor, &mut stats, &mut snapshot);
+        assert_eq!(snapshot.len(), 1, "the partial line ships as it stands");
+        let complete = feed(&mut first, &processor, l2);
+        let after = feed(&mut first, &processor, l3);
+        assert_eq!((complete.len(), after.len()), (1, 1));
+        std::mem::replace(&mut r0[0].ack, Ack::none()).confirm();
+        let (offset, point) = progress.checkpoint();
+        assert_eq!(
+            offset,
+            l0.len() as u64,
+            "the checkpoint stays before the joined line"
+        );
+        let (mut again, _) = reader(offset, point);
+        let all = [&l1[..], &l2[..], &l3[..]].concat();
+        let replayed = feed(&mut again, &processor, &all);
+        assert_eq!(replayed.len(), 2);
+        assert_eq!(
+            link_of(&replayed[0]),
+            link_of(&complete[0]),
+            "the joined line's link"
+        );
+        assert_eq!(
+            link_of(&replayed[1]),
+            link_of(&after[0]),
+            "the next record's link"
+        );
+        // The main chain has no hole: the snapshot is not a link of it.
+        let main: Vec<u64> = [&r0[0], &complete[0], &after[0]]
+            .iter()
+            .map(|r| link_of(r).1)
+            .collect();
+        assert_eq!(main, [1, 2, 3]);
+        let side = link_of(&snapshot[0]);
+        let name = format!("00000000000000ab!{}-{}", l0.len(), l0.len() + l1.len());
+        assert_eq!(
+            (side.0.as_str(), side.1, side.2),
+            (name.as_str(), 1, genesis(STREAM, &name)),
+            "the snapshot is the one link of a segment of its own"
+        );
+    }
+
+    /// Regression (weak spot 2): a gap record holds the moment its loss was found; reported
+    /// again after a restart, later, it must carry the hash it had the first time.
+    #[test]
+    fn a_gap_record_reported_again_later_gets_its_first_hash() {
+        let processor = expiring();
+        let link = |p: &Processor| {
+            let (mut r, _) = reader(0, None);
+            let gap = crate::pipeline::Gap {
+                reason: "truncated",
+                start: 10,
+                end: 90,
+                end_known: true,
+            };
+            let mut records = Vec::new();
+            r.report_gap(p, gap, &mut Stats::default(), &mut records);
+            link_of(&records[0])
+        };
+        let once = link(&processor);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(link(&processor), once);
+    }
+
+    /// Regression (weak spot 2): a raw line without a time of its own expires counting from
+    /// the moment it was read; read again after a restart it must keep its first hash.
+    #[test]
+    fn a_raw_record_without_a_time_read_again_later_gets_its_first_hash() {
+        let processor = expiring();
+        let link = |p: &Processor| {
+            let chain = SegmentChain::resume(
+                Arc::new(ChainHasher::plain()),
+                STREAM,
+                "00000000000000ab",
+                0,
+                None,
+            );
+            let progress = chain.progress(0);
+            let mut r = StreamReader::new(
+                Format::Raw,
+                1 << 20,
+                0,
+                StreamInfo::new(STREAM, 0xab),
+                Some(progress),
+                Charge::none(),
+            )
+            .with_chain(Some(chain));
+            let records = feed(&mut r, p, b"pryv-audit[57]: ck6 x {\"action\": \"a.n0\"}\n");
+            assert!(
+                records[0]
+                    .value
+                    .windows(14)
+                    .any(|w| w == b"\"expires_at\":\""),
+                "it expires"
+            );
+            link_of(&records[0])
+        };
+        let once = link(&processor);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        assert_eq!(link(&processor), once);
+    }
+
+    /// Regression (weak spot 5): the HMAC key was rotated (a new Secret, a restart): the
+    /// chain went on under the new key from the point saved under the old one, so no single
+    /// key recomputed the segment (`verify` reports hash mismatches either way). Under another
+    /// key a new named chain starts, as under another algorithm.
+    #[test]
+    fn a_chain_saved_under_one_hmac_key_is_not_continued_under_another() {
+        let old = Arc::new(ChainHasher::keyed(b"old key").unwrap());
+        let new = Arc::new(ChainHasher::keyed(b"new key").unwrap());
+        let first = SegmentChain::resume(Arc::clone(&old), STREAM, "ab", 0, None);
+        let (_, point) = first.progress(500).checkpoint();
+        let point = point.unwrap();
+        let same = SegmentChain::resume(old, STREAM, "ab", 500, Some(point.clone()));
+        assert_eq!(&*same.segment, "ab", "the same key goes on");
+        let rotated = SegmentChain::resume(new, STREAM, "ab", 500, Some(point));
+        assert_eq!(
+            (&*rotated.segment, rotated.seq),
+            ("ab@500", 0),
+            "another key starts a new chain"
+        );
+    }
+
     #[test]
     fn a_checkpoint_without_chain_state_starts_a_new_named_chain() {
         let hasher = Arc::new(ChainHasher::plain());
@@ -318,6 +507,7 @@ mod tests {
             alg: "sha256".into(),
             seq: 7,
             hash: crate::integrity::hex(&[1; 32]),
+            key: None,
         };
         let other_alg = SegmentChain::resume(keyed, STREAM, "ab", 500, Some(point.clone()));
         assert_eq!(

@@ -159,11 +159,18 @@ impl StreamReader {
         let mut shipped = 0;
         lines.snapshot_unterminated(|framed, end| {
             shipped += 1;
+            // Not a link of the stream's chain: its own segment (see the method's doc).
+            let start = match &framed {
+                Framed::Line(line) => line.offset,
+                Framed::Oversize { offset, .. } => *offset,
+                Framed::Pending => end,
+            };
+            let mut side = chain.as_ref().map(|c| c.unterminated(start, end));
             handle(
                 processor,
                 info,
                 progress,
-                chain.as_mut(),
+                side.as_mut(),
                 stats,
                 records,
                 framed,
@@ -316,6 +323,11 @@ impl StreamReader {
     /// How far the stream has been read: processed lines plus a partial last line.
     pub(crate) fn position(&self) -> u64 {
         self.lines.offset() + self.lines.buffered() as u64
+    }
+
+    /// The name of its segment's chain, when chained.
+    pub(crate) fn segment(&self) -> Option<&Arc<str>> {
+        self.chain.as_ref().map(|c| c.segment())
     }
 
     /// The acknowledgement state, in `run`.

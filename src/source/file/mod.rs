@@ -696,6 +696,10 @@ impl FileTailer {
         tracing::warn!(path = %w.path.display(), len = len_now, position = w.position(), "file truncated or rewritten; reading it again from the start");
         self.local.truncations += 1;
         if let Some(mut reader) = w.reader.take() {
+            w.rewritten = w
+                .key
+                .zip(reader.segment().cloned())
+                .map(|(k, s)| (k.fingerprint, s));
             let position = reader.position();
             if !found_copy && w.len_seen > position {
                 let gap = Gap {
@@ -812,11 +816,21 @@ impl FileTailer {
                 Some((dir, base)) => dir.join(base).display().to_string(),
                 None => w.path.display().to_string(),
             };
-            let identity = match replaced {
-                Some(generation) => format!("{:016x}~{generation}", key.fingerprint),
-                None => format!("{:016x}", key.fingerprint),
+            // Content replaced under the same first line while it was read: the checkpoint
+            // entry of the key is the old content's, and so would its segment be.
+            let rewritten = w
+                .rewritten
+                .take()
+                .filter(|(fingerprint, _)| *fingerprint == key.fingerprint);
+            let identity = match (replaced, &rewritten) {
+                (Some(generation), _) => format!("{:016x}~{generation}", key.fingerprint),
+                (None, Some((_, old))) => format!("{old}~r"),
+                (None, None) => format!("{:016x}", key.fingerprint),
             };
-            let saved = self.checkpoints.chain_at(key, offset);
+            let saved = match rewritten {
+                Some(_) => None,
+                None => self.checkpoints.chain_at(key, offset),
+            };
             SegmentChain::resume(Arc::clone(hasher), &stream, &identity, offset, saved)
         });
         let progress = match &chain {

@@ -80,6 +80,10 @@ pub(super) struct Watched {
     pub(super) len_seen: u64,
     /// The enrichment version the reader's pod metadata was built from.
     pub(super) meta_version: Option<u64>,
+    /// The content it held before it was truncated and written again while read: its
+    /// fingerprint and the segment its records were chained in, which the new content must
+    /// not number again should it begin with the same line.
+    pub(super) rewritten: Option<(u64, std::sync::Arc<str>)>,
 }
 
 impl Watched {
@@ -104,6 +108,7 @@ impl Watched {
             last_data: Instant::now(),
             len_seen: 0,
             meta_version: None,
+            rewritten: None,
         }
     }
 
