@@ -288,6 +288,8 @@ pub fn chained_parts(value: &[u8]) -> (&[u8], &[u8]) {
 }
 
 /// A link of a segment's chain, as a record carries it to the outputs (headers `chain_*`).
+/// A digest record carries one with `seq` 0: it is not a link, and only names its stream and
+/// segment (headers `chain_stream`, `chain_segment`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub stream: std::sync::Arc<str>,
@@ -309,6 +311,18 @@ pub struct ChainPoint {
     pub seq: u64,
     /// Hex.
     pub hash: String,
+    /// Where the segment's digests stood at this point (`integrity.digests`): absent without
+    /// digests, and in checkpoints written before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<DigestPoint>,
+}
+
+/// The last digest of a segment made before a chain point: the `last_seq` it covered and its
+/// signature (hex), the next digest's `first_seq - 1` and `prev_signature`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DigestPoint {
+    pub seq: u64,
+    pub signature: String,
 }
 
 /// The hash a segment's chain starts from (`prev` of `seq` 1).
@@ -503,6 +517,43 @@ impl Verifier {
             .and_then(|mut v| v.verify_oneshot(&signature, signed.digest.signed_text().as_bytes()))
             .unwrap_or(false)
     }
+}
+
+/// Why `auditrail integrity public-key` could not print a key.
+#[derive(Debug, thiserror::Error)]
+pub enum PublicKeyError {
+    #[error("give --signing-key-file, or --config with integrity.digests")]
+    NoKey,
+    #[error("config {} has no integrity.digests.signing_key_file", path.display())]
+    NoDigests { path: PathBuf },
+    #[error("cannot use the config")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot load the signing key")]
+    Key(#[from] KeyError),
+}
+
+/// The public key (PEM) of the signing key `signing_key_file`, or of the one the config at
+/// `config` names (`integrity.digests.signing_key_file`); the file wins. For
+/// `auditrail integrity public-key`: what `verify --public-key` takes.
+pub fn public_key_pem(
+    signing_key_file: Option<&Path>,
+    config: Option<&Path>,
+) -> Result<String, PublicKeyError> {
+    let file = match (signing_key_file, config) {
+        (Some(file), _) => file.to_owned(),
+        (None, Some(path)) => {
+            let config = crate::config::Config::load(path, crate::config::Purpose::Check)?;
+            config
+                .integrity
+                .digests
+                .map(|d| d.signing_key_file)
+                .ok_or_else(|| PublicKeyError::NoDigests {
+                    path: path.to_owned(),
+                })?
+        }
+        (None, None) => return Err(PublicKeyError::NoKey),
+    };
+    Ok(Signer::from_pem_file(&file)?.public_pem()?)
 }
 
 fn key_id(raw_public: &[u8]) -> String {

@@ -27,7 +27,9 @@ use std::sync::Arc;
 
 use crate::ack::Progress;
 use crate::envelope::Record;
-use crate::integrity::{genesis, parse_hex, ChainHasher, ChainPoint, Hash, Link};
+use crate::integrity::{genesis, parse_hex, ChainHasher, ChainPoint, DigestPoint, Hash, Link};
+
+use super::digests::{DigestSettings, SegmentDigests};
 
 /// The chain of the segment a stream reader reads.
 #[derive(Debug)]
@@ -37,6 +39,10 @@ pub(crate) struct SegmentChain {
     segment: Arc<str>,
     seq: u64,
     last: Hash,
+    /// The digests of the point the chain was resumed from, until [`SegmentChain::with_digests`].
+    saved_digest: Option<DigestPoint>,
+    /// Its signed digests (`integrity.digests`).
+    digests: Option<SegmentDigests>,
 }
 
 impl SegmentChain {
@@ -51,10 +57,10 @@ impl SegmentChain {
     ) -> SegmentChain {
         let continued = saved.and_then(|p| {
             let hash = parse_hex::<32>(&p.hash)?;
-            (p.alg == hasher.algorithm()).then_some((p.segment, p.seq, hash))
+            (p.alg == hasher.algorithm()).then_some((p.segment, p.seq, hash, p.digest))
         });
-        let (segment, seq, last) = match continued {
-            Some((segment, seq, hash)) => (segment, seq, hash),
+        let (segment, seq, last, saved_digest) = match continued {
+            Some((segment, seq, hash, digest)) => (segment, seq, hash, digest),
             None => {
                 let segment = if offset == 0 {
                     identity.to_owned()
@@ -68,7 +74,7 @@ impl SegmentChain {
                     format!("{identity}@{offset}")
                 };
                 let g = genesis(stream, &segment);
-                (segment, 0, g)
+                (segment, 0, g, None)
             }
         };
         SegmentChain {
@@ -77,23 +83,42 @@ impl SegmentChain {
             segment: Arc::from(segment),
             seq,
             last,
+            saved_digest,
+            digests: None,
         }
+    }
+
+    /// Signs digests of this segment with `settings` (`None`: no digests), on from the digest
+    /// its checkpoint saved. Before [`SegmentChain::progress`].
+    pub(crate) fn with_digests(mut self, settings: Option<Arc<DigestSettings>>) -> SegmentChain {
+        let saved = self.saved_digest.take();
+        self.digests = settings.map(|s| SegmentDigests::resume(s, saved));
+        self
     }
 
     /// The progress of a stream read from `start` with this chain: it saves the chain with
     /// the checkpoint.
     pub(crate) fn progress(&self, start: u64) -> Arc<Progress> {
-        Progress::chained(
+        let progress = Progress::chained(
             start,
             Arc::clone(&self.segment),
             self.hasher.algorithm(),
             self.seq,
             self.last,
-        )
+        );
+        if let Some(d) = &self.digests {
+            d.seed(&progress);
+        }
+        progress
     }
 
-    /// Links `record` (registered with `progress` at its ack's offset) as the next link.
-    pub(crate) fn link(&mut self, record: &mut Record, progress: Option<&Arc<Progress>>) {
+    /// Links `record` (registered with `progress` at its ack's offset) as the next link;
+    /// returns the digest record to ship right after it, when one is due.
+    pub(crate) fn link(
+        &mut self,
+        record: &mut Record,
+        progress: Option<&Arc<Progress>>,
+    ) -> Option<Record> {
         let seq = self.seq + 1;
         let hash = self.hasher.link(seq, &self.last, &record.value);
         if let Some(p) = progress {
@@ -109,6 +134,7 @@ impl SegmentChain {
         }));
         self.seq = seq;
         self.last = hash;
+        self.digests.as_mut()?.after(record, progress)
     }
 }
 
@@ -318,6 +344,7 @@ mod tests {
             alg: "sha256".into(),
             seq: 7,
             hash: crate::integrity::hex(&[1; 32]),
+            digest: None,
         };
         let other_alg = SegmentChain::resume(keyed, STREAM, "ab", 500, Some(point.clone()));
         assert_eq!(

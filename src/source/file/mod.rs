@@ -818,6 +818,7 @@ impl FileTailer {
             };
             let saved = self.checkpoints.chain_at(key, offset);
             SegmentChain::resume(Arc::clone(hasher), &stream, &identity, offset, saved)
+                .with_digests(self.context.digests.clone())
         });
         let progress = match &chain {
             Some(chain) => chain.progress(offset),
