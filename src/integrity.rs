@@ -519,43 +519,6 @@ impl Verifier {
     }
 }
 
-/// Why `auditrail integrity public-key` could not print a key.
-#[derive(Debug, thiserror::Error)]
-pub enum PublicKeyError {
-    #[error("give --signing-key-file, or --config with integrity.digests")]
-    NoKey,
-    #[error("config {} has no integrity.digests.signing_key_file", path.display())]
-    NoDigests { path: PathBuf },
-    #[error("cannot use the config")]
-    Config(#[from] crate::config::ConfigError),
-    #[error("cannot load the signing key")]
-    Key(#[from] KeyError),
-}
-
-/// The public key (PEM) of the signing key `signing_key_file`, or of the one the config at
-/// `config` names (`integrity.digests.signing_key_file`); the file wins. For
-/// `auditrail integrity public-key`: what `verify --public-key` takes.
-pub fn public_key_pem(
-    signing_key_file: Option<&Path>,
-    config: Option<&Path>,
-) -> Result<String, PublicKeyError> {
-    let file = match (signing_key_file, config) {
-        (Some(file), _) => file.to_owned(),
-        (None, Some(path)) => {
-            let config = crate::config::Config::load(path, crate::config::Purpose::Check)?;
-            config
-                .integrity
-                .digests
-                .map(|d| d.signing_key_file)
-                .ok_or_else(|| PublicKeyError::NoDigests {
-                    path: path.to_owned(),
-                })?
-        }
-        (None, None) => return Err(PublicKeyError::NoKey),
-    };
-    Ok(Signer::from_pem_file(&file)?.public_pem()?)
-}
-
 fn key_id(raw_public: &[u8]) -> String {
     let digest: Hash = Sha256::digest(raw_public).into();
     hex(&digest[..8])

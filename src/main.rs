@@ -146,7 +146,7 @@ fn main() -> ExitCode {
                     config,
                 },
         } => {
-            match auditrail::integrity::public_key_pem(
+            match auditrail::public_key::public_key_pem(
                 signing_key_file.as_deref(),
                 config.as_deref(),
             ) {
