@@ -67,7 +67,13 @@ mod tests {
         assert_eq!(public_key_pem(None, Some(&config)).unwrap(), pem);
         let missing = dir.path().join("absent.pem");
         let err = public_key_pem(Some(&missing), Some(&config)).unwrap_err();
-        assert!(crate::report(&err).contains("absent.pem"), "the file wins, and is named");
-        assert!(matches!(public_key_pem(None, None), Err(PublicKeyError::NoKey)));
+        assert!(
+            crate::report(&err).contains("absent.pem"),
+            "the file wins, and is named"
+        );
+        assert!(matches!(
+            public_key_pem(None, None),
+            Err(PublicKeyError::NoKey)
+        ));
     }
 }
