@@ -440,3 +440,36 @@ fn signed_digests_from_a_run_killed_and_restarted_verify_clean_and_an_altered_co
     );
     assert!(stderr.contains("hash_mismatch"), "{stderr}");
 }
+
+#[test]
+fn a_missing_signing_key_stops_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("signing/ed25519.pem");
+    let config = dir.path().join("auditrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}integrity:\n  chain: true\n  digests: {{topic: {DIGEST_TOPIC}, signing_key_file: {key}}}\n\
+             outputs:\n  kafka: {{brokers: \"127.0.0.1:1\"}}\n",
+            base = support::service_yaml(dir.path()),
+            key = missing.display(),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(support::bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error:\n{stderr}");
+    assert!(stderr.contains("ed25519.pem"), "names the file:\n{stderr}");
+    let exported = std::process::Command::new(support::bin())
+        .args(["integrity", "public-key", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(exported.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&exported.stderr).contains("ed25519.pem"));
+}
