@@ -5,6 +5,8 @@
 //!   returning `Ordinary`): this is what 9 lines in 10 cost after framing;
 //! - `extract/audit`: detection of an Immuta audit line (pre-check, object parse, type, time);
 //! - `envelope/build`: `Record::build` for that record (id hash, envelope JSON);
+//! - `envelope/digest_sign`: one signed digest (`integrity.digests`), paid once per
+//!   `every_records` records;
 //! - `process/mixed_1000`: `Framer` + `Processor::process` over 1,000 lines of the standard
 //!   workload's shape (10% audit), per line, without I/O or outputs.
 //!
@@ -25,7 +27,7 @@ use auditrail::config::{Config, Purpose};
 use auditrail::envelope::{EnvelopeParts, KeyStrategy, LineOrigin, Record, RetentionTag};
 use auditrail::extract::{AuditConfig, Extraction, Extractor};
 use auditrail::framing::{Format, Framer};
-use auditrail::integrity::ChainHasher;
+use auditrail::integrity::{ChainHasher, Digest, Signer};
 use auditrail::line::{Framed, Stats, StreamInfo};
 use auditrail::pipeline::Processor;
 use chrono::{DateTime, Utc};
@@ -143,6 +145,31 @@ fn envelope(c: &mut Criterion) {
     }
     g.bench_function("link_sha256_only", |b| {
         b.iter(|| plain.link(1, &prev, black_box(&sample.value))[0])
+    });
+    // One digest's signature (`integrity.digests`): paid once per `every_records` records.
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("signing.pem");
+    let key = openssl::pkey::PKey::generate_ed25519().unwrap();
+    std::fs::write(&pem, key.private_key_to_pem_pkcs8().unwrap()).unwrap();
+    let signer = Signer::from_pem_file(&pem).unwrap();
+    let digest = Digest {
+        stream: "/var/log/pods/ns_pod_uid/app/0.log".into(),
+        segment: "00000000000000ab".into(),
+        first_seq: 1,
+        last_seq: 1000,
+        last_hash: auditrail::integrity::hex(&prev),
+        prev_signature: "ab".repeat(64),
+        time: "2026-12-02T09:00:00.000Z".into(),
+        key_id: signer.key_id().into(),
+    };
+    g.bench_function("digest_sign", |b| {
+        b.iter(|| {
+            signer
+                .sign(black_box(digest.clone()))
+                .unwrap()
+                .signature
+                .len()
+        })
     });
     g.finish();
 }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::integrity::{hex, ChainPoint, Hash};
+use crate::integrity::{hex, ChainPoint, DigestPoint, Hash};
 
 /// The acknowledgement state of one stream (one file identity).
 #[derive(Debug, Default)]
@@ -64,6 +64,16 @@ struct ChainLog {
     links: VecDeque<(u64, u64, Hash)>,
     /// The chain point after the last link.
     head: (u64, Hash),
+    /// The segment's digests made since the last cut, in order: (last seq covered,
+    /// signature). The one saved with a chain point at seq `P` is the last with a seq `<= P`:
+    /// a digest is made right after the link it ends with, and is registered at that link's
+    /// offset, so it is confirmed when that link is (the link's line is before the saved
+    /// offset); the digests after it are made again, over the same ranges, when their links
+    /// are read again.
+    digests: VecDeque<(u64, Arc<str>)>,
+    /// The last digest before those (none yet: the segment's first digest will have an empty
+    /// `prev_signature`).
+    digest_base: Option<(u64, Arc<str>)>,
 }
 
 impl Progress {
@@ -94,6 +104,8 @@ impl Progress {
                     key: None,
                     links: VecDeque::new(),
                     head: (seq, hash),
+                    digests: VecDeque::new(),
+                    digest_base: None,
                 }),
                 ..Inner::default()
             }),
@@ -114,6 +126,15 @@ impl Progress {
         if let Some(chain) = &mut inner.chain {
             chain.links.push_back((offset, seq - 1, *prev));
             chain.head = (seq, *hash);
+        }
+    }
+
+    /// A digest covering the chain up to `seq` was made with `signature` (called right after
+    /// the link `seq`, or when a chain is resumed with the digest its checkpoint saved).
+    pub fn digested(&self, seq: u64, signature: &str) {
+        let mut inner = self.lock();
+        if let Some(chain) = &mut inner.chain {
+            chain.digests.push_back((seq, Arc::from(signature)));
         }
     }
 
@@ -158,12 +179,22 @@ impl Progress {
                 chain.head
             }
         };
+        while chain.digests.front().is_some_and(|&(last, _)| last <= seq) {
+            chain.digest_base = chain.digests.pop_front();
+        }
         let point = ChainPoint {
             segment: chain.segment.to_string(),
             alg: chain.algorithm.to_owned(),
             key: chain.key.as_deref().map(str::to_owned),
             seq,
             hash: hex(&hash),
+            digest: chain
+                .digest_base
+                .as_ref()
+                .map(|(seq, signature)| DigestPoint {
+                    seq: *seq,
+                    signature: signature.to_string(),
+                }),
         };
         (at, Some(point))
     }

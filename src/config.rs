@@ -191,11 +191,34 @@ impl Config {
             if let Some(p) = crate::retention::topic_problem(&d.topic) {
                 problems.push(Problem::new("integrity.digests.topic", p));
             }
-            // Not built yet: refusing it beats accepting a setting that does nothing.
-            problems.push(Problem::new(
-                "integrity.digests",
-                "signed digests are not available in this build yet",
-            ));
+            if self.outputs.kafka.is_none() {
+                problems.push(Problem::new(
+                    "integrity.digests",
+                    "needs `outputs.kafka`: digests are shipped to a Kafka topic",
+                ));
+            }
+            // A topic of its own: a class topic's records would mix with them, and the digest
+            // topic's retention is checked as the longest class's.
+            let taken = self
+                .retention
+                .classes
+                .iter()
+                .find(|(_, c)| c.topic == d.topic)
+                .map(|(name, _)| format!("retention class `{name}`"))
+                .or_else(|| {
+                    self.outputs
+                        .kafka
+                        .as_ref()
+                        .and_then(|k| k.dead_letter_topic.as_deref())
+                        .filter(|t| *t == d.topic)
+                        .map(|_| "`outputs.kafka.dead_letter_topic`".to_owned())
+                });
+            if let Some(taken) = taken {
+                problems.push(Problem::new(
+                    "integrity.digests.topic",
+                    format!("is also the topic of {taken}: digests need a topic of their own"),
+                ));
+            }
         }
     }
 }
@@ -313,5 +336,45 @@ outputs:
         );
         let typo = Config::from_yaml("integrity: {chian: true}\n", Purpose::Check);
         assert!(typo.is_err());
+    }
+
+    #[test]
+    fn digests_need_kafka_and_a_topic_of_their_own() {
+        let digests =
+            "integrity:\n  chain: true\n  digests: {topic: audit, signing_key_file: /k.pem}\n";
+        let problems = Config::from_yaml(digests, Purpose::Check)
+            .unwrap_err()
+            .problems();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("integrity.digests:") && p.contains("outputs.kafka")),
+            "{problems:?}"
+        );
+        let kafka = "outputs:\n  kafka: {brokers: [\"k:9092\"], dead_letter_topic: dlq}\n";
+        let ok = Config::from_yaml(
+            &format!("{digests}{kafka}").replace("topic: audit,", "topic: audit-digests,"),
+            Purpose::Check,
+        )
+        .unwrap();
+        let d = ok.integrity.digests.unwrap();
+        assert_eq!(
+            (d.every_records, d.every),
+            (1000, std::time::Duration::from_secs(60)),
+            "the defaults"
+        );
+        for taken in ["audit", "dlq"] {
+            let yaml =
+                format!("{digests}{kafka}").replace("topic: audit,", &format!("topic: {taken},"));
+            let problems = Config::from_yaml(&yaml, Purpose::Check)
+                .unwrap_err()
+                .problems();
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("integrity.digests.topic:") && p.contains("own")),
+                "{taken}: {problems:?}"
+            );
+        }
     }
 }

@@ -413,6 +413,10 @@ impl Record {
         let mut hash = [0u8; 64];
         acc = each(acc, integrity::HEADER_STREAM, &link.stream);
         acc = each(acc, integrity::HEADER_SEGMENT, &link.segment);
+        if link.seq == 0 {
+            // A digest: it names its segment and is no link of it.
+            return acc;
+        }
         acc = each(acc, integrity::HEADER_SEQ, decimal(link.seq, &mut seq));
         acc = each(acc, integrity::HEADER_PREV, hex_text(&link.prev, &mut prev));
         acc = each(acc, integrity::HEADER_HASH, hex_text(&link.hash, &mut hash));

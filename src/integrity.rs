@@ -332,6 +332,8 @@ fn time_value(value: &[u8], from: usize, name: &[u8]) -> Option<(usize, usize)> 
 }
 
 /// A link of a segment's chain, as a record carries it to the outputs (headers `chain_*`).
+/// A digest record carries one with `seq` 0: it is not a link, and only names its stream and
+/// segment (headers `chain_stream`, `chain_segment`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Link {
     pub stream: std::sync::Arc<str>,
@@ -356,6 +358,18 @@ pub struct ChainPoint {
     pub seq: u64,
     /// Hex.
     pub hash: String,
+    /// Where the segment's digests stood at this point (`integrity.digests`): absent without
+    /// digests, and in checkpoints written before them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<DigestPoint>,
+}
+
+/// The last digest of a segment made before a chain point: the `last_seq` it covered and its
+/// signature (hex), the next digest's `first_seq - 1` and `prev_signature`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DigestPoint {
+    pub seq: u64,
+    pub signature: String,
 }
 
 /// The hash a segment's chain starts from (`prev` of `seq` 1).

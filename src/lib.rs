@@ -27,6 +27,7 @@ mod metrics;
 mod output;
 pub mod pipeline;
 pub mod problem;
+pub mod public_key;
 mod reload;
 mod retention;
 pub mod run;

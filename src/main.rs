@@ -65,6 +65,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Integrity helpers.
+    Integrity {
+        #[command(subcommand)]
+        command: IntegrityCommand,
+    },
     /// Read the audit topics from their beginning to their end at start and check every
     /// segment's chain and digests: a JSON report on stdout, a summary on stderr; exit 0
     /// when clean, 1 on any sign of tampering or loss, 2 when nothing could be verified.
@@ -79,13 +84,14 @@ enum Command {
         /// A topic to read (repeat for each; every class topic a segment's records go to).
         #[arg(long = "topic", value_name = "TOPIC")]
         topics: Vec<String>,
-        /// The topic the digests are in.
+        /// The topic the digests are in (wins over the config's integrity.digests.topic).
         #[arg(long)]
         digest_topic: Option<String>,
         /// The Ed25519 public key (PEM) digests must be signed with.
         #[arg(long, value_name = "FILE")]
         public_key: Option<PathBuf>,
-        /// The chain key (the Secret's file): links are HMAC-SHA-256.
+        /// The chain key (the Secret's file): links are HMAC-SHA-256 (wins over the
+        /// config's integrity.chain_key_file).
         #[arg(long, value_name = "FILE")]
         chain_key_file: Option<PathBuf>,
         /// Give up (exit 2) when nothing could be read for this many seconds.
@@ -94,6 +100,20 @@ enum Command {
         /// Seconds between progress lines on stderr (0: none).
         #[arg(long, value_name = "SECONDS", default_value_t = 5)]
         progress_every: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum IntegrityCommand {
+    /// Print the public key (PEM) of the digests' Ed25519 signing key: the file
+    /// `verify --public-key` takes.
+    PublicKey {
+        /// The signing key (PKCS#8 PEM); wins over the config's.
+        #[arg(long, value_name = "FILE")]
+        signing_key_file: Option<PathBuf>,
+        /// An auditrail config: the key of integrity.digests.signing_key_file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -119,6 +139,24 @@ fn main() -> ExitCode {
         }
         Command::Validate { config } => validate(&config),
         Command::Run { config } => run(&config),
+        Command::Integrity {
+            command:
+                IntegrityCommand::PublicKey {
+                    signing_key_file,
+                    config,
+                },
+        } => {
+            match auditrail::public_key::public_key_pem(
+                signing_key_file.as_deref(),
+                config.as_deref(),
+            ) {
+                Ok(pem) => {
+                    print!("{pem}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(USAGE, &e),
+            }
+        }
         Command::Verify {
             brokers,
             config,

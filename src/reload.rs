@@ -43,14 +43,25 @@ pub(crate) fn start(
     tokio::spawn(apply_changes(current, path, targets))
 }
 
-/// The (topic, days) of every retention class of `config`, for the outputs.
+/// The (topic, days) of every retention class of `config`, for the outputs, and the digest
+/// topic (`integrity.digests.topic`) with the longest of them (forever when a class is): a
+/// digest must outlive the records it signs, or `verify` cannot show they are whole.
 pub(crate) fn classes_of(config: &Config) -> Classes {
-    config
+    let mut classes: Classes = config
         .retention
         .classes
         .values()
         .map(|c| (c.topic.clone(), c.days))
-        .collect()
+        .collect();
+    if let Some(d) = &config.integrity.digests {
+        let longest = if classes.iter().any(|(_, days)| days.is_none()) {
+            None
+        } else {
+            classes.iter().filter_map(|(_, days)| *days).max()
+        };
+        classes.push((d.topic.clone(), longest));
+    }
+    classes
 }
 
 /// The sections of `new` that differ from `old` and only take effect after a restart.

@@ -22,6 +22,7 @@ use crate::metrics::{self, Health, ListenError, Metrics};
 use crate::output::{self, OutputError, OutputHealth};
 use crate::pipeline::{BuildError, Processor, SharedProcessor};
 use crate::reload;
+use crate::source::digests::DigestSettings;
 use crate::source::{self, Checkpoint, CheckpointError, SourceError, SourceKind, Telemetry};
 
 /// Why `run` stopped with an error; [`RunError::is_usage`] tells a config problem (exit code
@@ -53,7 +54,7 @@ enum Fail {
     Stopped(#[from] source::SourceStopped),
     #[error("cannot listen for signals")]
     Signal(#[source] std::io::Error),
-    #[error("integrity: cannot use the chain key")]
+    #[error("integrity: cannot use the chain key or the signing key")]
     Integrity(#[source] crate::integrity::KeyError),
 }
 
@@ -68,6 +69,30 @@ impl Fail {
                 | Fail::Source(SourceError::Checkpoint(_) | SourceError::NoKubernetes)
         )
     }
+}
+
+/// The digests' settings (`integrity.digests`), the signing key read now.
+fn digest_settings(config: &Config) -> Result<Option<Arc<DigestSettings>>, Fail> {
+    let Some(d) = &config.integrity.digests else {
+        return Ok(None);
+    };
+    // Validation makes sure there is a Kafka output: the digests go to a topic.
+    let kafka = config
+        .outputs
+        .enabled()
+        .iter()
+        .enumerate()
+        .find(|(_, o)| o.name == "kafka")
+        .map_or((0, true), |(i, o)| (i, o.required));
+    let settings = DigestSettings::load(d, kafka).map_err(Fail::Integrity)?;
+    tracing::info!(
+        topic = d.topic,
+        key_id = settings.key_id(),
+        every_records = d.every_records,
+        every = ?d.every,
+        "signed digests on"
+    );
+    Ok(Some(Arc::new(settings)))
 }
 
 /// Runs until SIGTERM/SIGINT. `config_path` is watched for hot reloads.
@@ -89,6 +114,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
     if let Some(h) = &chain {
         tracing::info!(algorithm = h.algorithm(), "integrity chain on");
     }
+    let digests = digest_settings(&config)?;
     let metrics = Metrics::new();
     let health = Health::new();
     let server = metrics::start(&config.metrics, Arc::clone(&metrics), Arc::clone(&health)).await?;
@@ -131,6 +157,7 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
         stop: Arc::default(),
         stats: Arc::new(Mutex::new(Stats::default())),
         budget,
+        digests,
     };
     let source = source::start(&config.source, context, enricher.client.clone())?;
     let checkpoint = source.checkpoint();

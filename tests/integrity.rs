@@ -215,7 +215,7 @@ fn wait_for_records(broker: &Broker, topic: &str, n: usize) -> Vec<Consumed> {
 }
 
 /// `auditrail verify` of `topic`: its exit code and JSON report.
-fn verify(broker: &Broker, topic: &str) -> (i32, serde_json::Value) {
+fn verify_topic(broker: &Broker, topic: &str) -> (i32, serde_json::Value) {
     let out = std::process::Command::new(support::bin())
         .args(["verify", "--brokers", &broker.address(), "--topic", topic])
         .env("RUST_LOG", "warn")
@@ -264,6 +264,305 @@ fn a_file_rewritten_with_the_same_first_line_while_running_does_not_reuse_its_ch
         .filter(|(_, hashes)| hashes.len() > 1)
         .collect();
     assert!(conflicts.is_empty(), "one seq, two records: {conflicts:?}");
-    let (code, report) = verify(&broker, topic);
+    let (code, report) = verify_topic(&broker, topic);
     assert_eq!(code, 0, "verify reports no tampering: {report}");
+}
+
+const DIGEST_TOPIC: &str = "audit-digests";
+
+/// Copies every message of the single-partition `from` (`want` of them, raw) into a new
+/// topic `to`, in order, passing them through `change` first: tampering as someone with write
+/// access to the archive would do it.
+fn copy_topic(
+    broker: &Broker,
+    from: &str,
+    want: usize,
+    to: &str,
+    change: impl FnOnce(&mut Vec<Consumed>),
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let mut all = broker.consume(from, want, Duration::from_secs(60));
+    assert_eq!(all.len(), want, "read back all of {from}");
+    all.sort_by_key(|c| c.offset);
+    change(&mut all);
+    broker.create_topic(to, 1, "-1");
+    let producer: BaseProducer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", broker.address())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    for c in &all {
+        let mut headers = OwnedHeaders::new();
+        for (k, v) in &c.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record = BaseRecord::to(to)
+            .partition(0)
+            .payload(&c.raw)
+            .headers(headers);
+        if let Some(key) = &c.key {
+            record = record.key(key);
+        }
+        let mut record = Some(record);
+        while let Some(r) = record.take() {
+            if let Err((e, r)) = producer.send(r) {
+                assert!(
+                    matches!(
+                        e.rdkafka_error_code(),
+                        Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    ),
+                    "{e}"
+                );
+                producer.poll(Duration::from_millis(50));
+                record = Some(r);
+            }
+        }
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// `auditrail verify` (the real binary): exit code, JSON report, stderr.
+fn verify(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let out = std::process::Command::new(support::bin())
+        .arg("verify")
+        .args(args)
+        .args(["--progress-every", "0"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    (out.status.code().unwrap_or(-1), report, stderr)
+}
+
+#[test]
+fn signed_digests_from_a_run_killed_and_restarted_verify_clean_and_an_altered_copy_is_named() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    // The signing key as the README says to make it.
+    let signing = dir.path().join("signing.pem");
+    let made = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&signing)
+        .status()
+        .unwrap();
+    assert!(made.success(), "openssl genpkey");
+    let chain_key = dir.path().join("chain.key");
+    std::fs::write(&chain_key, b"a secret\n").unwrap();
+    let config = dir.path().join("auditrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}retention:\n  default: all\n  classes:\n    all: {{days: null, topic: {TOPIC}}}\n\
+             integrity:\n  chain: true\n  chain_key_file: {key}\n  digests:\n    topic: {DIGEST_TOPIC}\n    \
+             signing_key_file: {signing}\n    every_records: 50\n\
+             outputs:\n  kafka:\n    brokers: \"{address}\"\n    key: id\n    create_topics: true\n    \
+             topic_settings: {{partitions: 1, replication_factor: 1}}\n    linger: 5ms\n",
+            // Saves a second apart: the kill below comes between two, so records delivered
+            // after the last save are sent again.
+            base = support::service_yaml(dir.path())
+                .replace("checkpoint_interval: 100ms", "checkpoint_interval: 1s"),
+            key = chain_key.display(),
+            signing = signing.display(),
+            address = broker.address(),
+        ),
+    )
+    .unwrap();
+    // The public key as an operator exports it, for `verify`.
+    let exported = std::process::Command::new(support::bin())
+        .args(["integrity", "public-key", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(exported.status.success(), "{exported:?}");
+    let public = dir.path().join("public.pem");
+    std::fs::write(&public, &exported.stdout).unwrap();
+    let by_file = std::process::Command::new(support::bin())
+        .args(["integrity", "public-key", "--signing-key-file"])
+        .arg(&signing)
+        .output()
+        .unwrap();
+    assert_eq!(by_file.stdout, exported.stdout, "the same key either way");
+
+    let log = dir.path().join("logs/0.log");
+    // Written while the first run reads, so that records are in flight at the kill.
+    std::fs::write(&log, b"").unwrap();
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            (0..100)
+                .map(|_| {
+                    std::thread::sleep(Duration::from_millis(20));
+                    write_lines(&log, 1000)
+                })
+                .sum::<usize>()
+        })
+    };
+    let checkpoint = dir.path().join("checkpoints/checkpoints.json");
+    let saved = || {
+        std::fs::read_to_string(&checkpoint)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|v| v["files"][0].clone())
+            .unwrap_or_default()
+    };
+    let run = Daemon::start(&config);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // Killed once a digest is saved with the chain: the restart goes on from it.
+    while saved()["chain"]["digest"]["seq"].as_u64().unwrap_or(0) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no digest state saved:\n{}",
+            run.stderr_lines().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    run.kill();
+    let at_kill = saved();
+    eprintln!("checkpoint at the kill: {at_kill}");
+    let records = writer.join().unwrap();
+
+    let run = Daemon::start(&config);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let consumed = loop {
+        let all = broker.consume(TOPIC, usize::MAX, Duration::from_millis(1500));
+        if distinct(&all) >= records || Instant::now() > deadline {
+            break all;
+        }
+    };
+    // The last digest is due at the last multiple of 50: wait until it is there.
+    let want_digests = records / 50;
+    let digests = loop {
+        let d = broker.consume(DIGEST_TOPIC, usize::MAX, Duration::from_millis(1000));
+        let last = d
+            .iter()
+            .filter_map(|c| c.value["last_seq"].as_u64())
+            .max()
+            .unwrap_or(0);
+        if last >= (want_digests * 50) as u64 || Instant::now() > deadline {
+            break d;
+        }
+    };
+    run.stop_cleanly();
+    assert_eq!(distinct(&consumed), records, "every record arrives");
+    let d = &digests[0];
+    assert_eq!(d.headers["type"], "auditrail.digest");
+    assert_eq!(d.headers["chain_stream"], log.display().to_string());
+    assert_eq!(d.key.as_deref(), Some(d.headers["chain_segment"].as_str()));
+    assert!(!d.headers.contains_key("chain_seq"), "a digest is no link");
+    // The restart went on from the digest state the checkpoint saved.
+    let saved_digest = &at_kill["chain"]["digest"];
+    let from_saved = digests
+        .iter()
+        .filter(|c| {
+            c.value["first_seq"].as_u64() == saved_digest["seq"].as_u64().map(|s| s + 1)
+                && c.value["prev_signature"] == saved_digest["signature"]
+        })
+        .count();
+    assert!(
+        from_saved >= 1,
+        "a digest after the restart names the saved one: {saved_digest}"
+    );
+
+    let public_arg = public.to_str().unwrap();
+    let config_arg = config.to_str().unwrap();
+    let (code, report, stderr) = verify(&["--config", config_arg, "--public-key", public_arg]);
+    assert_eq!(code, 0, "clean:\n{stderr}\n{report:#}");
+    assert_eq!(report["clean"], true);
+    assert_eq!(report["keyed"], true, "the chain key came from the config");
+    assert_eq!(
+        report["digest_topic"], DIGEST_TOPIC,
+        "so did the digest topic"
+    );
+    assert_eq!(report["signatures_checked"], true);
+    assert_eq!(report["findings"].as_array().unwrap().len(), 0);
+    let segment = &report["streams"][0]["segments"][0];
+    assert_eq!(segment["distinct"], records as u64, "{segment}");
+    assert!(
+        report["duplicates"].as_u64().unwrap() > 0,
+        "the kill left records sent twice: {report:#}"
+    );
+    assert!(segment["digests"]["valid"].as_u64().unwrap() >= want_digests as u64);
+    assert_eq!(segment["digests"]["failed"], 0);
+    assert_eq!(
+        segment["digests"]["last_seq_signed"],
+        (want_digests * 50) as u64
+    );
+    eprintln!(
+        "{records} records, {} duplicates, {} digests valid",
+        report["duplicates"], segment["digests"]["valid"]
+    );
+
+    // One record's value changed in a copy of the topic: a hash mismatch at its seq.
+    let messages = consumed.len();
+    let mut altered_seq = 0;
+    copy_topic(&broker, TOPIC, messages, "audit-altered", |all| {
+        let m = &mut all[messages / 3];
+        altered_seq = m.headers["chain_seq"].parse().unwrap();
+        let text = String::from_utf8(m.raw.clone()).unwrap();
+        let changed = text.replacen("dataSourceGet", "dataSourceGot", 1);
+        assert_ne!(text, changed);
+        m.raw = changed.into_bytes();
+    });
+    let (code, report, stderr) = verify(&[
+        "--config",
+        config_arg,
+        "--public-key",
+        public_arg,
+        "--topic",
+        "audit-altered",
+    ]);
+    assert_eq!(code, 1, "tampering:\n{stderr}");
+    let mismatches: Vec<_> = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "hash_mismatch")
+        .collect();
+    assert!(!mismatches.is_empty(), "{report:#}");
+    assert!(
+        mismatches.iter().all(|f| f["seq"] == altered_seq),
+        "named at seq {altered_seq}: {mismatches:?}"
+    );
+    assert!(stderr.contains("hash_mismatch"), "{stderr}");
+}
+
+#[test]
+fn a_missing_signing_key_stops_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("signing/ed25519.pem");
+    let config = dir.path().join("auditrail.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "{base}integrity:\n  chain: true\n  digests: {{topic: {DIGEST_TOPIC}, signing_key_file: {key}}}\n\
+             outputs:\n  kafka: {{brokers: \"127.0.0.1:1\"}}\n",
+            base = support::service_yaml(dir.path()),
+            key = missing.display(),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(support::bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error:\n{stderr}");
+    assert!(stderr.contains("ed25519.pem"), "names the file:\n{stderr}");
+    let exported = std::process::Command::new(support::bin())
+        .args(["integrity", "public-key", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(exported.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&exported.stderr).contains("ed25519.pem"));
 }

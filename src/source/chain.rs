@@ -30,7 +30,9 @@ use std::sync::Arc;
 
 use crate::ack::Progress;
 use crate::envelope::Record;
-use crate::integrity::{genesis, parse_hex, ChainHasher, ChainPoint, Hash, Link};
+use crate::integrity::{genesis, parse_hex, ChainHasher, ChainPoint, DigestPoint, Hash, Link};
+
+use super::digests::{DigestSettings, SegmentDigests};
 
 /// The chain of the segment a stream reader reads.
 #[derive(Debug)]
@@ -43,6 +45,10 @@ pub(crate) struct SegmentChain {
     /// A segment of its own for a line shipped before its end ([`SegmentChain::unterminated`]):
     /// its links are not the stream's, so the stream's progress does not save them.
     side: bool,
+    /// The digests of the point the chain was resumed from, until [`SegmentChain::with_digests`].
+    saved_digest: Option<DigestPoint>,
+    /// Its signed digests (`integrity.digests`).
+    digests: Option<SegmentDigests>,
 }
 
 impl SegmentChain {
@@ -58,10 +64,10 @@ impl SegmentChain {
         let continued = saved.and_then(|p| {
             let hash = parse_hex::<32>(&p.hash)?;
             (p.alg == hasher.algorithm() && p.key == hasher.key_id())
-                .then_some((p.segment, p.seq, hash))
+                .then_some((p.segment, p.seq, hash, p.digest))
         });
-        let (segment, seq, last) = match continued {
-            Some((segment, seq, hash)) => (segment, seq, hash),
+        let (segment, seq, last, saved_digest) = match continued {
+            Some((segment, seq, hash, digest)) => (segment, seq, hash, digest),
             None => {
                 let segment = if offset == 0 {
                     identity.to_owned()
@@ -75,7 +81,7 @@ impl SegmentChain {
                     format!("{identity}@{offset}")
                 };
                 let g = genesis(stream, &segment);
-                (segment, 0, g)
+                (segment, 0, g, None)
             }
         };
         SegmentChain {
@@ -85,6 +91,8 @@ impl SegmentChain {
             seq,
             last,
             side: false,
+            saved_digest,
+            digests: None,
         }
     }
 
@@ -105,12 +113,22 @@ impl SegmentChain {
             segment: Arc::from(segment),
             seq: 0,
             side: true,
+            saved_digest: None,
+            digests: None,
         }
     }
 
     /// The segment's name.
     pub(crate) fn segment(&self) -> &Arc<str> {
         &self.segment
+    }
+
+    /// Signs digests of this segment with `settings` (`None`: no digests), on from the digest
+    /// its checkpoint saved. Before [`SegmentChain::progress`].
+    pub(crate) fn with_digests(mut self, settings: Option<Arc<DigestSettings>>) -> SegmentChain {
+        let saved = self.saved_digest.take();
+        self.digests = settings.map(|s| SegmentDigests::resume(s, saved));
+        self
     }
 
     /// The progress of a stream read from `start` with this chain: it saves the chain with
@@ -126,11 +144,19 @@ impl SegmentChain {
         if let Some(id) = self.hasher.key_id() {
             progress.chain_key(Arc::from(id));
         }
+        if let Some(d) = &self.digests {
+            d.seed(&progress);
+        }
         progress
     }
 
-    /// Links `record` (registered with `progress` at its ack's offset) as the next link.
-    pub(crate) fn link(&mut self, record: &mut Record, progress: Option<&Arc<Progress>>) {
+    /// Links `record` (registered with `progress` at its ack's offset) as the next link;
+    /// returns the digest record to ship right after it, when one is due.
+    pub(crate) fn link(
+        &mut self,
+        record: &mut Record,
+        progress: Option<&Arc<Progress>>,
+    ) -> Option<Record> {
         let seq = self.seq + 1;
         let hash = self.hasher.link(seq, &self.last, &record.value);
         if let (Some(p), false) = (progress, self.side) {
@@ -146,6 +172,7 @@ impl SegmentChain {
         }));
         self.seq = seq;
         self.last = hash;
+        self.digests.as_mut()?.after(record, progress)
     }
 }
 
@@ -508,6 +535,7 @@ mod tests {
             seq: 7,
             hash: crate::integrity::hex(&[1; 32]),
             key: None,
+            digest: None,
         };
         let other_alg = SegmentChain::resume(keyed, STREAM, "ab", 500, Some(point.clone()));
         assert_eq!(

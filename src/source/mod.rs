@@ -17,6 +17,7 @@
 mod chain;
 mod checkpoint;
 pub(crate) mod config;
+pub(crate) mod digests;
 mod file;
 pub mod framing;
 mod identity;
@@ -83,6 +84,8 @@ pub(crate) struct Context {
     /// The memory budget: a batch is sent only when there is room, and its records are
     /// charged to it until every output is done with them.
     pub budget: Arc<Budget>,
+    /// How segments' digests are signed and shipped (`integrity.digests`).
+    pub digests: Option<Arc<digests::DigestSettings>>,
 }
 
 impl Context {

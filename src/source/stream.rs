@@ -365,10 +365,13 @@ impl<'a> Linked<'a> {
     }
 
     pub(crate) fn push(&mut self, mut record: Record) {
-        if let Some(chain) = self.chain.as_deref_mut() {
-            chain.link(&mut record, self.progress);
-        }
+        let digest = match self.chain.as_deref_mut() {
+            Some(chain) => chain.link(&mut record, self.progress),
+            None => None,
+        };
         self.records.push(record);
+        // A digest follows the last record it covers.
+        self.records.extend(digest);
     }
 }
 

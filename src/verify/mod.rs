@@ -69,7 +69,8 @@ pub struct Options {
     /// `host:port[,host:port…]`; wins over the config's `outputs.kafka.brokers`.
     pub brokers: Option<String>,
     /// An auditrail config: brokers and security from `outputs.kafka`, topics from
-    /// `retention.classes` (and the dead-letter topic) unless `topics` are given.
+    /// `retention.classes` (and the dead-letter topic) unless `topics` are given, the digest
+    /// topic and the chain key from `integrity` unless `digest_topic`/`chain_key_file` are.
     pub config: Option<PathBuf>,
     pub topics: Vec<String>,
     pub digest_topic: Option<String>,
@@ -90,7 +91,9 @@ pub enum VerifyError {
     NoBrokers,
     #[error("config {} has no outputs.kafka: give --brokers", path.display())]
     NoKafka { path: PathBuf },
-    #[error("--public-key checks digests: give --digest-topic too")]
+    #[error(
+        "--public-key checks digests: give --digest-topic too (or --config with integrity.digests)"
+    )]
     KeyWithoutDigestTopic,
     #[error("cannot use the config")]
     Config(#[from] ConfigError),
@@ -164,12 +167,24 @@ pub fn run(options: &Options) -> Result<Report, VerifyError> {
     if topics.is_empty() {
         return Err(VerifyError::NoTopics);
     }
-    if options.public_key.is_some() && options.digest_topic.is_none() {
+    // The digest topic and the chain key from the config's `integrity` when no flag gives
+    // them; the public key only from its flag (the config names the signing key, which the
+    // verifier should not hold).
+    let integrity = config.as_ref().map(|(_, c)| &c.integrity);
+    let digest_topic = options.digest_topic.clone().or_else(|| {
+        integrity
+            .and_then(|i| i.digests.as_ref())
+            .map(|d| d.topic.clone())
+    });
+    let chain_key_file = options
+        .chain_key_file
+        .clone()
+        .or_else(|| integrity.and_then(|i| i.chain_key_file.clone()));
+    if options.public_key.is_some() && digest_topic.is_none() {
         return Err(VerifyError::KeyWithoutDigestTopic);
     }
     let settings = check::Settings {
-        key: options
-            .chain_key_file
+        key: chain_key_file
             .as_deref()
             .map(ChainHasher::keyed_from_file)
             .transpose()?,
@@ -178,10 +193,10 @@ pub fn run(options: &Options) -> Result<Report, VerifyError> {
             .as_deref()
             .map(Verifier::from_pem_file)
             .transpose()?,
-        digest_topic: options.digest_topic.clone(),
+        digest_topic: digest_topic.clone(),
     };
     let mut all_topics = topics.clone();
-    all_topics.extend(options.digest_topic.clone());
+    all_topics.extend(digest_topic);
     all_topics.sort();
     all_topics.dedup();
 

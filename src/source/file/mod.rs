@@ -832,6 +832,7 @@ impl FileTailer {
                 None => self.checkpoints.chain_at(key, offset),
             };
             SegmentChain::resume(Arc::clone(hasher), &stream, &identity, offset, saved)
+                .with_digests(self.context.digests.clone())
         });
         let progress = match &chain {
             Some(chain) => chain.progress(offset),
