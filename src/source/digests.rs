@@ -156,7 +156,8 @@ impl SegmentDigests {
         let signed = match self.sign(link, now) {
             Ok(signed) => signed,
             Err(e) => {
-                tracing::error!(error = %crate::report(&e), segment = %link.segment, "cannot sign a digest");
+                // Debug shows the cause chain (`crate::report` lives above this floor).
+                tracing::error!(error = ?e, segment = %link.segment, "cannot sign a digest");
                 return None;
             }
         };

@@ -25,8 +25,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::delivery::{Polled, Reports};
+use super::delivery::Polled;
 use super::error::KafkaError;
+use super::reports::Reports;
 use super::KafkaConfig;
 
 /// How often the files are read again without an event (a missed or unsupported one).

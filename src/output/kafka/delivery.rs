@@ -3,10 +3,10 @@
 //!
 //! Each message is produced with a number (its attempt's, see `sink`) as librdkafka's
 //! delivery opaque; the producer's `delivery` callback puts the number and the outcome in a
-//! queue the delivery loop shares with every producer it has had ([`Reports`]), and wakes the
+//! queue the delivery loop shares with every producer it has had ([`Reports`](super::reports::Reports)), and wakes the
 //! loop only when the queue was empty: one wake per batch of reports, not one future and one
 //! wake per message. When a replaced producer is gone (its polling thread joined, the client
-//! destroyed), [`Reports::retired`] says so in the same queue, after its last report: what it
+//! destroyed), [`Reports::retired`](super::reports::Reports::retired) says so in the same queue, after its last report: what it
 //! had not reported by then never will be, and the loop sends it again.
 //!
 //! Polling: rdkafka's `BaseProducer::poll(timeout)` goes on serving events until its whole
@@ -24,76 +24,18 @@
 //! loop, which has a new producer take over; the old one's records are sent again.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::producer::{BaseProducer, DeliveryResult, Producer as _, ProducerContext};
-use tokio::sync::Notify;
 
 use super::health::KafkaContext;
+use super::reports::Report;
 
 /// How long each poll of a producer lasts when no event comes: whole seconds, plus less than
 /// a timed wait in librdkafka overshoots (tens of microseconds), so that rdkafka's rounding
 /// down to whole milliseconds leaves no remainder to spin on.
 const POLL: Duration = Duration::from_micros(10_000_000 + 20);
-
-/// What the producers tell the delivery loop.
-#[derive(Debug)]
-pub(super) enum Report {
-    /// A message of attempt `attempt` was acknowledged (`Ok`) or failed for good.
-    Delivered {
-        attempt: usize,
-        result: Result<(), RdKafkaError>,
-    },
-    /// The producer of generation `generation` is destroyed: no report of it will come any
-    /// more.
-    Retired { generation: u64 },
-}
-
-/// The queue of reports shared by the delivery loop and its producers' callbacks.
-#[derive(Debug, Default)]
-pub(super) struct Reports {
-    queue: Mutex<Vec<Report>>,
-    wake: Notify,
-}
-
-impl Reports {
-    pub(super) fn push(&self, report: Report) {
-        let was_empty = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
-            queue.push(report);
-            queue.len() == 1
-        };
-        // The loop takes the whole queue when woken: a report added to a non-empty queue is
-        // taken with the one that woke it. (Notify keeps the wake when the loop is busy.)
-        if was_empty {
-            self.wake.notify_one();
-        }
-    }
-
-    /// Wakes the loop with no report: a producer's polling thread ended while it was in use
-    /// (see [`Polled::polling`]).
-    fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    /// Says that a replaced producer is gone, after every report it made.
-    pub(super) fn retired(&self, generation: u64) {
-        self.push(Report::Retired { generation });
-    }
-
-    /// Waits until there are reports (at once when some came since the last [`Self::take`]).
-    /// Cancel-safe.
-    pub(super) async fn ready(&self) {
-        self.wake.notified().await;
-    }
-
-    /// Every report so far, in the order they came.
-    pub(super) fn take(&self) -> Vec<Report> {
-        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
 
 impl ProducerContext for KafkaContext {
     /// The attempt the message belongs to.

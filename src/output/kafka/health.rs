@@ -97,7 +97,7 @@ pub(super) struct KafkaContext {
     pub(super) tls: Option<Arc<TlsDiagnosis>>,
     /// Where the producer's delivery callback puts its reports (see `delivery`); the admin
     /// client, which produces nothing, has the same queue and never uses it.
-    pub(super) reports: Arc<super::delivery::Reports>,
+    pub(super) reports: Arc<super::reports::Reports>,
 }
 
 impl KafkaContext {

@@ -27,6 +27,7 @@ mod credentials;
 mod delivery;
 mod error;
 mod health;
+mod reports;
 mod sink;
 mod tls;
 mod topics;

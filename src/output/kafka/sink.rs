@@ -22,9 +22,10 @@ use tokio::time::Instant;
 
 use super::chunk;
 use super::credentials::{self, CredentialsWatch, Secrets};
-use super::delivery::{Polled, Report, Reports};
+use super::delivery::Polled;
 use super::error::KafkaError;
 use super::health::{KafkaContext, KafkaHealth};
+use super::reports::{Report, Reports};
 use super::tls::TlsDiagnosis;
 use super::topics::{self, Classes};
 use super::KafkaConfig;
