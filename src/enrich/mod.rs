@@ -344,6 +344,31 @@ impl Enricher {
 /// Kubernetes API (when a client can be built: in a cluster, or with a kubeconfig), or both.
 /// `needs_client`: another part (the Kubernetes log source) needs the API client whatever the
 /// mode. Outside Kubernetes this warns once and records carry no `kubernetes` object.
+/// How long `start` waits for the API's first answer about the pod.
+const API_WAIT: Duration = Duration::from_secs(5);
+
+/// Waits (at most `limit`) until the API has said something about the pod, so that the
+/// sources, started next, do not ship their first records without the pod's uid and labels
+/// when the API is merely slow to answer (found under load: a restart's first records went
+/// out with `kubernetes.pod_uid` missing). Startup only; after `limit` the records go without
+/// and the metadata is filled in when it comes.
+async fn wait_for_api(enrichment: &Enrichment, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while enrichment
+        .state
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .api
+        .is_empty()
+    {
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(waited = ?limit, "no answer from the Kubernetes API about this pod yet: the first records may lack its metadata");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub(crate) async fn start(config: &EnrichConfig, needs_client: bool) -> Enricher {
     let enrichment = Enrichment::new(config.clone());
     let mode = config.kubernetes;
@@ -371,12 +396,15 @@ pub(crate) async fn start(config: &EnrichConfig, needs_client: bool) -> Enricher
     };
     if let (Some(client), true) = (&client, uses_api) {
         match api::own_pod(client, &env) {
-            Some((namespace, name)) => tasks.push(tokio::spawn(api::follow_pod(
-                client.clone(),
-                namespace,
-                name,
-                Arc::clone(&enrichment),
-            ))),
+            Some((namespace, name)) => {
+                tasks.push(tokio::spawn(api::follow_pod(
+                    client.clone(),
+                    namespace,
+                    name,
+                    Arc::clone(&enrichment),
+                )));
+                wait_for_api(&enrichment, API_WAIT).await;
+            }
             None => tracing::warn!(
                 "cannot tell which pod this is (set POD_NAME through the Downward API)"
             ),
