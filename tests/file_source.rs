@@ -1304,3 +1304,63 @@ fn rotated_files_of_logs_no_pattern_follows_are_not_read_after_a_restart() {
         "records of a file no pattern matches were shipped: {foreign:?}"
     );
 }
+
+/// Issue 16, steady cost: a runtime writes a busy container's log in many small writes
+/// (containerd: one per line), and the tailer read after every one of them, waking itself,
+/// the outputs and the producer each time (`scripts/bench.sh` steady, 100 writes a second:
+/// 1,220 context switches a second in all). Writes that come while the file is being read
+/// are read together, at most every 50 ms; a write after a quiet spell is read at once.
+///
+/// Here a line every 2 ms for 3 s (1,500 writes): the file tailer's thread may switch at
+/// most 100 times a second (20 reading passes, its polls and the checkpoint's) instead of
+/// once per write, and every record is shipped.
+#[test]
+fn a_busy_file_is_read_in_passes_not_once_per_write() {
+    let dir = tempdir();
+    let (pod, pattern) = pod_dir(dir.path());
+    // Slow fallbacks, so that what wakes the tailer is the writes.
+    let pattern_yaml = yaml_str(pattern.to_str().expect("UTF-8 temp path"));
+    let checkpoints = yaml_str(
+        dir.path()
+            .join("checkpoints")
+            .to_str()
+            .expect("UTF-8 temp path"),
+    );
+    let config = write_config(
+        dir.path(),
+        "run.yaml",
+        &format!(
+            "metrics:\n  listen: 127.0.0.1:0\nsource:\n  paths: [{pattern_yaml}]\n  checkpoint_dir: {checkpoints}\n  poll_interval: 5s\n  scan_interval: 60s\n  checkpoint_interval: 1s\n"
+        ),
+    );
+    let mut app = Kubelet::new(&pod);
+    app.write_ordinary(Stdout, 1);
+    let log = app.path();
+    let mut daemon = Daemon::start(&config);
+    wait_for_checkpoint(dir.path(), &log, app.len());
+
+    let writes = 1_500;
+    let seconds = 3.0;
+    let before = thread_activity(daemon.pid());
+    let began = std::time::Instant::now();
+    let mut written = Vec::new();
+    for i in 0..writes {
+        written.extend(app.write_audit(Stdout, 1, 200));
+        let due = began + Duration::from_secs_f64(seconds * f64::from(i + 1) / f64::from(writes));
+        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    let after = thread_activity(daemon.pid());
+    let took = began.elapsed().as_secs_f64();
+    wait_until_shipped(&mut daemon, &written, Duration::from_secs(30));
+    drop(daemon.kill());
+
+    let switches = |a: &BTreeMap<String, (u64, u64)>| a.get("file-tailer").map_or(0, |t| t.0);
+    let tailer = switches(&after) - switches(&before);
+    let per_second = tailer as f64 / took;
+    assert!(
+        per_second <= 100.0,
+        "the file tailer switched {tailer} times in {took:.1} s of {writes} writes ({per_second:.0}/s); all threads before {before:?}, after {after:?}"
+    );
+}

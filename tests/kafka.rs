@@ -416,48 +416,6 @@ fn oversized_records_are_sent_in_chunks_a_consumer_reassembles() {
     );
 }
 
-/// Per thread of `pid` so far, by thread name: (context switches, voluntary and not; ns on
-/// a CPU, from `schedstat`).
-fn thread_activity(pid: u32) -> BTreeMap<String, (u64, u64)> {
-    let mut by_name = BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let (Ok(status), Ok(schedstat)) = (
-            std::fs::read_to_string(task.path().join("status")),
-            std::fs::read_to_string(task.path().join("schedstat")),
-        ) else {
-            continue; // the thread ended
-        };
-        let mut name = String::new();
-        let mut switches = 0;
-        for line in status.lines() {
-            if let Some(n) = line.strip_prefix("Name:") {
-                name = n.trim().to_owned();
-            }
-            if line.starts_with("voluntary_ctxt_switches:")
-                || line.starts_with("nonvoluntary_ctxt_switches:")
-            {
-                switches += line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-        let cpu_ns: u64 = schedstat
-            .split_whitespace()
-            .next()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        let entry = by_name.entry(name).or_insert((0, 0));
-        entry.0 += switches;
-        entry.1 += cpu_ns;
-    }
-    by_name
-}
-
 /// Issue 16: idle with the Kafka output connected cost 0.83% of a core, nearly all of it
 /// rdkafka's FutureProducer polling thread ("producer polling thread"), which polled with a
 /// 100 ms timeout (10 wake-ups a second) and spun on `clock_gettime` through the
@@ -500,9 +458,9 @@ fn an_idle_kafka_output_does_not_wake_the_process() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let before = thread_activity(run.pid());
+    let before = support::thread_activity(run.pid());
     std::thread::sleep(Duration::from_secs(5));
-    let after = thread_activity(run.pid());
+    let after = support::thread_activity(run.pid());
     // (Stopping is not what this test is about; with 60 s source intervals SIGTERM waits for
     // the source's next turn.)
     run.kill();

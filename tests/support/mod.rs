@@ -22,6 +22,7 @@ pub use http::*;
 #[allow(unused_imports)]
 pub use oneshot::*;
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -131,4 +132,46 @@ pub fn without_format(mut record: serde_json::Value) -> serde_json::Value {
     record["value"]["format"] = serde_json::Value::Null;
     record["value"]["observed_time"] = serde_json::Value::Null;
     record
+}
+
+/// Per thread of `pid` so far, by thread name: (context switches, voluntary and not; ns on
+/// a CPU, from `schedstat`).
+pub fn thread_activity(pid: u32) -> BTreeMap<String, (u64, u64)> {
+    let mut by_name = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let (Ok(status), Ok(schedstat)) = (
+            std::fs::read_to_string(task.path().join("status")),
+            std::fs::read_to_string(task.path().join("schedstat")),
+        ) else {
+            continue; // the thread ended
+        };
+        let mut name = String::new();
+        let mut switches = 0;
+        for line in status.lines() {
+            if let Some(n) = line.strip_prefix("Name:") {
+                name = n.trim().to_owned();
+            }
+            if line.starts_with("voluntary_ctxt_switches:")
+                || line.starts_with("nonvoluntary_ctxt_switches:")
+            {
+                switches += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        let cpu_ns: u64 = schedstat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let entry = by_name.entry(name).or_insert((0, 0));
+        entry.0 += switches;
+        entry.1 += cpu_ns;
+    }
+    by_name
 }

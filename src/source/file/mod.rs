@@ -75,6 +75,12 @@ const EVENT_FALLBACK: Duration = Duration::from_secs(5);
 const SCAN_GAP: Duration = Duration::from_millis(100);
 /// A rotated file its runtime may still write to is taken as no longer written after this.
 const ROTATED_LONG_AGO: Duration = Duration::from_secs(60);
+/// While files are being written, the least time between two reading passes that a write
+/// wakes: the writes in between are read together ([`FileTailer::gather`]). A runtime writes
+/// a busy container's log in many small writes (containerd: one per line); reading each on
+/// its own costs a wake-up of this thread, of the outputs and of the producer per write. A
+/// write after a quiet spell is read at once.
+const READ_GAP: Duration = Duration::from_millis(50);
 
 /// Follows the configured files; see the module documentation.
 pub(super) struct FileTailer {
@@ -113,6 +119,11 @@ pub(super) struct FileTailer {
     /// A file was identified that no saved checkpoint may know yet: the checkpoints are
     /// saved before the loop sleeps or reads on ([`FileTailer::save_new_identities`]).
     identified: bool,
+    /// When the last reading pass that found data began.
+    last_data: Option<Instant>,
+    /// The loop waits out [`READ_GAP`]: a plain write does not wake it (a creation, rename,
+    /// removal or the stop still does).
+    gathering: Arc<AtomicBool>,
 }
 
 impl FileTailer {
@@ -148,6 +159,8 @@ impl FileTailer {
             rewatch: Arc::new(AtomicBool::new(false)),
             appeared: Arc::new(AtomicBool::new(false)),
             identified: false,
+            last_data: None,
+            gathering: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -181,6 +194,7 @@ impl FileTailer {
             {
                 self.scan(false);
             }
+            let pass = Instant::now();
             let mut progressed = false;
             for i in 0..self.watched.len() {
                 if self.waits_for_an_older_file(i) {
@@ -193,6 +207,7 @@ impl FileTailer {
             self.save_new_identities();
             if progressed {
                 quiet.data();
+                self.last_data = Some(pass);
             }
             self.expire_partial_lines();
             self.flush_batch();
@@ -216,6 +231,7 @@ impl FileTailer {
                 } else {
                     self.scan_soon = true;
                 }
+                self.gather(&wake_rx);
             }
         }
         // The drain is over. What waits for an end ships as it stands, without moving the
@@ -229,6 +245,32 @@ impl FileTailer {
         }
         self.flush_batch();
         self.publish(true);
+    }
+
+    /// Woken by a write less than [`READ_GAP`] after the last pass that found data: waits out
+    /// the rest of the gap, so that the writes of a busy file are read together. Only plain
+    /// writes are held back: a creation or rename (a scan is due at once), a removal (a
+    /// watch to renew) and the stop end the wait, and nothing is skipped, only read later.
+    fn gather(&mut self, wake_rx: &std_mpsc::Receiver<()>) {
+        let Some(until) = self.last_data.map(|at| at + READ_GAP) else {
+            return;
+        };
+        self.gathering.store(true, Ordering::SeqCst);
+        loop {
+            if self.context.stop.requested()
+                || self.appeared.load(Ordering::SeqCst)
+                || self.rewatch.load(Ordering::SeqCst)
+            {
+                break;
+            }
+            let Some(left) = until.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            if wake_rx.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        self.gathering.store(false, Ordering::SeqCst);
     }
 
     /// Brings the shared stats, the metrics and the health up to date (at most once a second
@@ -283,6 +325,7 @@ impl FileTailer {
     ) -> Option<notify::RecommendedWatcher> {
         let rewatch = Arc::clone(&self.rewatch);
         let appeared = Arc::clone(&self.appeared);
+        let gathering = Arc::clone(&self.gathering);
         let handler = move |event: notify::Result<notify::Event>| {
             // Set before the wake-up is sent, so that the loop sees it when it wakes.
             if event.as_ref().is_ok_and(|e| {
@@ -307,7 +350,17 @@ impl FileTailer {
             }
             // An open changes nothing to read, and the tailer's own scans open the
             // directories: without this, each scan would wake the loop again.
-            if !event.as_ref().is_ok_and(super::only_opened) {
+            // While the loop waits out READ_GAP, a plain write need not wake it: it reads
+            // what came when the gap is over.
+            let held = gathering.load(Ordering::SeqCst)
+                && event.as_ref().is_ok_and(|e| {
+                    matches!(
+                        e.kind,
+                        notify::EventKind::Modify(notify::event::ModifyKind::Data(_))
+                            | notify::EventKind::Modify(notify::event::ModifyKind::Any)
+                    )
+                });
+            if !held && !event.as_ref().is_ok_and(super::only_opened) {
                 let _ = wake.try_send(());
             }
         };
