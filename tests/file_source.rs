@@ -1364,3 +1364,86 @@ fn a_busy_file_is_read_in_passes_not_once_per_write() {
         "the file tailer switched {tailer} times in {took:.1} s of {writes} writes ({per_second:.0}/s); all threads before {before:?}, after {after:?}"
     );
 }
+
+/// Adversarial review of the gathering of writes (issue 16): an application that writes its
+/// own log file, opening, appending and closing it for each line (PHP's `error_log($m, 3,
+/// $file)` and `file_put_contents(..., FILE_APPEND)` do), announces each write with a
+/// modification and a close. The modification is held while the tailer waits out
+/// `READ_GAP`; the close was not, and woke the tailer's thread for each write (877 switches
+/// a second in this test; 46 to 56 once the close is held too), though there was nothing to
+/// read before the gap was over.
+///
+/// Here PHP appends a record every 2 ms for 3 s (1,500 writes, each its own open and close):
+/// the file tailer's thread may switch at most 100 times a second, as for a runtime's log,
+/// and every record is shipped.
+#[test]
+fn a_busy_file_written_open_append_close_is_read_in_passes_not_once_per_write() {
+    let dir = tempdir();
+    let logs = dir.path().join("app");
+    fs::create_dir_all(&logs).expect("create the log directory");
+    let log = logs.join("app.log");
+    fs::write(&log, "=== shop-api starting ===\n").expect("write the log's first line");
+    let pattern_yaml = yaml_str(logs.join("*.log").to_str().expect("UTF-8 temp path"));
+    let checkpoints = yaml_str(
+        dir.path()
+            .join("checkpoints")
+            .to_str()
+            .expect("UTF-8 temp path"),
+    );
+    // Slow fallbacks, so that what wakes the tailer is the writes.
+    let config = write_config(
+        dir.path(),
+        "run.yaml",
+        &format!(
+            "metrics:\n  listen: 127.0.0.1:0\nsource:\n  paths: [{pattern_yaml}]\n  format: raw\n  checkpoint_dir: {checkpoints}\n  poll_interval: 5s\n  scan_interval: 60s\n  checkpoint_interval: 1s\n"
+        ),
+    );
+    let writes = 1_500;
+    let written: Vec<String> = (0..writes).map(|i| audit_record("app", i, 200)).collect();
+    let records = dir.path().join("records.txt");
+    fs::write(&records, written.join("\n") + "\n").expect("write the records to log");
+    let script = dir.path().join("log.php");
+    fs::write(
+        &script,
+        r#"<?php
+[$_, $records, $log] = $argv;
+$lines = file($records, FILE_IGNORE_NEW_LINES);
+$start = microtime(true);
+foreach ($lines as $i => $line) {
+    error_log($line . "\n", 3, $log);
+    $due = $start + 0.002 * ($i + 1);
+    $wait = $due - microtime(true);
+    if ($wait > 0) {
+        usleep((int) ($wait * 1e6));
+    }
+}
+"#,
+    )
+    .expect("write the PHP script");
+    let mut daemon = Daemon::start(&config);
+    wait_for_checkpoint(dir.path(), &log, fs::metadata(&log).expect("the log").len());
+
+    let before = thread_activity(daemon.pid());
+    let began = std::time::Instant::now();
+    let status = std::process::Command::new("/usr/bin/php")
+        .arg(&script)
+        .arg(&records)
+        .arg(&log)
+        .status()
+        .expect("run php");
+    let after = thread_activity(daemon.pid());
+    let took = began.elapsed().as_secs_f64();
+    assert!(status.success(), "php failed: {status}");
+    wait_until_shipped(&mut daemon, &written, Duration::from_secs(30));
+    drop(daemon.kill());
+
+    let switches = |a: &BTreeMap<String, (u64, u64)>| a.get("file-tailer").map_or(0, |t| t.0);
+    let tailer = switches(&after) - switches(&before);
+    let per_second = tailer as f64 / took;
+    assert!(
+        per_second <= 100.0,
+        "the file tailer switched {tailer} times in {took:.1} s of {writes} writes, each an \
+         open, append and close ({per_second:.0}/s); all threads before {before:?}, after \
+         {after:?}"
+    );
+}

@@ -121,8 +121,8 @@ pub(super) struct FileTailer {
     identified: bool,
     /// When the last reading pass that found data began.
     last_data: Option<Instant>,
-    /// The loop waits out [`READ_GAP`]: a plain write does not wake it (a creation, rename,
-    /// removal or the stop still does).
+    /// The loop waits out [`READ_GAP`]: a plain write, or the close after it, does not wake
+    /// it (a creation, rename, removal or the stop still does).
     gathering: Arc<AtomicBool>,
 }
 
@@ -249,8 +249,9 @@ impl FileTailer {
 
     /// Woken by a write less than [`READ_GAP`] after the last pass that found data: waits out
     /// the rest of the gap, so that the writes of a busy file are read together. Only plain
-    /// writes are held back: a creation or rename (a scan is due at once), a removal (a
-    /// watch to renew) and the stop end the wait, and nothing is skipped, only read later.
+    /// writes (and closes after writing) are held back: a creation or rename (a scan is due
+    /// at once), a removal (a watch to renew) and the stop end the wait, and nothing is
+    /// skipped, only read later.
     fn gather(&mut self, wake_rx: &std_mpsc::Receiver<()>) {
         let Some(until) = self.last_data.map(|at| at + READ_GAP) else {
             return;
@@ -351,13 +352,18 @@ impl FileTailer {
             // An open changes nothing to read, and the tailer's own scans open the
             // directories: without this, each scan would wake the loop again.
             // While the loop waits out READ_GAP, a plain write need not wake it: it reads
-            // what came when the gap is over.
+            // what came when the gap is over. Nor need the close after a write: a writer
+            // that opens, appends and closes for each line (PHP's error_log to a file) would
+            // otherwise wake the loop once per line all the same.
             let held = gathering.load(Ordering::SeqCst)
                 && event.as_ref().is_ok_and(|e| {
                     matches!(
                         e.kind,
                         notify::EventKind::Modify(notify::event::ModifyKind::Data(_))
                             | notify::EventKind::Modify(notify::event::ModifyKind::Any)
+                            | notify::EventKind::Access(notify::event::AccessKind::Close(
+                                notify::event::AccessMode::Write
+                            ))
                     )
                 });
             if !held && !event.as_ref().is_ok_and(super::only_opened) {
