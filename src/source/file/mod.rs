@@ -231,7 +231,7 @@ impl FileTailer {
                 } else {
                     self.scan_soon = true;
                 }
-                self.gather(&wake_rx);
+                self.gather(&wake_rx, scan_every);
             }
         }
         // The drain is over. What waits for an end ships as it stands, without moving the
@@ -251,11 +251,13 @@ impl FileTailer {
     /// the rest of the gap, so that the writes of a busy file are read together. Only plain
     /// writes (and closes after writing) are held back: a creation or rename (a scan is due
     /// at once), a removal (a watch to renew) and the stop end the wait, and nothing is
-    /// skipped, only read later.
-    fn gather(&mut self, wake_rx: &std_mpsc::Receiver<()>) {
-        let Some(until) = self.last_data.map(|at| at + READ_GAP) else {
+    /// skipped, only read later. Nothing else that is due (a scan, a partial line's expiry,
+    /// a rotated file's `rotate_wait`) waits for the gap: the wait ends when the first is due.
+    fn gather(&mut self, wake_rx: &std_mpsc::Receiver<()>, scan_every: Duration) {
+        let Some(gap_over) = self.last_data.map(|at| at + READ_GAP) else {
             return;
         };
+        let until = gap_over.min(Instant::now() + self.wait(scan_every));
         self.gathering.store(true, Ordering::SeqCst);
         loop {
             if self.context.stop.requested()
@@ -272,6 +274,11 @@ impl FileTailer {
             }
         }
         self.gathering.store(false, Ordering::SeqCst);
+        // A removal's wake-up taken by this wait still asks for the scan that renews the
+        // watches (the main loop asks for it on the wake-ups it takes itself).
+        if self.rewatch.load(Ordering::SeqCst) {
+            self.scan_soon = true;
+        }
     }
 
     /// Brings the shared stats, the metrics and the health up to date (at most once a second
