@@ -1318,21 +1318,7 @@ fn rotated_files_of_logs_no_pattern_follows_are_not_read_after_a_restart() {
 fn a_busy_file_is_read_in_passes_not_once_per_write() {
     let dir = tempdir();
     let (pod, pattern) = pod_dir(dir.path());
-    // Slow fallbacks, so that what wakes the tailer is the writes.
-    let pattern_yaml = yaml_str(pattern.to_str().expect("UTF-8 temp path"));
-    let checkpoints = yaml_str(
-        dir.path()
-            .join("checkpoints")
-            .to_str()
-            .expect("UTF-8 temp path"),
-    );
-    let config = write_config(
-        dir.path(),
-        "run.yaml",
-        &format!(
-            "metrics:\n  listen: 127.0.0.1:0\nsource:\n  paths: [{pattern_yaml}]\n  checkpoint_dir: {checkpoints}\n  poll_interval: 5s\n  scan_interval: 60s\n  checkpoint_interval: 1s\n"
-        ),
-    );
+    let config = slow_fallback_config(dir.path(), &pattern, "");
     let mut app = Kubelet::new(&pod);
     app.write_ordinary(Stdout, 1);
     let log = app.path();
@@ -1356,12 +1342,38 @@ fn a_busy_file_is_read_in_passes_not_once_per_write() {
     wait_until_shipped(&mut daemon, &written, Duration::from_secs(30));
     drop(daemon.kill());
 
+    assert_tailer_switched_at_most(100.0, &before, &after, took, &format!("{writes} writes"));
+}
+
+/// A `run` config following `pattern` whose fallbacks (polling, scanning) are slow, so that
+/// what wakes the file tailer is the writes; `extra_source` adds keys to `source`.
+fn slow_fallback_config(dir: &Path, pattern: &Path, extra_source: &str) -> PathBuf {
+    let paths = yaml_str(pattern.to_str().expect("UTF-8 temp path"));
+    let checkpoints = yaml_str(dir.join("checkpoints").to_str().expect("UTF-8 temp path"));
+    write_config(
+        dir,
+        "run.yaml",
+        &format!(
+            "metrics:\n  listen: 127.0.0.1:0\nsource:\n  paths: [{paths}]\n  checkpoint_dir: {checkpoints}\n  poll_interval: 5s\n  scan_interval: 60s\n  checkpoint_interval: 1s\n{extra_source}"
+        ),
+    )
+}
+
+/// Fails unless the `file-tailer` thread switched at most `max_per_second` times a second
+/// between two [`thread_activity`] readings `took` seconds apart, while `load` happened.
+fn assert_tailer_switched_at_most(
+    max_per_second: f64,
+    before: &BTreeMap<String, (u64, u64)>,
+    after: &BTreeMap<String, (u64, u64)>,
+    took: f64,
+    load: &str,
+) {
     let switches = |a: &BTreeMap<String, (u64, u64)>| a.get("file-tailer").map_or(0, |t| t.0);
-    let tailer = switches(&after) - switches(&before);
+    let tailer = switches(after) - switches(before);
     let per_second = tailer as f64 / took;
     assert!(
-        per_second <= 100.0,
-        "the file tailer switched {tailer} times in {took:.1} s of {writes} writes ({per_second:.0}/s); all threads before {before:?}, after {after:?}"
+        per_second <= max_per_second,
+        "the file tailer switched {tailer} times in {took:.1} s of {load} ({per_second:.0}/s); all threads before {before:?}, after {after:?}"
     );
 }
 
@@ -1383,21 +1395,7 @@ fn a_busy_file_written_open_append_close_is_read_in_passes_not_once_per_write() 
     fs::create_dir_all(&logs).expect("create the log directory");
     let log = logs.join("app.log");
     fs::write(&log, "=== shop-api starting ===\n").expect("write the log's first line");
-    let pattern_yaml = yaml_str(logs.join("*.log").to_str().expect("UTF-8 temp path"));
-    let checkpoints = yaml_str(
-        dir.path()
-            .join("checkpoints")
-            .to_str()
-            .expect("UTF-8 temp path"),
-    );
-    // Slow fallbacks, so that what wakes the tailer is the writes.
-    let config = write_config(
-        dir.path(),
-        "run.yaml",
-        &format!(
-            "metrics:\n  listen: 127.0.0.1:0\nsource:\n  paths: [{pattern_yaml}]\n  format: raw\n  checkpoint_dir: {checkpoints}\n  poll_interval: 5s\n  scan_interval: 60s\n  checkpoint_interval: 1s\n"
-        ),
-    );
+    let config = slow_fallback_config(dir.path(), &logs.join("*.log"), "  format: raw\n");
     let writes = 1_500;
     let written: Vec<String> = (0..writes).map(|i| audit_record("app", i, 200)).collect();
     let records = dir.path().join("records.txt");
@@ -1437,13 +1435,11 @@ foreach ($lines as $i => $line) {
     wait_until_shipped(&mut daemon, &written, Duration::from_secs(30));
     drop(daemon.kill());
 
-    let switches = |a: &BTreeMap<String, (u64, u64)>| a.get("file-tailer").map_or(0, |t| t.0);
-    let tailer = switches(&after) - switches(&before);
-    let per_second = tailer as f64 / took;
-    assert!(
-        per_second <= 100.0,
-        "the file tailer switched {tailer} times in {took:.1} s of {writes} writes, each an \
-         open, append and close ({per_second:.0}/s); all threads before {before:?}, after \
-         {after:?}"
+    assert_tailer_switched_at_most(
+        100.0,
+        &before,
+        &after,
+        took,
+        &format!("{writes} writes, each an open, append and close"),
     );
 }
