@@ -340,10 +340,6 @@ impl Enricher {
     }
 }
 
-/// Starts following the pod's metadata as `enrich.kubernetes` asks: the Downward API, the
-/// Kubernetes API (when a client can be built: in a cluster, or with a kubeconfig), or both.
-/// `needs_client`: another part (the Kubernetes log source) needs the API client whatever the
-/// mode. Outside Kubernetes this warns once and records carry no `kubernetes` object.
 /// How long `start` waits for the API's first answer about the pod.
 const API_WAIT: Duration = Duration::from_secs(5);
 
@@ -369,6 +365,11 @@ async fn wait_for_api(enrichment: &Enrichment, limit: Duration) {
     }
 }
 
+/// Starts following the pod's metadata as `enrich.kubernetes` asks: the Downward API, the
+/// Kubernetes API (when a client can be built: in a cluster, or with a kubeconfig), or both.
+/// `needs_client`: another part (the Kubernetes log source) needs the API client whatever the
+/// mode. Outside Kubernetes this warns once and records carry no `kubernetes` object.
+/// With the API, it waits (at most [`API_WAIT`]) for the API's first answer about the pod.
 pub(crate) async fn start(config: &EnrichConfig, needs_client: bool) -> Enricher {
     let enrichment = Enrichment::new(config.clone());
     let mode = config.kubernetes;
@@ -431,6 +432,47 @@ pub(crate) async fn start(config: &EnrichConfig, needs_client: bool) -> Enricher
 mod tests {
     use super::downward::ENV_NODE_NAME;
     use super::*;
+
+    /// Found under load in CI (tests/kubernetes.rs): a restart's first records went out
+    /// without `pod_uid` when the API answered late. The start waits for the API's first
+    /// answer: it returns as soon as the answer is there, not before.
+    #[tokio::test(start_paused = true)]
+    async fn the_start_waits_for_the_apis_first_answer_about_the_pod() {
+        let e = Enrichment::new(EnrichConfig::default());
+        let answer = {
+            let e = Arc::clone(&e);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                e.set_api(PodInfo {
+                    pod_uid: Some("0b1c2d3e-1111-2222-3333-444455556666".into()),
+                    ..PodInfo::default()
+                });
+            })
+        };
+        let began = tokio::time::Instant::now();
+        wait_for_api(&e, API_WAIT).await;
+        let waited = began.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1500) && waited < Duration::from_millis(1600),
+            "waited {waited:?} for an answer that came after 1.5 s"
+        );
+        assert!(e.for_stream(None, None).pod_uid.is_some());
+        answer.await.unwrap();
+    }
+
+    /// An API that never answers delays the start by [`API_WAIT`], not forever: the records
+    /// then go without the pod's metadata until it comes.
+    #[tokio::test(start_paused = true)]
+    async fn an_api_that_never_answers_delays_the_start_only_by_the_limit() {
+        let e = Enrichment::new(EnrichConfig::default());
+        let began = tokio::time::Instant::now();
+        wait_for_api(&e, API_WAIT).await;
+        let waited = began.elapsed();
+        assert!(
+            waited >= API_WAIT && waited < API_WAIT + Duration::from_millis(100),
+            "waited {waited:?}"
+        );
+    }
 
     #[test]
     fn metadata_is_merged_selected_and_serialised_once() {
