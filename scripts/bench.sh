@@ -35,6 +35,9 @@
 #   BENCH_KILL_RATE [1000000]  (the kill scenario's write rate: tansu's SQLite storage is slow)
 #   BENCH_COMPRESSION [the default, lz4]: outputs.kafka.compression (none, gzip, snappy, lz4,
 #     zstd); the run scenario reports the bytes sent over loopback (requests and answers)
+#   BENCH_INTEGRITY [off]: `chain` (every record linked, SHA-256), `hmac` (linked with a key),
+#     `digests` (hmac and an Ed25519-signed digest every 1,000 records, to topic audit-digests;
+#     the key is made with `openssl genpkey`)
 #   BENCH_DIR [mktemp -d]  BENCH_KEEP [0]: keep the work directory (logs, configs, results)
 #   BENCH_OUT [<work dir>/results.json]: all raw per-run figures as JSON
 #   CARGO_TARGET_DIR [./target]
@@ -104,6 +107,7 @@ IDLE_SETTLE = float(os.environ.get("BENCH_IDLE_SETTLE", "5"))
 # the restart) ingests far less than 10 MB/s of input carries on this machine.
 KILL_RATE = int(os.environ.get("BENCH_KILL_RATE", "1000000"))
 COMPRESSION = os.environ.get("BENCH_COMPRESSION")
+INTEGRITY = os.environ.get("BENCH_INTEGRITY", "")
 OUT = os.environ.get("BENCH_OUT") or os.path.join(WORK, "results.json")
 AUDITRAIL = os.path.join(BIN, "auditrail")
 GEN = os.path.join(BIN, "auditrail-gen")
@@ -249,10 +253,29 @@ types:
 """
         if COMPRESSION:
             text += f"    compression: {COMPRESSION}\n"
+    if INTEGRITY and broker:
+        text += integrity_yaml(dirname)
     path = os.path.join(dirname, "auditrail.yaml")
     with open(path, "w") as f:
         f.write(text)
     return path
+
+
+def integrity_yaml(dirname):
+    """The `integrity` section BENCH_INTEGRITY asks for, its keys written into `dirname`."""
+    assert INTEGRITY in ("chain", "hmac", "digests"), f"BENCH_INTEGRITY={INTEGRITY}"
+    text = "integrity:\n  chain: true\n"
+    if INTEGRITY in ("hmac", "digests"):
+        key = os.path.join(dirname, "chain.key")
+        with open(key, "wb") as f:
+            f.write(os.urandom(32))
+        text += f"  chain_key_file: {key}\n"
+    if INTEGRITY == "digests":
+        signing = os.path.join(dirname, "signing.pem")
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", signing],
+                       check=True, stderr=subprocess.DEVNULL)
+        text += f"  digests: {{topic: audit-digests, signing_key_file: {signing}}}\n"
+    return text
 
 
 def checkpoint_offset(dirname, log_path):
@@ -720,6 +743,8 @@ def main():
         row("", "input lines per CPU-second", median(c, "lines_per_cpu_s"), "{:,.0f}", "≥ 2,000,000")
         row("", "records delivered/s", median(c, "records_per_s"), "{:,.0f}")
         row("", f"MB sent over loopback ({c[0].get('compression', 'lz4')})", median(c, "wire_mb"), "{:.1f}")
+        if INTEGRITY:
+            row("", "integrity", INTEGRITY, "{}")
         row("", "peak RSS (MiB)", median(c, "peak_rss_mib"), "{:.1f}")
         row("", "records lost (max over runs)", max(x["lost"] for x in c), "{:d}", "0")
     if "steady" in results:
