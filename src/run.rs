@@ -1,8 +1,8 @@
 //! `auditrail run`: the long-running service, wired in one place.
 //!
 //! It starts, in order: the metrics server, pod-metadata enrichment, the per-line stages, the
-//! outputs and their readiness, the source, the checkpoint saver and the config reloader. On
-//! SIGTERM or SIGINT the source drains (reads on until its files have been quiet for
+//! outputs (their readiness is asked for by `/readyz` and `/metrics`, nothing ticks for it),
+//! the source, the checkpoint saver and the config reloader. On SIGTERM or SIGINT the source drains (reads on until its files have been quiet for
 //! `source.drain_quiet`, at most `source.drain_timeout`), then the outputs drain and confirm
 //! what they hold (each within its own `drain_timeout`), checkpoints are saved a last time and
 //! it returns.
@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::enrich;
 use crate::line::Stats;
 use crate::metrics::{self, Health, ListenError, Metrics};
-use crate::output::{self, OutputError, OutputHealth};
+use crate::output::{self, OutputError};
 use crate::pipeline::{BuildError, Processor, SharedProcessor};
 use crate::reload;
 use crate::source::digests::DigestSettings;
@@ -129,14 +129,11 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (classes_tx, classes_rx) = watch::channel(reload::classes_of(&config));
     let outputs = output::start(&config.outputs, classes_rx, shutdown_rx, &metrics)?;
-    // The periodic tasks tick from one instant, so that their ticks share a wake-up.
-    let ticks_from = tokio::time::Instant::now();
-    let readiness = report_readiness(
-        ticks_from,
-        outputs.health.clone(),
-        Arc::clone(&health),
-        Arc::clone(&metrics),
-    );
+    // Readiness is computed when `/readyz` or `/metrics` asks for it: no tick while idle.
+    for (name, output) in &outputs.health {
+        let output = Arc::clone(output);
+        health.ask(name, move || output.not_ready());
+    }
 
     let (budget, budget_from) = config.memory.budget();
     tracing::info!(bytes = budget, from = %budget_from, "memory budget");
@@ -162,7 +159,6 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
     let source = source::start(&config.source, context, enricher.client.clone())?;
     let checkpoint = source.checkpoint();
     let saver = save_checkpoints(
-        ticks_from,
         Arc::clone(&checkpoint),
         config.source.checkpoint_interval,
         Arc::clone(&health),
@@ -210,7 +206,6 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
     };
     saver.abort();
     let saved = checkpoint.save();
-    readiness.abort();
     enricher.stop();
     if let Some(server) = server {
         server.abort();
@@ -224,40 +219,23 @@ async fn serve(config: Config, config_path: PathBuf) -> Result<(), Fail> {
     }
 }
 
-/// Publishes every output's readiness and the overall `auditrail_ready`, once a second.
-fn report_readiness(
-    from: tokio::time::Instant,
-    outputs: Vec<(&'static str, Arc<dyn OutputHealth>)>,
-    health: Arc<Health>,
-    metrics: Arc<Metrics>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval_at(from, Duration::from_secs(1));
-        loop {
-            tick.tick().await;
-            for (name, output) in &outputs {
-                health.set(name, output.not_ready());
-            }
-            metrics
-                .process
-                .ready
-                .set(i64::from(health.readiness().is_ok()));
-        }
-    })
-}
-
 /// Saves the source's checkpoints every `interval`, when they changed. A failure (a read-only or full volume) is
 /// counted, makes the pod not ready and is tried again; readiness returns with the next save
 /// that works. What is saved never claims more than the outputs confirmed.
+///
+/// It ticks even when nothing changes (issue 16 left it so): [`Checkpoint::changed`] also
+/// notices what no event announces (the checkpoint file deleted or replaced, its directory
+/// gone, the 5-minute rewrite due), and the outputs' confirmations move the offsets
+/// without telling the checkpoints; sleeping until a change would need every one of them to
+/// signal.
 fn save_checkpoints(
-    from: tokio::time::Instant,
     checkpoint: Arc<dyn Checkpoint>,
     interval: Duration,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval_at(from, interval);
+        let mut tick = tokio::time::interval(interval);
         loop {
             tick.tick().await;
             // Nothing new: no write, and no blocking thread kept awake for it.

@@ -9,9 +9,11 @@
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use support::broker::{free_port, Broker};
 use support::{
@@ -414,4 +416,109 @@ fn readiness_follows_the_broker() {
     let delivered = broker.consume("audit-60d", 51, DEADLINE);
     assert_eq!(delivered.len(), 51);
     run.stop_cleanly();
+}
+
+/// Issue 16: an idle `run` (a quiet log, everything shipped) does not wake its tokio worker
+/// threads to report readiness: `/readyz` and `/metrics` compute it when they are asked. Before,
+/// a 1 s readiness tick woke the workers (14 switches in 5 s with this config; 25 with
+/// `checkpoint_interval: 1s`, whose saver still ticks: see `run::save_checkpoints`).
+///
+/// The other timers are set slow so that what is counted is readiness: the source's fallbacks
+/// and the checkpoint saver at 60 s (as in tests/kafka.rs's idle test), the Downward API
+/// re-read (`enrich.refresh_interval`, 5 s by default) at 1 h. Nobody scrapes during the 5 s
+/// window. What is left is tokio's timer wheel moving those far timers down a level now and
+/// then (a few switches) and a blocking thread ending after its keep-alive; 4 switches leave
+/// room for that, and a tick of 1 s (5 ticks, each waking a worker, and another with it) fails.
+#[test]
+fn an_idle_run_does_not_wake_its_workers_for_readiness() {
+    let dir = tempdir();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let log = logs.join("0.log");
+    let text: String = (0..5)
+        .map(|i| format!("{}\n", audit_line("idle", i)))
+        .collect();
+    append(&log, &text);
+    let yaml = format!(
+        "metrics:\n  listen: 127.0.0.1:0\nsource:\n  paths: [{paths}]\n  checkpoint_dir: {checkpoints}\n  poll_interval: 60s\n  scan_interval: 60s\n  checkpoint_interval: 60s\nenrich:\n  refresh_interval: 1h\n",
+        paths = support::yaml_str(logs.join("*.log").to_str().unwrap()),
+        checkpoints = support::yaml_str(dir.path().join("checkpoints").to_str().unwrap()),
+    );
+    let config = support::write_config(dir.path(), "auditrail.yaml", &yaml);
+    let mut run = Daemon::start(&config);
+    let addr = run.metrics_address();
+    run.wait_for_records(5);
+    wait_until("ready", || get(&addr, "/readyz").0 == 200);
+    let scraped = get(&addr, "/metrics").1;
+    assert_eq!(
+        sum(&samples(&scraped), "auditrail_ready", &[]),
+        1.0,
+        "{scraped}"
+    );
+    // Settle: the HTTP connections are done.
+    std::thread::sleep(Duration::from_secs(2));
+
+    let before = worker_switches(run.pid());
+    std::thread::sleep(Duration::from_secs(5));
+    let after = worker_switches(run.pid());
+    // A thread that ended in between is left out; one that started counts in full.
+    let per_thread: BTreeMap<u32, u64> = after
+        .iter()
+        .map(|(tid, n)| (*tid, n - before.get(tid).copied().unwrap_or(0)))
+        .collect();
+    assert!(!after.is_empty(), "no tokio worker thread found");
+    let switches: u64 = per_thread.values().sum();
+    eprintln!("{switches} tokio worker switches in 5 s idle, by thread id: {per_thread:?}");
+
+    // Still ready when asked, and the gauge says so at scrape time.
+    assert_eq!(get(&addr, "/readyz").0, 200);
+    let scraped = get(&addr, "/metrics").1;
+    assert_eq!(
+        sum(&samples(&scraped), "auditrail_ready", &[]),
+        1.0,
+        "{scraped}"
+    );
+    run.kill();
+    assert!(
+        switches <= 4,
+        "{switches} context switches of the tokio workers in 5 s idle, by thread id: {per_thread:?}"
+    );
+}
+
+/// The context switches (voluntary and not) of each `tokio-rt-worker` thread of `pid` (the
+/// runtime's workers and its blocking threads), by thread id: a thread that ends is not
+/// mistaken for fewer switches of the others, as a sum by name would.
+fn worker_switches(pid: u32) -> BTreeMap<u32, u64> {
+    let mut by_tid = BTreeMap::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue; // the thread ended
+        };
+        let mut worker = false;
+        let mut switches = 0;
+        for line in status.lines() {
+            if let Some(name) = line.strip_prefix("Name:") {
+                worker = name.trim() == "tokio-rt-worker";
+            }
+            if line.starts_with("voluntary_ctxt_switches:")
+                || line.starts_with("nonvoluntary_ctxt_switches:")
+            {
+                switches += line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        if worker {
+            by_tid.insert(tid, switches);
+        }
+    }
+    by_tid
 }

@@ -1,5 +1,8 @@
 //! What `/healthz` and `/readyz` report: the reading loop's heartbeat (liveness) and every
-//! part's reasons not to be ready (readiness), updated by the parts themselves.
+//! part's reasons not to be ready (readiness). The source and the checkpoint saver set their
+//! reasons as they change; the outputs are asked for theirs ([`Health::ask`]) each time
+//! readiness is asked for, so that no timer has to keep them up to date while nobody asks
+//! (issue 16).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -14,10 +17,15 @@ pub(crate) struct Health {
     state: Mutex<HealthState>,
 }
 
+/// Asked for a part's reasons not to be ready; empty when it is.
+type Probe = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
 #[derive(Default, Clone)]
 struct HealthState {
     /// Reasons, keyed by the part that reports them; empty when that part is ready.
     reasons: HashMap<&'static str, Vec<String>>,
+    /// The parts asked for their reasons when readiness is asked for, by part.
+    probes: HashMap<&'static str, Probe>,
 }
 
 impl Health {
@@ -49,10 +57,27 @@ impl Health {
         s.reasons.insert(part, reasons);
     }
 
-    /// `Ok` when ready, else every reason.
+    /// From now on, `probe` is asked for the reasons of `part` (an output) whenever readiness
+    /// is asked for. It must not ask `Health` itself.
+    pub(crate) fn ask(
+        &self,
+        part: &'static str,
+        probe: impl Fn() -> Vec<String> + Send + Sync + 'static,
+    ) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.probes.insert(part, Arc::new(probe));
+    }
+
+    /// `Ok` when ready, else every reason: those set, and those the probes give now.
     pub(crate) fn readiness(&self) -> Result<(), Vec<String>> {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut reasons: Vec<String> = s.reasons.values().flatten().cloned().collect();
+        let (mut reasons, probes) = {
+            let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            let reasons: Vec<String> = s.reasons.values().flatten().cloned().collect();
+            let probes: Vec<Probe> = s.probes.values().cloned().collect();
+            (reasons, probes)
+        };
+        // Asked outside the lock: a probe takes its part's own locks.
+        reasons.extend(probes.iter().flat_map(|probe| probe()));
         reasons.sort();
         if reasons.is_empty() {
             Ok(())
@@ -102,5 +127,36 @@ mod tests {
             vec!["backlog too large".to_string()]
         );
         assert!(h.liveness(Duration::from_secs(60)).is_ok());
+    }
+
+    /// Issue 16: an output's readiness is what its probe says when readiness is asked for,
+    /// with no tick in between to bring it up to date.
+    #[test]
+    fn readiness_asks_the_probes_each_time() {
+        use std::sync::atomic::AtomicBool;
+        let h = Health::new();
+        let down = Arc::new(AtomicBool::new(false));
+        let probe = Arc::clone(&down);
+        h.ask("kafka", move || {
+            if probe.load(Ordering::Relaxed) {
+                vec!["kafka: no broker reachable".into()]
+            } else {
+                Vec::new()
+            }
+        });
+        h.set("backlog", Vec::new());
+        assert!(h.readiness().is_ok());
+        down.store(true, Ordering::Relaxed);
+        assert_eq!(
+            h.readiness().unwrap_err(),
+            vec!["kafka: no broker reachable".to_string()]
+        );
+        h.set("backlog", vec!["backlog too large".into()]);
+        assert_eq!(h.readiness().unwrap_err().len(), 2);
+        down.store(false, Ordering::Relaxed);
+        assert_eq!(
+            h.readiness().unwrap_err(),
+            vec!["backlog too large".to_string()]
+        );
     }
 }

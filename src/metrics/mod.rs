@@ -434,7 +434,8 @@ impl OutputHandles {
 /// Metrics of the process itself.
 pub struct ProcessMetrics {
     pub reloads: IntCounterVec,
-    /// What `/readyz` answers, as a metric (alerts cannot read HTTP status codes).
+    /// What `/readyz` answers, as a metric (alerts cannot read HTTP status codes); set by
+    /// each scrape of `/metrics` and each `/readyz`, not by a timer.
     pub ready: IntGauge,
     /// The memory budget (`memory.budget_bytes` or derived), and what is charged to it.
     pub memory_budget: IntGauge,

@@ -320,6 +320,8 @@ struct Sink {
     health_updated: std::time::Instant,
     /// An acknowledgement came since then.
     progress_pending: bool,
+    /// The records in flight the health state was last told of.
+    reported_in_flight: usize,
 }
 
 impl Sink {
@@ -359,6 +361,7 @@ impl Sink {
             dead_letter_topic,
             health_updated: std::time::Instant::now(),
             progress_pending: false,
+            reported_in_flight: 0,
         }
     }
 
@@ -400,9 +403,14 @@ impl Sink {
 
     /// Tells the health state how many records are in flight and whether they move; at most
     /// ten times a second unless `progress` is new, so the hot path takes no lock per record.
+    /// Records in flight after none, or none after some, are always told: a count left at 0
+    /// while records wait (nothing comes after them when the broker stops answering) would
+    /// keep the stall from ever showing in `/readyz`.
     fn report_health(&mut self, progress: bool) {
         let now = std::time::Instant::now();
-        if now.duration_since(self.health_updated) < Duration::from_millis(100) && self.records != 0
+        if now.duration_since(self.health_updated) < Duration::from_millis(100)
+            && self.records != 0
+            && self.reported_in_flight != 0
         {
             if progress {
                 self.progress_pending = true;
@@ -420,6 +428,7 @@ impl Sink {
         });
         self.progress_pending = false;
         self.health_updated = now;
+        self.reported_in_flight = records;
     }
 
     /// Where the item goes: its class topic, or the dead-letter topic. An `Arc` clone, so the
@@ -983,6 +992,29 @@ mod tests {
         assert!(
             s.drained(),
             "shutdown does not wait for a record only an operator can unblock"
+        );
+    }
+
+    /// Records counted within 100 ms of the last health report (the throttle) were never
+    /// reported when nothing followed: a burst sent just after an acknowledgement, then a
+    /// broker that stops answering, left `/readyz` ready for ever with 0 records in flight
+    /// (tests/operability.rs readiness_follows_the_broker, once `/readyz` stopped lagging 1 s).
+    #[test]
+    fn records_sent_right_after_a_health_report_count_as_in_flight() {
+        let mut s = sink(None);
+        let (a, b) = (item(Ack::none()), item(Ack::none()));
+        // An acknowledgement reports nothing in flight, now.
+        s.count(&a, true);
+        s.count(&a, false);
+        assert_eq!(s.health.snapshot().in_flight, 0);
+        s.count(&a, true);
+        s.count(&b, true);
+        let health = s.health.snapshot();
+        assert!(health.in_flight > 0, "{health:?}");
+        let reasons = health.reasons(Duration::ZERO);
+        assert!(
+            reasons.iter().any(|r| r.contains("unacknowledged")),
+            "{reasons:?}"
         );
     }
 
