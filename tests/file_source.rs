@@ -1327,7 +1327,7 @@ fn a_busy_file_is_read_in_passes_not_once_per_write() {
 
     let writes = 1_500;
     let seconds = 3.0;
-    let before = thread_activity(daemon.pid());
+    let before = threads(daemon.pid());
     let began = std::time::Instant::now();
     let mut written = Vec::new();
     for i in 0..writes {
@@ -1337,7 +1337,7 @@ fn a_busy_file_is_read_in_passes_not_once_per_write() {
             std::thread::sleep(wait);
         }
     }
-    let after = thread_activity(daemon.pid());
+    let after = threads(daemon.pid());
     let took = began.elapsed().as_secs_f64();
     wait_until_shipped(&mut daemon, &written, Duration::from_secs(30));
     drop(daemon.kill());
@@ -1360,20 +1360,20 @@ fn slow_fallback_config(dir: &Path, pattern: &Path, extra_source: &str) -> PathB
 }
 
 /// Fails unless the `file-tailer` thread switched at most `max_per_second` times a second
-/// between two [`thread_activity`] readings `took` seconds apart, while `load` happened.
+/// between two [`threads`] readings `took` seconds apart, while `load` happened.
 fn assert_tailer_switched_at_most(
     max_per_second: f64,
-    before: &BTreeMap<String, (u64, u64)>,
-    after: &BTreeMap<String, (u64, u64)>,
+    before: &Threads,
+    after: &Threads,
     took: f64,
     load: &str,
 ) {
-    let switches = |a: &BTreeMap<String, (u64, u64)>| a.get("file-tailer").map_or(0, |t| t.0);
-    let tailer = switches(after) - switches(before);
+    let activity = activity_between(before, after);
+    let tailer = activity.get("file-tailer").map_or(0, |t| t.0);
     let per_second = tailer as f64 / took;
     assert!(
         per_second <= max_per_second,
-        "the file tailer switched {tailer} times in {took:.1} s of {load} ({per_second:.0}/s); all threads before {before:?}, after {after:?}"
+        "the file tailer switched {tailer} times in {took:.1} s of {load} ({per_second:.0}/s); all threads (switches, CPU ns): {activity:?}"
     );
 }
 
@@ -1421,7 +1421,7 @@ foreach ($lines as $i => $line) {
     let mut daemon = Daemon::start(&config);
     wait_for_checkpoint(dir.path(), &log, fs::metadata(&log).expect("the log").len());
 
-    let before = thread_activity(daemon.pid());
+    let before = threads(daemon.pid());
     let began = std::time::Instant::now();
     let status = std::process::Command::new("/usr/bin/php")
         .arg(&script)
@@ -1429,7 +1429,7 @@ foreach ($lines as $i => $line) {
         .arg(&log)
         .status()
         .expect("run php");
-    let after = thread_activity(daemon.pid());
+    let after = threads(daemon.pid());
     let took = began.elapsed().as_secs_f64();
     assert!(status.success(), "php failed: {status}");
     wait_until_shipped(&mut daemon, &written, Duration::from_secs(30));

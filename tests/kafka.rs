@@ -458,19 +458,13 @@ fn an_idle_kafka_output_does_not_wake_the_process() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_secs(2));
-    let before = support::thread_activity(run.pid());
+    let before = support::threads(run.pid());
     std::thread::sleep(Duration::from_secs(5));
-    let after = support::thread_activity(run.pid());
+    let after = support::threads(run.pid());
     // (Stopping is not what this test is about; with 60 s source intervals SIGTERM waits for
     // the source's next turn.)
     run.kill();
-    let per_thread: BTreeMap<&String, (u64, u64)> = after
-        .iter()
-        .map(|(name, (n, ns))| {
-            let (n0, ns0) = before.get(name).copied().unwrap_or((0, 0));
-            (name, (n - n0, ns - ns0))
-        })
-        .collect();
+    let per_thread = support::activity_between(&before, &after);
     let total: u64 = per_thread.values().map(|(n, _)| n).sum();
     let seen = format!(
         "{total} context switches in 5 s idle; by thread (switches, CPU ns): {per_thread:?}"

@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -458,17 +457,16 @@ fn an_idle_run_does_not_wake_its_workers_for_readiness() {
     // Settle: the HTTP connections are done.
     std::thread::sleep(Duration::from_secs(2));
 
-    let before = worker_switches(run.pid());
+    let before = support::threads(run.pid());
     std::thread::sleep(Duration::from_secs(5));
-    let after = worker_switches(run.pid());
-    // A thread that ended in between is left out; one that started counts in full.
-    let per_thread: BTreeMap<u32, u64> = after
-        .iter()
-        .map(|(tid, n)| (*tid, n - before.get(tid).copied().unwrap_or(0)))
-        .collect();
-    assert!(!after.is_empty(), "no tokio worker thread found");
-    let switches: u64 = per_thread.values().sum();
-    eprintln!("{switches} tokio worker switches in 5 s idle, by thread id: {per_thread:?}");
+    let after = support::threads(run.pid());
+    assert!(
+        after.values().any(|(name, _, _)| name == "tokio-rt-worker"),
+        "no tokio worker thread found"
+    );
+    let per_thread = support::activity_between(&before, &after);
+    let switches = per_thread.get("tokio-rt-worker").map_or(0, |t| t.0);
+    eprintln!("{switches} tokio worker switches in 5 s idle; all threads (switches, CPU ns): {per_thread:?}");
 
     // Still ready when asked, and the gauge says so at scrape time.
     assert_eq!(get(&addr, "/readyz").0, 200);
@@ -481,44 +479,6 @@ fn an_idle_run_does_not_wake_its_workers_for_readiness() {
     run.kill();
     assert!(
         switches <= 4,
-        "{switches} context switches of the tokio workers in 5 s idle, by thread id: {per_thread:?}"
+        "{switches} context switches of the tokio workers in 5 s idle; all threads (switches, CPU ns): {per_thread:?}"
     );
-}
-
-/// The context switches (voluntary and not) of each `tokio-rt-worker` thread of `pid` (the
-/// runtime's workers and its blocking threads), by thread id: a thread that ends is not
-/// mistaken for fewer switches of the others, as a sum by name would.
-fn worker_switches(pid: u32) -> BTreeMap<u32, u64> {
-    let mut by_tid = BTreeMap::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
-        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
-            continue;
-        };
-        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
-            continue; // the thread ended
-        };
-        let mut worker = false;
-        let mut switches = 0;
-        for line in status.lines() {
-            if let Some(name) = line.strip_prefix("Name:") {
-                worker = name.trim() == "tokio-rt-worker";
-            }
-            if line.starts_with("voluntary_ctxt_switches:")
-                || line.starts_with("nonvoluntary_ctxt_switches:")
-            {
-                switches += line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-        if worker {
-            by_tid.insert(tid, switches);
-        }
-    }
-    by_tid
 }

@@ -134,14 +134,20 @@ pub fn without_format(mut record: serde_json::Value) -> serde_json::Value {
     record
 }
 
-/// Per thread of `pid` so far, by thread name: (context switches, voluntary and not; ns on
-/// a CPU, from `schedstat`).
-pub fn thread_activity(pid: u32) -> BTreeMap<String, (u64, u64)> {
-    let mut by_name = BTreeMap::new();
+/// Every thread of a live process so far, by thread id: (name, context switches voluntary and
+/// not, ns on a CPU from `schedstat`).
+pub type Threads = BTreeMap<u32, (String, u64, u64)>;
+
+/// The threads of `pid` now ([`Threads`]); a thread that ends while it is read is left out.
+pub fn threads(pid: u32) -> Threads {
+    let mut by_tid = BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap()
         .flatten()
     {
+        let Some(tid) = task.file_name().to_str().and_then(|t| t.parse().ok()) else {
+            continue;
+        };
         let (Ok(status), Ok(schedstat)) = (
             std::fs::read_to_string(task.path().join("status")),
             std::fs::read_to_string(task.path().join("schedstat")),
@@ -169,9 +175,21 @@ pub fn thread_activity(pid: u32) -> BTreeMap<String, (u64, u64)> {
             .next()
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        let entry = by_name.entry(name).or_insert((0, 0));
-        entry.0 += switches;
-        entry.1 += cpu_ns;
+        by_tid.insert(tid, (name, switches, cpu_ns));
+    }
+    by_tid
+}
+
+/// What the threads did between two [`threads`] readings, summed by thread name: (context
+/// switches, ns on a CPU). Counted per thread id, so a thread that ended in between is left
+/// out rather than mistaken for fewer switches of the others; one that started counts in full.
+pub fn activity_between(before: &Threads, after: &Threads) -> BTreeMap<String, (u64, u64)> {
+    let mut by_name = BTreeMap::new();
+    for (tid, (name, switches, cpu_ns)) in after {
+        let (n0, ns0) = before.get(tid).map_or((0, 0), |(_, n, ns)| (*n, *ns));
+        let entry = by_name.entry(name.clone()).or_insert((0, 0));
+        entry.0 += switches.saturating_sub(n0);
+        entry.1 += cpu_ns.saturating_sub(ns0);
     }
     by_name
 }
