@@ -114,28 +114,22 @@ impl StreamReader {
             chain,
             ..
         } = self;
-        let progress = progress.as_ref();
+        let mut to = Destination {
+            processor,
+            info,
+            progress: progress.as_ref(),
+            stats,
+            records,
+        };
         lines.drain(|mut framed, end| {
             if let Framed::Line(line) = &mut framed {
                 if !admit(line) {
                     return;
                 }
             }
-            handle(
-                processor,
-                info,
-                progress,
-                chain.as_mut(),
-                stats,
-                records,
-                framed,
-                end,
-            );
+            to.handle(chain.as_mut(), framed, end);
         });
-        if let Some(p) = progress {
-            p.set_read(lines.offset(), lines.floor());
-        }
-        stats.malformed += std::mem::take(&mut lines.framer.malformed);
+        read_up_to(lines, progress.as_ref(), stats);
     }
 
     /// Something waits for an end that may still come (a drain, an expired partial line):
@@ -155,7 +149,13 @@ impl StreamReader {
             chain,
             ..
         } = self;
-        let progress = progress.as_ref();
+        let mut to = Destination {
+            processor,
+            info,
+            progress: progress.as_ref(),
+            stats,
+            records,
+        };
         let mut shipped = 0;
         lines.snapshot_unterminated(|framed, end| {
             shipped += 1;
@@ -166,16 +166,7 @@ impl StreamReader {
                 Framed::Pending => end,
             };
             let mut side = chain.as_ref().map(|c| c.unterminated(start, end));
-            handle(
-                processor,
-                info,
-                progress,
-                side.as_mut(),
-                stats,
-                records,
-                framed,
-                end,
-            );
+            to.handle(side.as_mut(), framed, end);
         });
         shipped
     }
@@ -273,26 +264,20 @@ impl StreamReader {
             chain,
             ..
         } = self;
-        let progress = progress.as_ref();
+        let mut to = Destination {
+            processor,
+            info,
+            progress: progress.as_ref(),
+            stats,
+            records,
+        };
         let mut flushed = 0;
         // Counted in `incomplete` (not `lines`) by the processor.
         lines.flush_unterminated(|framed, end| {
             flushed += 1;
-            handle(
-                processor,
-                info,
-                progress,
-                chain.as_mut(),
-                stats,
-                records,
-                framed,
-                end,
-            );
+            to.handle(chain.as_mut(), framed, end);
         });
-        if let Some(p) = progress {
-            p.set_read(lines.offset(), lines.floor());
-        }
-        stats.malformed += std::mem::take(&mut lines.framer.malformed);
+        read_up_to(lines, progress.as_ref(), stats);
         flushed
     }
 
@@ -375,21 +360,33 @@ impl<'a> Linked<'a> {
     }
 }
 
-/// One framing result through the processor, registered with `progress`.
-#[allow(clippy::too_many_arguments)]
-fn handle(
-    processor: &Processor,
-    info: &StreamInfo,
-    progress: Option<&Arc<Progress>>,
-    chain: Option<&mut SegmentChain>,
-    stats: &mut Stats,
-    records: &mut Vec<Record>,
-    framed: Framed<'_>,
-    end: u64,
-) {
-    let ack = |offset, outputs| register(progress, offset, outputs);
-    let to = Linked::new(records, chain, progress);
-    process_one(processor, info, ack, stats, to, framed, end);
+/// Where a pass's framing results go: through the processor, each record registered with
+/// `progress` and linked by the stream's chain (or a side segment's), into `records`.
+struct Destination<'a> {
+    processor: &'a Processor,
+    info: &'a StreamInfo,
+    progress: Option<&'a Arc<Progress>>,
+    stats: &'a mut Stats,
+    records: &'a mut Vec<Record>,
+}
+
+impl Destination<'_> {
+    /// One framing result, linked by `chain`.
+    fn handle(&mut self, chain: Option<&mut SegmentChain>, framed: Framed<'_>, end: u64) {
+        let progress = self.progress;
+        let ack = |offset, outputs| register(progress, offset, outputs);
+        let to = Linked::new(self.records, chain, progress);
+        process_one(self.processor, self.info, ack, self.stats, to, framed, end);
+    }
+}
+
+/// After a pass over the reader's lines: tells `progress` how far they were read (and the
+/// floor a checkpoint may not pass), and counts the framing's malformed lines.
+fn read_up_to(lines: &mut LineReader, progress: Option<&Arc<Progress>>, stats: &mut Stats) {
+    if let Some(p) = progress {
+        p.set_read(lines.offset(), lines.floor());
+    }
+    stats.malformed += std::mem::take(&mut lines.framer.malformed);
 }
 
 /// One framing result through the processor: a record is registered through `ack` and kept;
