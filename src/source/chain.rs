@@ -176,6 +176,66 @@ impl SegmentChain {
     }
 }
 
+/// A chained segment's reader and its feeding, for this module's tests and the digests'.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+
+    use super::SegmentChain;
+    use crate::ack::Progress;
+    use crate::budget::Charge;
+    use crate::envelope::Record;
+    use crate::integrity::{ChainHasher, ChainPoint};
+    use crate::line::{Stats, StreamInfo};
+    use crate::pipeline::Processor;
+    use crate::source::digests::DigestSettings;
+    use crate::source::framing::Format;
+    use crate::source::stream::StreamReader;
+
+    pub(crate) const STREAM: &str = "/var/log/pods/ns_pod_uid/app/0.log";
+
+    /// A reader of segment `00000000000000ab` of [`STREAM`] from `offset` with chain point
+    /// `saved`, making digests with `digests`.
+    pub(crate) fn reader(
+        offset: u64,
+        saved: Option<ChainPoint>,
+        digests: Option<Arc<DigestSettings>>,
+    ) -> (StreamReader, Arc<Progress>) {
+        let chain = SegmentChain::resume(
+            Arc::new(ChainHasher::plain()),
+            STREAM,
+            "00000000000000ab",
+            offset,
+            saved,
+        )
+        .with_digests(digests);
+        let progress = chain.progress(offset);
+        let reader = StreamReader::new(
+            Format::Cri,
+            1 << 20,
+            offset,
+            StreamInfo::new(STREAM, 0xab),
+            Some(Arc::clone(&progress)),
+            Charge::none(),
+        )
+        .with_chain(Some(chain));
+        (reader, progress)
+    }
+
+    /// Feeds `bytes` and returns the records they complete.
+    pub(crate) fn feed(
+        reader: &mut StreamReader,
+        processor: &Processor,
+        bytes: &[u8],
+    ) -> Vec<Record> {
+        let mut src = bytes;
+        while reader.fill(&mut src).unwrap() > 0 {}
+        let mut records = Vec::new();
+        reader.process(processor, &mut Stats::default(), &mut records);
+        records
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -190,7 +250,7 @@ mod tests {
     use crate::source::framing::Format;
     use crate::source::stream::StreamReader;
 
-    const STREAM: &str = "/var/log/pods/ns_pod_uid/app/0.log";
+    use super::test_support::{feed, STREAM};
 
     fn processor() -> Processor {
         processor_with(&Default::default())
@@ -216,33 +276,7 @@ mod tests {
 
     /// A reader of the segment from `offset` with chain point `saved`.
     fn reader(offset: u64, saved: Option<ChainPoint>) -> (StreamReader, Arc<Progress>) {
-        let chain = SegmentChain::resume(
-            Arc::new(ChainHasher::plain()),
-            STREAM,
-            "00000000000000ab",
-            offset,
-            saved,
-        );
-        let progress = chain.progress(offset);
-        let reader = StreamReader::new(
-            Format::Cri,
-            1 << 20,
-            offset,
-            StreamInfo::new(STREAM, 0xab),
-            Some(Arc::clone(&progress)),
-            Charge::none(),
-        )
-        .with_chain(Some(chain));
-        (reader, progress)
-    }
-
-    /// Feeds `bytes` and returns the records they complete.
-    fn feed(reader: &mut StreamReader, processor: &Processor, bytes: &[u8]) -> Vec<Record> {
-        let mut src = bytes;
-        while reader.fill(&mut src).unwrap() > 0 {}
-        let mut records = Vec::new();
-        reader.process(processor, &mut Stats::default(), &mut records);
-        records
+        test_support::reader(offset, saved, None)
     }
 
     fn link_of(r: &Record) -> (String, u64, Hash, Hash) {

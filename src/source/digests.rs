@@ -208,14 +208,11 @@ mod tests {
 
     use super::*;
     use crate::ack::Ack;
-    use crate::integrity::{ChainHasher, ChainPoint, SignedDigest, Verifier};
-    use crate::line::{Stats, StreamInfo};
+    use crate::integrity::{ChainPoint, SignedDigest, Verifier};
     use crate::pipeline::Processor;
-    use crate::source::chain::SegmentChain;
-    use crate::source::framing::Format;
     use crate::source::stream::StreamReader;
 
-    const STREAM: &str = "/var/log/pods/ns_pod_uid/app/0.log";
+    use crate::source::chain::test_support::{self, STREAM};
 
     /// Settings with a fresh key (written where `dir` says) and its verifier.
     fn settings(
@@ -314,33 +311,11 @@ mod tests {
         offset: u64,
         saved: Option<ChainPoint>,
     ) -> (StreamReader, Arc<Progress>) {
-        let chain = SegmentChain::resume(
-            Arc::new(ChainHasher::plain()),
-            STREAM,
-            "00000000000000ab",
-            offset,
-            saved,
-        )
-        .with_digests(Some(Arc::clone(settings)));
-        let progress = chain.progress(offset);
-        let reader = StreamReader::new(
-            Format::Cri,
-            1 << 20,
-            offset,
-            StreamInfo::new(STREAM, 0xab),
-            Some(Arc::clone(&progress)),
-            Charge::none(),
-        )
-        .with_chain(Some(chain));
-        (reader, progress)
+        test_support::reader(offset, saved, Some(Arc::clone(settings)))
     }
 
     fn feed(reader: &mut StreamReader, bytes: &[u8]) -> Vec<Record> {
-        let mut src = bytes;
-        while reader.fill(&mut src).unwrap() > 0 {}
-        let mut records = Vec::new();
-        reader.process(&processor(), &mut Stats::default(), &mut records);
-        records
+        test_support::feed(reader, &processor(), bytes)
     }
 
     fn digests_of(records: &[Record]) -> Vec<SignedDigest> {
