@@ -103,26 +103,7 @@ fn envelope(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     g.bench_function("build", |b| {
         b.iter(|| {
-            let r = Record::build(
-                EnvelopeParts {
-                    origin: &origin,
-                    line: black_box(text),
-                    format: audit.format,
-                    record_type: &audit.record_type,
-                    time: audit.time,
-                    retention: retention.clone(),
-                    kubernetes: None,
-                    pod_uid: None,
-                    prefix: audit.prefix,
-                    record: audit.record,
-                    suffix: audit.suffix,
-                    read_time,
-                    natural_id: audit.natural_id.as_deref(),
-                    fields: &audit.fields,
-                },
-                KeyStrategy::PodUid,
-                Ack::none(),
-            );
+            let r = build(&origin, black_box(text), &audit, &retention, read_time);
             r.value.len()
         })
     });
