@@ -73,34 +73,53 @@ enum Command {
     /// Read the audit topics from their beginning to their end at start and check every
     /// segment's chain and digests: a JSON report on stdout, a summary on stderr; exit 0
     /// when clean, 1 on any sign of tampering or loss, 2 when nothing could be verified.
-    Verify {
-        /// Kafka brokers, host:port[,host:port…] (wins over the config's).
-        #[arg(long)]
-        brokers: Option<String>,
-        /// An auditrail config: brokers and security settings from outputs.kafka, and the
-        /// topics of retention.classes (and the dead-letter topic) unless --topic is given.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// A topic to read (repeat for each; every class topic a segment's records go to).
-        #[arg(long = "topic", value_name = "TOPIC")]
-        topics: Vec<String>,
-        /// The topic the digests are in (wins over the config's integrity.digests.topic).
-        #[arg(long)]
-        digest_topic: Option<String>,
-        /// The Ed25519 public key (PEM) digests must be signed with.
-        #[arg(long, value_name = "FILE")]
-        public_key: Option<PathBuf>,
-        /// The chain key (the Secret's file): links are HMAC-SHA-256 (wins over the
-        /// config's integrity.chain_key_file).
-        #[arg(long, value_name = "FILE")]
-        chain_key_file: Option<PathBuf>,
-        /// Give up (exit 2) when nothing could be read for this many seconds.
-        #[arg(long, value_name = "SECONDS", default_value_t = 60)]
-        stall_timeout: u64,
-        /// Seconds between progress lines on stderr (0: none).
-        #[arg(long, value_name = "SECONDS", default_value_t = 5)]
-        progress_every: u64,
-    },
+    Verify(VerifyArgs),
+}
+
+/// `auditrail verify`'s options, as given on the command line.
+#[derive(clap::Args)]
+struct VerifyArgs {
+    /// Kafka brokers, host:port[,host:port…] (wins over the config's).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// An auditrail config: brokers and security settings from outputs.kafka, and the
+    /// topics of retention.classes (and the dead-letter topic) unless --topic is given.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// A topic to read (repeat for each; every class topic a segment's records go to).
+    #[arg(long = "topic", value_name = "TOPIC")]
+    topics: Vec<String>,
+    /// The topic the digests are in (wins over the config's integrity.digests.topic).
+    #[arg(long)]
+    digest_topic: Option<String>,
+    /// The Ed25519 public key (PEM) digests must be signed with.
+    #[arg(long, value_name = "FILE")]
+    public_key: Option<PathBuf>,
+    /// The chain key (the Secret's file): links are HMAC-SHA-256 (wins over the
+    /// config's integrity.chain_key_file).
+    #[arg(long, value_name = "FILE")]
+    chain_key_file: Option<PathBuf>,
+    /// Give up (exit 2) when nothing could be read for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    stall_timeout: u64,
+    /// Seconds between progress lines on stderr (0: none).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5)]
+    progress_every: u64,
+}
+
+impl VerifyArgs {
+    fn options(self) -> VerifyOptions {
+        VerifyOptions {
+            brokers: self.brokers,
+            config: self.config,
+            topics: self.topics,
+            digest_topic: self.digest_topic,
+            public_key: self.public_key,
+            chain_key_file: self.chain_key_file,
+            stall_timeout: Duration::from_secs(self.stall_timeout),
+            progress_every: Duration::from_secs(self.progress_every),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -157,25 +176,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(USAGE, &e),
             }
         }
-        Command::Verify {
-            brokers,
-            config,
-            topics,
-            digest_topic,
-            public_key,
-            chain_key_file,
-            stall_timeout,
-            progress_every,
-        } => verify(&VerifyOptions {
-            brokers,
-            config,
-            topics,
-            digest_topic,
-            public_key,
-            chain_key_file,
-            stall_timeout: Duration::from_secs(stall_timeout),
-            progress_every: Duration::from_secs(progress_every),
-        }),
+        Command::Verify(args) => verify(&args.options()),
     }
 }
 
