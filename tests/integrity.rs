@@ -47,6 +47,15 @@ fn write_lines(path: &Path, n: usize) -> usize {
 /// A link as first seen: id, prev, hash, and how many copies arrived.
 type Copies = (String, String, String, usize);
 
+/// The first file's entry of the checkpoints saved under `dir` (null until one is saved).
+fn first_saved_file(dir: &Path) -> serde_json::Value {
+    std::fs::read_to_string(dir.join("checkpoints/checkpoints.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .map(|v| v["files"][0].clone())
+        .unwrap_or_default()
+}
+
 fn distinct(consumed: &[Consumed]) -> usize {
     consumed
         .iter()
@@ -78,14 +87,7 @@ fn chained_records_arrive_with_links_that_recompute_and_keep_them_when_sent_agai
     let log = dir.path().join("logs/0.log");
     let records = write_lines(&log, 100_000);
     let size = std::fs::metadata(&log).unwrap().len();
-    let checkpoint = dir.path().join("checkpoints/checkpoints.json");
-    let saved = || {
-        std::fs::read_to_string(&checkpoint)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .map(|v| v["files"][0].clone())
-            .unwrap_or_default()
-    };
+    let saved = || first_saved_file(dir.path());
 
     let run = Daemon::start(&config);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -404,14 +406,7 @@ fn signed_digests_from_a_run_killed_and_restarted_verify_clean_and_an_altered_co
                 .sum::<usize>()
         })
     };
-    let checkpoint = dir.path().join("checkpoints/checkpoints.json");
-    let saved = || {
-        std::fs::read_to_string(&checkpoint)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .map(|v| v["files"][0].clone())
-            .unwrap_or_default()
-    };
+    let saved = || first_saved_file(dir.path());
     let run = Daemon::start(&config);
     let deadline = Instant::now() + Duration::from_secs(30);
     // Killed once a digest is saved with the chain: the restart goes on from it.
